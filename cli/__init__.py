@@ -1,0 +1,1 @@
+"""The ``gwnmo-meta`` command line (Typer). Installed as ``gwnmo_meta.cli``."""
