@@ -1,0 +1,290 @@
+"""Benchmark suites: many (dataset × shots × method × schedule × inner-lr) cells on shared tasks.
+
+Every cell meta-trains with the same seed, the same backbone features and the same task streams
+(meta-train, meta-val and meta-test samplers are seeded identically for every method), then its
+best-by-val checkpoint is evaluated on meta-test tasks. Each method gets the same tuning budget:
+one cell per inner step size in its grid (the same number of values for every method), and the
+value with the best meta-val accuracy is the one reported. Cells are resumable: a finished cell
+(``result.json`` present) is never re-run, an unfinished one resumes from its ``last.pt``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from gwnmo_meta.config import RunConfig
+from gwnmo_meta.errors import ConfigError
+
+SCHEDULED = ("gwnmo", "gwnmo-prime")
+
+# Inner step-size grids: the same number of values for every method (equal tuning budget).
+LR_GRIDS: dict[str, tuple[float, ...]] = {
+    "gwnmo": (0.1, 0.5, 1.0),
+    "gwnmo-prime": (0.1, 0.5, 1.0),
+    "maml": (0.1, 0.5, 1.0),
+    "meta-sgd": (0.1, 0.5, 1.0),
+    "hg": (0.1, 0.5, 1.0),
+    "sgd": (0.1, 0.5, 1.0),
+    "adam": (0.003, 0.01, 0.03),
+}
+ALL_METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One meta-training run and the datasets its checkpoint is evaluated on."""
+
+    dataset: str
+    shots: int
+    method: str
+    schedule: str
+    inner_lr: float
+    eval_datasets: tuple[str, ...]
+    learn_init: bool = True
+
+    @property
+    def cell_id(self) -> str:
+        sched = f"-{self.schedule}" if self.method in SCHEDULED else ""
+        init = "" if self.learn_init else "-randinit"
+        return f"{self.dataset}-{self.shots}shot-{self.method}{sched}{init}-lr{self.inner_lr:g}"
+
+    @property
+    def variant(self) -> str:
+        return f"{self.method} {self.schedule}" if self.method in SCHEDULED else self.method
+
+
+@dataclass
+class Suite:
+    """A named grid of cells plus the shared run settings."""
+
+    name: str
+    cells: list[Cell]
+    base: RunConfig
+    test_tasks: int
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _variants(methods: tuple[str, ...], schedules: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for m in methods:
+        if m in SCHEDULED:
+            out.extend((m, s) for s in schedules)
+        else:
+            out.append((m, "alg2"))
+    return out
+
+
+def grid_cells(
+    datasets: tuple[str, ...], shots: tuple[int, ...], methods: tuple[str, ...], schedules: tuple[str, ...], lr_values: int
+) -> list[Cell]:
+    """The full grid; ``lr_values`` takes the first N values of each method's grid (N equal for all)."""
+    cells = []
+    for ds in datasets:
+        for k in shots:
+            for m, s in _variants(methods, schedules):
+                learn_init = m not in ("sgd", "adam")
+                for lr in LR_GRIDS[m][:lr_values]:
+                    cells.append(Cell(ds, k, m, s, lr, (ds,), learn_init))
+    return cells
+
+
+def build_suite(
+    name: str,
+    *,
+    datasets: Optional[tuple[str, ...]] = None,
+    shots: Optional[tuple[int, ...]] = None,
+    methods: Optional[tuple[str, ...]] = None,
+    schedules: Optional[tuple[str, ...]] = None,
+    meta_steps: Optional[int] = None,
+    test_tasks: Optional[int] = None,
+    lr_values: Optional[int] = None,
+    base: Optional[RunConfig] = None,
+) -> Suite:
+    """Named suites: ``quick`` (minutes), ``main`` (issue table), ``transfer`` (3×3 cross-dataset)."""
+    base = base or RunConfig()
+    if name == "quick":
+        d = dict(datasets=("mnist",), shots=(1,), methods=("gwnmo", "maml", "sgd"), schedules=("alg1", "alg2"),
+                 meta_steps=60, test_tasks=100, lr_values=1)
+        base = replace(base, val_every=30, val_tasks=50)
+    elif name == "main":
+        d = dict(datasets=("mnist", "fmnist", "cifar10"), shots=(1, 5), methods=ALL_METHODS,
+                 schedules=("alg1", "alg2"), meta_steps=300, test_tasks=600, lr_values=2)
+        base = replace(base, val_every=100, val_tasks=100)
+    elif name == "transfer":
+        d = dict(datasets=("mnist", "fmnist", "cifar10"), shots=(1,), methods=("gwnmo", "sgd", "adam"),
+                 schedules=("alg2",), meta_steps=300, test_tasks=600, lr_values=2)
+        base = replace(base, val_every=100, val_tasks=100)
+    else:
+        raise ConfigError(f"unknown suite {name!r}; choose quick, main or transfer")
+    given = dict(datasets=datasets, shots=shots, methods=methods, schedules=schedules, meta_steps=meta_steps,
+                 test_tasks=test_tasks, lr_values=lr_values)
+    d.update({k: v for k, v in given.items() if v is not None})
+    for m in d["methods"]:
+        if m not in LR_GRIDS:
+            raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(ALL_METHODS)}")
+    if not 1 <= d["lr_values"] <= 3:
+        raise ConfigError("--lr-values must be 1, 2 or 3")
+    base = replace(base, meta_steps=d["meta_steps"])
+    cells = grid_cells(d["datasets"], d["shots"], d["methods"], d["schedules"], d["lr_values"])
+    if name == "transfer":
+        # GWNMO meta-trained on each dataset is evaluated on all three; fine-tuning baselines
+        # are tuned and evaluated on each target dataset itself.
+        all_ds = tuple(d["datasets"])
+        cells = [replace(c, eval_datasets=all_ds) if c.method not in ("sgd", "adam") else c for c in cells]
+    return Suite(name, cells, base, d["test_tasks"], extra={k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()})
+
+
+def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Meta-train and evaluate one cell (resuming it if a previous run was cut off)."""
+    from gwnmo_meta.evaluate import evaluate_checkpoint
+    from gwnmo_meta.trainer import meta_train
+
+    cell_dir = out / "cells" / cell.cell_id
+    done = cell_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    cfg = replace(suite.base, dataset=cell.dataset, shots=cell.shots, method=cell.method, schedule=cell.schedule,
+                  inner_lr=cell.inner_lr, learn_init=cell.learn_init)
+    t0 = time.perf_counter()
+    result = meta_train(cfg, cell_dir, resume=(cell_dir / "last.pt").exists(), progress=progress)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    train_s = time.perf_counter() - t0
+    evals = []
+    for ds in cell.eval_datasets:
+        ev = evaluate_checkpoint(cell_dir / "best.pt", dataset=ds, data_root=cfg.data_root,
+                                 skip_integrity_check=cfg.skip_integrity_check, tasks=suite.test_tasks,
+                                 device=cfg.device, progress=progress)
+        ev.pop("text")
+        evals.append(ev)
+    record = {
+        "cell": cell.cell_id, "variant": cell.variant, "train_dataset": cell.dataset, "shots": cell.shots,
+        "method": cell.method, "schedule": cell.schedule if cell.method in SCHEDULED else "",
+        "inner_lr": cell.inner_lr, "learn_init": cell.learn_init, "meta_steps": cfg.meta_steps,
+        "val_accuracy": result.best_val_accuracy, "train_seconds": round(train_s, 2),
+        "history": result.history, "evals": evals,
+    }
+    done.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def select_best(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (train dataset, shots, variant, learn_init): the inner-lr cell with the best meta-val accuracy."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        key = (r["train_dataset"], r["shots"], r["variant"], r["learn_init"])
+        score = r["val_accuracy"] if r["val_accuracy"] is not None else -1.0
+        if key not in best or score > (best[key]["val_accuracy"] or -1.0):
+            best[key] = r
+    return list(best.values())
+
+
+def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten the selected cells into one row per (cell, evaluation dataset)."""
+    rows = []
+    for r in select_best(records):
+        for ev in r["evals"]:
+            rows.append({
+                "train_dataset": r["train_dataset"], "test_dataset": ev["dataset"], "ways": ev["ways"],
+                "shots": r["shots"], "query": ev["query"], "variant": r["variant"], "method": r["method"],
+                "schedule": r["schedule"], "inner_lr": r["inner_lr"], "learn_init": r["learn_init"],
+                "meta_steps": r["meta_steps"], "val_accuracy": r["val_accuracy"],
+                "accuracy_mean": ev["accuracy_mean"], "accuracy_ci95": ev["accuracy_ci95"],
+                "loss_mean": ev["loss_mean"], "loss_ci95": ev["loss_ci95"], "tasks": ev["tasks"],
+                "train_seconds": r["train_seconds"],
+            })
+    rows.sort(key=lambda x: (x["train_dataset"], x["test_dataset"], x["shots"], x["variant"]))
+    return rows
+
+
+def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], suite: Suite, out: Path) -> list[Path]:
+    """results.csv / results.json / results.md and accuracy.png / curves.png in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.csv", out / "results.json", out / "results.md"]
+    with open(paths[0], "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()) if rows else ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
+    paths[1].write_text(json.dumps({"suite": suite.name, "settings": suite.extra, "base": suite.base.to_dict(),
+                                    "rows": rows, "cells": [{k: v for k, v in r.items() if k != "history"} for r in records]},
+                                   indent=2) + "\n")
+    lines = [
+        f"# Benchmark suite `{suite.name}`", "",
+        f"{suite.test_tasks} meta-test tasks per row; accuracy mean ± 95% CI; inner lr chosen by meta-val accuracy "
+        f"from an equal-size grid per method; {suite.base.meta_steps} meta-steps × {suite.base.meta_batch} tasks; "
+        f"backbone {suite.base.backbone}; seed {suite.base.seed}.", "",
+        "| train → test | shots | method | inner lr | accuracy (%) | query loss | val acc (%) | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['train_dataset']} → {r['test_dataset']} | {r['shots']} | {r['variant']} | {r['inner_lr']:g} | "
+            f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_ci95']:.2f} | {r['loss_mean']:.3f} | "
+            f"{100 * (r['val_accuracy'] or 0):.1f} | {r['train_seconds']:.0f} |"
+        )
+    paths[2].write_text("\n".join(lines) + "\n")
+    paths += plot_results(rows, records, out)
+    return paths
+
+
+def plot_results(rows: list[dict[str, Any]], records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Accuracy bars with 95% CI error bars per (train → test, shots); meta-val curves of selected cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["train_dataset"], r["test_dataset"], r["shots"]) for r in rows})
+    variants = sorted({r["variant"] for r in rows})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * max(1, len(variants)) / 3), 4.5))
+    width = 0.8 / max(1, len(variants))
+    for i, v in enumerate(variants):
+        xs, ys, es = [], [], []
+        for g, key in enumerate(groups):
+            match = [r for r in rows if (r["train_dataset"], r["test_dataset"], r["shots"]) == key and r["variant"] == v]
+            if match:
+                xs.append(g + i * width)
+                ys.append(100 * match[0]["accuracy_mean"])
+                es.append(100 * match[0]["accuracy_ci95"])
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=v)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{a}→{b}\n{k}-shot" if a != b else f"{a}\n{k}-shot" for a, b, k in groups])
+    ax.set_ylabel("meta-test accuracy (%) ± 95% CI")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    acc_png = out / "accuracy.png"
+    fig.savefig(acc_png, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in select_best(records):
+        pts = [(h["step"], 100 * h["val_accuracy"]) for h in r.get("history", []) if "val_accuracy" in h]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r['train_dataset']} {r['shots']}-shot {r['variant']}")
+    ax.set_xlabel("meta-step")
+    ax.set_ylabel("meta-val accuracy (%)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    curves_png = out / "curves.png"
+    fig.savefig(curves_png, dpi=120)
+    plt.close(fig)
+    return [acc_png, curves_png]
+
+
+def run_suite(suite: Suite, out: Path, *, progress: bool = True) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Run (or resume) every cell of ``suite`` and write the reports."""
+    from tqdm.auto import tqdm
+
+    from gwnmo_meta.trainer import check_writable
+
+    check_writable(out)
+    records = []
+    for cell in tqdm(suite.cells, desc=f"suite {suite.name}", disable=not progress, dynamic_ncols=True):
+        records.append(run_cell(cell, suite, out, progress=False))
+    rows = result_rows(records)
+    return rows, write_reports(rows, records, suite, out)

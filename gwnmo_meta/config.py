@@ -1,0 +1,71 @@
+"""The resolved configuration of a meta-training run (written to RUN_DIR/config.json)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from gwnmo_meta.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a meta-training run; CLI flags map one-to-one onto these fields."""
+
+    # data
+    dataset: str = "mnist"
+    data_root: Optional[str] = None
+    download: bool = False
+    skip_integrity_check: bool = False
+    backbone: str = "conv4"
+    train_classes: Optional[str] = None
+    val_classes: Optional[str] = None
+    test_classes: Optional[str] = None
+    keep_image_split: bool = False
+    # tasks
+    ways: int = 5
+    shots: int = 1
+    query: int = 15
+    # method
+    method: str = "gwnmo"
+    schedule: str = "alg2"
+    weighting: str = "coordinate"
+    inner_steps: int = 5
+    inner_lr: Optional[float] = None
+    meta_lr: float = 1e-3
+    learn_init: bool = True
+    first_order: bool = False
+    # loop
+    meta_batch: int = 4
+    meta_steps: int = 1000
+    val_every: int = 100
+    val_tasks: int = 200
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> "RunConfig":
+        """Check counts; method/data specifics are validated by their own modules."""
+        for name in ("ways", "shots", "query", "inner_steps", "meta_batch", "meta_steps", "val_every", "val_tasks"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.meta_lr <= 0:
+            raise ConfigError(f"--meta-lr must be positive, got {self.meta_lr}")
+        if self.inner_lr is not None and self.inner_lr <= 0:
+            raise ConfigError(f"--inner-lr must be positive, got {self.inner_lr}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
