@@ -1,0 +1,321 @@
+"""Classic training mode (thesis Tables 1 and 2): GWNMO as an online meta-optimizer in ordinary training.
+
+A frozen backbone E gives features; the target T (two linear layers with a ReLU between, as in
+the thesis) is trained on the dataset's full torchvision train split, mini-batch by mini-batch,
+while the weighting network M learns online:
+
+* ``alg1`` (Algorithm 1): at batch t the loss L_t = f(T(φ_t; X_t), y_t) is evaluated at φ_t,
+  which depends on θ only through the previous update φ_t = φ_{t−1} − αΔ_{t−1}(θ). θ takes an
+  Adam step on ∇_θ L_t (one-step hypergradient: the current batch judges the previous weighting),
+  then φ_{t+1} = φ_t − αΔ_t(θ) is formed and kept differentiable for the next batch.
+* ``alg2`` (Algorithm 2): at batch t, φ_{t+1} = φ_t − αΔ_t(θ); the loss on the NEXT batch
+  L' = f(T(φ_{t+1}; X_{t+1}), y_{t+1}) gives θ its Adam step (one-step look-ahead).
+
+Baselines: ``adam``, ``sgd`` and ``hg`` (per-element hypergradient step sizes) as torch
+optimizers on T. Test accuracy and loss are measured after every epoch; the thesis reports the
+best test accuracy/loss reached, we report those and the final ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from gwnmo_meta.errors import CheckpointError, ConfigError
+
+OPTIMIZERS = ("gwnmo", "gwnmo-prime", "adam", "hg", "sgd")
+DEFAULT_LR = {"gwnmo": 0.1, "gwnmo-prime": 0.1, "adam": 1e-3, "hg": 0.1, "sgd": 0.1}
+
+
+@dataclass
+class ClassicConfig:
+    """Options of ``gwnmo-meta train``."""
+
+    dataset: str = "mnist"
+    data_root: Optional[str] = None
+    download: bool = False
+    skip_integrity_check: bool = False
+    backbone: str = "conv4"
+    optimizer: str = "gwnmo"
+    schedule: str = "alg1"
+    weighting: str = "mlp"
+    lr: Optional[float] = None
+    meta_lr: float = 1e-3
+    hg_beta: float = 1e-4
+    epochs: int = 5
+    batch_size: int = 64
+    hidden: int = 64
+    reps: int = 1
+    weighting_from: Optional[str] = None
+    freeze_weighting: bool = False
+    max_train_images: Optional[int] = None
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> "ClassicConfig":
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.schedule not in ("alg1", "alg2"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose alg1 or alg2")
+        for name in ("epochs", "batch_size", "hidden", "reps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("meta_lr", "hg_beta"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.optimizer not in ("gwnmo", "gwnmo-prime") and (self.weighting_from or self.freeze_weighting):
+            raise ConfigError("--weighting-from/--freeze-weighting need --optimizer gwnmo or gwnmo-prime")
+        if self.freeze_weighting and not self.weighting_from:
+            raise ConfigError("--freeze-weighting needs --weighting-from CHECKPOINT")
+        return self
+
+    @property
+    def step_size(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    test_accuracy: float
+    test_loss: float
+
+
+@dataclass
+class RepResult:
+    """One target trained from scratch."""
+
+    rep: int
+    epochs: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def best_accuracy(self) -> float:
+        return max(e.test_accuracy for e in self.epochs)
+
+    @property
+    def best_loss(self) -> float:
+        return min(e.test_loss for e in self.epochs)
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.epochs[-1]
+
+
+def make_target(feature_dim: int, hidden: int, classes: int) -> nn.Module:
+    """The thesis's target T: two linear layers (ReLU between) on top of frozen features."""
+    return nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
+@torch.no_grad()
+def evaluate_target(target: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, batch: int = 4096) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``target`` with ``params`` on (x, y)."""
+    correct, loss = 0.0, 0.0
+    for i in range(0, len(x), batch):
+        logits = functional_call(target, params, (x[i : i + batch],))
+        loss += float(F.cross_entropy(logits, y[i : i + batch], reduction="sum"))
+        correct += float((logits.argmax(1) == y[i : i + batch]).sum())
+    return correct / len(x), loss / len(x)
+
+
+def load_weighting_state(path: str | Path) -> dict[str, Tensor]:
+    """M's parameters from a meta-train (few-shot) or classic checkpoint."""
+    from gwnmo_meta.checkpoint import load_checkpoint
+
+    body = load_checkpoint(path)
+    if body.get("kind") == "gwnmo-meta/classic":
+        state = body["weighting"]
+    else:
+        method_state = body.get("method", {})
+        prefix = "weighting."
+        state = {k[len(prefix):]: v for k, v in method_state.items() if k.startswith(prefix)}
+    if not state:
+        raise CheckpointError(f"checkpoint {path} holds no GWNMO weighting network (was it meta-trained with --method gwnmo?)")
+    return state
+
+
+class OnlineGWNMO:
+    """Algorithms 1 and 2 over a stream of mini-batches, with functional (differentiable) target params."""
+
+    def __init__(self, target: nn.Module, weighting: nn.Module, cfg: ClassicConfig, meta_opt: Optional[torch.optim.Optimizer]):
+        from gwnmo_meta.weighting import gwnmo_direction
+
+        self.direction = gwnmo_direction
+        self.target, self.weighting, self.cfg, self.meta_opt = target, weighting, cfg, meta_opt
+        self.names = [n for n, _ in target.named_parameters()]
+        self.params = {n: p.detach().clone() for n, p in target.named_parameters()}
+        self.normalize = cfg.optimizer == "gwnmo"
+        self.pending: Optional[tuple[Tensor, Tensor]] = None  # alg2: the batch whose step awaits judgement
+
+    def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(functional_call(self.target, params, (x,)), y)
+
+    def _update(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """φ' = φ − αΔ(θ) from φ (detached), differentiable in θ. Returns (φ', loss at φ)."""
+        leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        loss = self._loss(leaf, x, y)
+        grads = torch.autograd.grad(loss, [leaf[n] for n in self.names])
+        plist = [leaf[n].detach() for n in self.names]
+        glist = [g.detach() for g in grads]
+        raw = self.weighting(x, plist, glist)
+        h = [torch.sigmoid(r) for r in raw] if self.normalize else list(raw)
+        delta = self.direction(glist, h, normalize=self.normalize)
+        new = {n: p - self.cfg.step_size * d for n, p, d in zip(self.names, plist, delta)}
+        return new, loss.detach()
+
+    def _meta_step(self, meta_loss: Tensor) -> None:
+        if self.meta_opt is None or not meta_loss.requires_grad:
+            return
+        self.meta_opt.zero_grad(set_to_none=True)
+        meta_loss.backward()
+        self.meta_opt.step()
+
+    def step(self, x: Tensor, y: Tensor) -> float:
+        """Consume one mini-batch; returns the target's loss on it (before its update)."""
+        if self.cfg.schedule == "alg1":
+            loss_now = self._loss(self.params, x, y)  # graph to θ through the previous update only
+            self._meta_step(loss_now)
+            self.params, loss = self._update(self.params, x, y)
+            return float(loss)
+        # alg2: the step taken on the previous batch is judged by this (next) batch's loss
+        if self.pending is not None:
+            self._meta_step(self._loss(self.params, x, y))
+        self.params, loss = self._update(self.params, x, y)
+        self.pending = (x, y)
+        return float(loss)
+
+    def current(self) -> dict[str, Tensor]:
+        return {n: p.detach() for n, p in self.params.items()}
+
+
+def _load_features(cfg: ClassicConfig, device: torch.device, progress: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from gwnmo_meta.tasks.fewshot import classic_features
+
+    return classic_features(
+        dataset=cfg.dataset, data_root=cfg.data_root, download=cfg.download,
+        skip_integrity_check=cfg.skip_integrity_check, backbone=cfg.backbone, seed=cfg.seed,
+        device=device, progress=progress,
+    )
+
+
+def train_classic(cfg: ClassicConfig, out: Optional[Path] = None, *, progress: bool = True, features: Optional[tuple] = None) -> list[RepResult]:
+    """Train ``cfg.reps`` fresh targets in sequence (M persists across them); log to ``out``."""
+    from gwnmo_meta.device import resolve_device
+
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    xtr, ytr, xte, yte = features if features is not None else _load_features(cfg, device, progress)
+    xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
+    if cfg.max_train_images is not None:
+        xtr, ytr = xtr[: cfg.max_train_images], ytr[: cfg.max_train_images]
+    classes = int(max(ytr.max(), yte.max())) + 1
+    writer = None
+    if out is not None:
+        from gwnmo_meta.trainer import check_writable
+        from torch.utils.tensorboard import SummaryWriter
+
+        check_writable(Path(out))
+        writer = SummaryWriter(str(out))
+    weighting, meta_opt = None, None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    results: list[RepResult] = []
+    global_step = 0
+    try:
+        for rep in range(cfg.reps):
+            target = make_target(xtr.shape[1], cfg.hidden, classes).to(device)
+            if cfg.optimizer in ("gwnmo", "gwnmo-prime"):
+                if weighting is None:
+                    weighting, meta_opt = _build_weighting(cfg, target, xtr.shape[1], device)
+                learner: Any = OnlineGWNMO(target, weighting, cfg, meta_opt)
+            else:
+                learner = _TorchLearner(target, cfg)
+            result = RepResult(rep)
+            for epoch in range(cfg.epochs):
+                order = torch.randperm(len(xtr), generator=gen).to(device)
+                losses = []
+                batches = range(0, len(xtr), cfg.batch_size)
+                for i in tqdm(batches, desc=f"rep {rep + 1}/{cfg.reps} epoch {epoch + 1}/{cfg.epochs}",
+                              disable=not progress, leave=False, dynamic_ncols=True):
+                    idx = order[i : i + cfg.batch_size]
+                    loss = learner.step(xtr[idx], ytr[idx])
+                    if not math.isfinite(loss):
+                        raise ConfigError(f"training loss became {loss} (rep {rep + 1}, epoch {epoch + 1}); try a smaller --lr or --meta-lr")
+                    losses.append(loss)
+                    global_step += 1
+                acc, tloss = evaluate_target(target, learner.current(), xte, yte)
+                rec = EpochRecord(epoch + 1, sum(losses) / len(losses), acc, tloss)
+                result.epochs.append(rec)
+                if writer is not None:
+                    tag = f"rep{rep + 1}"
+                    writer.add_scalar(f"{tag}/train_loss", rec.train_loss, epoch + 1)
+                    writer.add_scalar(f"{tag}/test_accuracy", acc, epoch + 1)
+                    writer.add_scalar(f"{tag}/test_loss", tloss, epoch + 1)
+            results.append(result)
+            if writer is not None:
+                writer.add_scalar("reps/best_test_accuracy", result.best_accuracy, rep + 1)
+    finally:
+        if writer is not None:
+            writer.close()
+    if out is not None and weighting is not None:
+        from gwnmo_meta.checkpoint import save_checkpoint
+
+        save_checkpoint(Path(out) / "weighting.pt", {"kind": "gwnmo-meta/classic", "config": dataclasses.asdict(cfg),
+                                                     "weighting": weighting.state_dict()})
+    return results
+
+
+def _build_weighting(cfg: ClassicConfig, target: nn.Module, feature_dim: int, device: torch.device):
+    from gwnmo_meta.nets import build_weighting
+
+    shapes = [tuple(p.shape) for p in target.parameters()]
+    weighting = build_weighting(cfg.weighting, feature_dim, shapes, prime=cfg.optimizer == "gwnmo-prime").to(device)
+    if cfg.weighting_from:
+        state = load_weighting_state(cfg.weighting_from)
+        try:
+            weighting.load_state_dict(state)
+        except RuntimeError:
+            raise CheckpointError(
+                f"the weighting network in {cfg.weighting_from} does not fit this target/--weighting {cfg.weighting} "
+                "(the thesis mlp is tied to the target's size; use a checkpoint meta-trained with --weighting coordinate)"
+            ) from None
+    if cfg.freeze_weighting:
+        weighting.requires_grad_(False)
+        return weighting, None
+    return weighting, torch.optim.Adam(weighting.parameters(), lr=cfg.meta_lr)
+
+
+class _TorchLearner:
+    """Adam / SGD / HG on the target, through the same step() interface."""
+
+    def __init__(self, target: nn.Module, cfg: ClassicConfig):
+        from gwnmo_meta.optim import HG
+
+        self.target = target
+        params = list(target.parameters())
+        if cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=cfg.step_size)
+        elif cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=cfg.step_size)
+        else:
+            self.opt = HG(params, lr=cfg.step_size, beta=cfg.hg_beta)
+
+    def step(self, x: Tensor, y: Tensor) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.target(x), y)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def current(self) -> dict[str, Tensor]:
+        return {n: p.detach() for n, p in self.target.named_parameters()}

@@ -1,0 +1,174 @@
+"""Learned optimizers and baselines behind one interface, on identical episodes.
+
+Every method adapts the same target head (a linear classifier on the frozen features, or two
+linear layers with ``head_hidden``) on the support set for ``inner_steps`` steps and is scored on
+the query set:
+
+========== ============================================================ =====================
+method     inner loop                                                   meta-learned
+========== ============================================================ =====================
+gwnmo      GWNMO (sigmoid weights, normalised) via higher               M (+ init)
+gwnmo-prime GWNMO' (raw weights, no normalisation) via higher           M (+ init)
+maml       SGD via ``learn2learn.algorithms.MAML``                      init
+meta-sgd   per-parameter step sizes via ``learn2learn.algorithms.MetaSGD`` init + step sizes
+hg         hypergradient per-element step sizes (Baydin) via higher     init (with learn-init)
+sgd        plain SGD via higher                                         init (with learn-init)
+adam       Adam via higher                                              init (with learn-init)
+========== ============================================================ =====================
+
+Without ``learn_init`` the head starts every task from the same fixed random initialisation
+(drawn from the run's seed); sgd/adam/hg then have nothing to meta-learn (plain fine-tuning).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.nets import WEIGHTINGS, build_weighting, make_head
+from gwnmo_meta.schedules import SCHEDULES, EpisodeOutcome, query_metrics, run_episode
+
+METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
+SCHEDULED_METHODS = ("gwnmo", "gwnmo-prime")
+# Defaults for unit-norm features (see tasks/fewshot.py); the benchmark tunes them per method.
+DEFAULT_INNER_LR = {"gwnmo": 1.0, "gwnmo-prime": 1.0, "maml": 1.0, "meta-sgd": 1.0, "hg": 1.0, "sgd": 1.0, "adam": 0.05}
+
+
+@dataclass
+class MethodConfig:
+    """How a method adapts and what it meta-learns."""
+
+    method: str = "gwnmo"
+    schedule: str = "alg2"
+    weighting: str = "coordinate"
+    inner_steps: int = 5
+    inner_lr: Optional[float] = None
+    meta_lr: float = 1e-3
+    learn_init: bool = True
+    first_order: bool = False
+    head_hidden: Optional[int] = None
+    weighting_hidden: int = 32
+    hg_beta: float = 1e-3
+    seed: int = 0
+
+    @property
+    def lr(self) -> float:
+        return self.inner_lr if self.inner_lr is not None else DEFAULT_INNER_LR[self.method]
+
+    def validate(self) -> "MethodConfig":
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
+            raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
+        if self.method in ("maml", "meta-sgd") and not self.learn_init:
+            raise ConfigError(f"--method {self.method} always meta-learns the init; drop --no-learn-init")
+        return self
+
+
+def _seeded_head(cfg: MethodConfig, feature_dim: int, ways: int) -> nn.Module:
+    state = torch.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    head = make_head(feature_dim, ways, cfg.head_hidden)
+    torch.set_rng_state(state)
+    return head
+
+
+class MetaMethod(nn.Module):
+    """Interface: ``episode(ep, train)`` and ``make_meta_optimizer()``."""
+
+    def __init__(self, cfg: MethodConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def make_meta_optimizer(self) -> Optional[torch.optim.Optimizer]:
+        """Adam with ``meta_lr`` on everything meta-learned, or ``None`` if nothing is."""
+        params = self.meta_parameters()
+        return torch.optim.Adam(params, lr=self.cfg.meta_lr) if params else None
+
+    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class HigherMethod(MetaMethod):
+    """GWNMO, GWNMO', HG, SGD and Adam: a torch optimizer turned differentiable by higher."""
+
+    def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
+        super().__init__(cfg)
+        from gwnmo_meta.optim import GWNMO, HG
+
+        self.head = _seeded_head(cfg, feature_dim, ways)
+        params = list(self.head.parameters())
+        if cfg.method in SCHEDULED_METHODS:
+            prime = cfg.method == "gwnmo-prime"
+            shapes = [tuple(p.shape) for p in params]
+            self.weighting = build_weighting(cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=prime)
+            self.inner_opt: torch.optim.Optimizer = GWNMO(params, self.weighting, lr=cfg.lr, normalize=not prime)
+        elif cfg.method == "hg":
+            self.inner_opt = HG(params, lr=cfg.lr, beta=cfg.hg_beta)
+        elif cfg.method == "sgd":
+            self.inner_opt = torch.optim.SGD(params, lr=cfg.lr)
+        else:
+            self.inner_opt = torch.optim.Adam(params, lr=cfg.lr)
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        """M's parameters, plus the head's initialisation with ``learn_init``."""
+        params = list(self.weighting.parameters()) if hasattr(self, "weighting") else []
+        return params + (list(self.head.parameters()) if self.cfg.learn_init else [])
+
+    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
+        schedule = self.cfg.schedule if self.cfg.method in SCHEDULED_METHODS else "alg2"
+        has_meta = bool(self.meta_parameters())
+        out = run_episode(self.head, self.inner_opt, ep, steps=self.cfg.inner_steps, schedule=schedule,
+                          train=train and has_meta, learn_init=self.cfg.learn_init, first_order=self.cfg.first_order)
+        return out
+
+
+class L2LMethod(MetaMethod):
+    """MAML and Meta-SGD through learn2learn's implementations."""
+
+    def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
+        super().__init__(cfg)
+        import learn2learn as l2l
+
+        head = _seeded_head(cfg, feature_dim, ways)
+        cls = l2l.algorithms.MAML if cfg.method == "maml" else l2l.algorithms.MetaSGD
+        self.learner = cls(head, lr=cfg.lr, first_order=cfg.first_order)
+
+    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
+        learner = self.learner.clone()
+        inner = []
+        for _ in range(self.cfg.inner_steps):
+            loss = F.cross_entropy(learner(ep.support_x), ep.support_y)
+            inner.append(loss.detach())
+            learner.adapt(loss, first_order=True if not train else None)
+        if train:
+            q_loss, q_acc = query_metrics(learner(ep.query_x), ep.query_y)
+        else:
+            with torch.no_grad():
+                q_loss, q_acc = query_metrics(learner(ep.query_x), ep.query_y)
+        nums = torch.stack([q_loss.detach(), q_acc] + inner).tolist()
+        return EpisodeOutcome(meta_loss=q_loss if train else None, query_loss=nums[0], query_acc=nums[1],
+                              inner_losses=nums[2:])
+
+
+def build_method(cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu") -> MetaMethod:
+    """The :class:`MetaMethod` for ``cfg.method`` on ``device``."""
+    cfg.validate()
+    cls = L2LMethod if cfg.method in ("maml", "meta-sgd") else HigherMethod
+    return cls(cfg, feature_dim, ways).to(device)
+
+
+def method_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(MethodConfig)}

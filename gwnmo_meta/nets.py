@@ -1,0 +1,135 @@
+"""Target heads and the weighting networks M of GWNMO.
+
+A weighting network maps ``(features [B, D], params, grads)`` to raw outputs shaped like
+``params`` (GWNMO applies the sigmoid; GWNMO' uses them as they are).
+
+* :class:`ThesisMLPWeighting` — the thesis's M: three linear layers over the concatenation
+  [mean over the batch of E(X), flattened φ, flattened ∇φ]; one output per target parameter.
+  Its size grows with the target (input 2P + D, output P).
+* :class:`CoordinateWeighting` — a small MLP shared by every coordinate: per-coordinate inputs
+  (g and φ scaled by their tensor's RMS, |g|/RMS, log-magnitude of g, is-bias flag, depth of the
+  tensor in the target) plus a task context (a projection of the batch-mean features). Its size
+  does not depend on the target's size, so it scales to targets the thesis MLP cannot hold.
+
+Both start near plain gradient descent: the last layer is initialised to output ``init`` (0 for
+GWNMO → h ≈ 0.5 everywhere → Δ ≈ g after normalisation; 1 for GWNMO' → Δ ≈ g).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from gwnmo_meta.errors import ConfigError
+
+WEIGHTINGS = ("mlp", "coordinate")
+MLP_MEMORY_LIMIT_BYTES = 24 * 1024**3  # this project's machines: refuse a thesis MLP whose training state exceeds it
+
+
+def make_head(feature_dim: int, ways: int, hidden: Optional[int] = None) -> nn.Module:
+    """The target T: a linear classifier, or two linear layers with a ReLU between (thesis)."""
+    if hidden is None:
+        return nn.Linear(feature_dim, ways)
+    return nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, ways))
+
+
+def _split_like(flat: Tensor, shapes: Sequence[torch.Size]) -> list[Tensor]:
+    out, i = [], 0
+    for s in shapes:
+        n = math.prod(s)
+        out.append(flat[i : i + n].view(s))
+        i += n
+    return out
+
+
+def _init_last(layer: nn.Linear, init: float) -> None:
+    nn.init.normal_(layer.weight, std=1e-3)
+    nn.init.constant_(layer.bias, init)
+
+
+class ThesisMLPWeighting(nn.Module):
+    """M(θ; [pool(E(X)), φ, ∇φ]) with three linear layers (thesis §4.3)."""
+
+    def __init__(self, feature_dim: int, param_shapes: Sequence[Sequence[int]], hidden: int = 32, init: float = 0.0):
+        super().__init__()
+        self.shapes = [torch.Size(s) for s in param_shapes]
+        self.num_params = sum(math.prod(s) for s in self.shapes)
+        self.net = nn.Sequential(
+            nn.Linear(feature_dim + 2 * self.num_params, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, self.num_params),
+        )
+        _init_last(self.net[-1], init)
+
+    @staticmethod
+    def parameter_count(feature_dim: int, num_params: int, hidden: int) -> int:
+        return (feature_dim + 2 * num_params + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * num_params
+
+    def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
+        pooled = features.mean(0)  # the batch's features, averaged over examples
+        x = torch.cat([pooled] + [p.reshape(-1) for p in params] + [g.reshape(-1) for g in grads])
+        return _split_like(self.net(x), self.shapes)
+
+
+class CoordinateWeighting(nn.Module):
+    """A per-coordinate MLP shared by all of the target's parameters (size independent of the target)."""
+
+    coord_inputs = 6
+
+    def __init__(self, feature_dim: int, hidden: int = 32, context: int = 8, init: float = 0.0):
+        super().__init__()
+        self.context = nn.Linear(feature_dim, context)
+        self.inp = nn.Linear(self.coord_inputs + context, hidden)
+        self.mid = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, 1)
+        _init_last(self.out, init)
+
+    def _coord_features(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+        cols = []
+        depth_den = max(1, len(params) - 1)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            g_rms = g.pow(2).mean().add(1e-16).sqrt()
+            p_rms = p.pow(2).mean().add(1e-16).sqrt()
+            gn = (g / g_rms).reshape(-1, 1)
+            pn = (p / p_rms).reshape(-1, 1)
+            n = gn.shape[0]
+            const = torch.tensor([1.0 if p.dim() == 1 else 0.0, i / depth_den], device=g.device, dtype=g.dtype)
+            cols.append(torch.cat([
+                gn, pn, gn.abs(),
+                torch.log(g.abs().reshape(-1, 1) + 1e-8) / 10.0,
+                const.expand(n, 2),
+            ], dim=1))
+        return torch.cat(cols)
+
+    def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
+        ctx = torch.tanh(self.context(features.mean(0)))  # task summary of the batch
+        x = self._coord_features(params, grads)
+        w_coord, w_ctx = self.inp.weight[:, : self.coord_inputs], self.inp.weight[:, self.coord_inputs :]
+        hidden = torch.relu(x @ w_coord.t() + (w_ctx @ ctx + self.inp.bias))
+        hidden = torch.relu(self.mid(hidden))
+        return _split_like(self.out(hidden).reshape(-1), [p.shape for p in params])
+
+
+def build_weighting(kind: str, feature_dim: int, param_shapes: Sequence[Sequence[int]], *, hidden: int = 32,
+                    prime: bool = False) -> nn.Module:
+    """M for ``kind`` in {mlp, coordinate}; ``prime`` (GWNMO') starts at output 1 instead of 0.
+
+    The thesis MLP is refused with a ``ConfigError`` when its weights and Adam state would exceed
+    ``MLP_MEMORY_LIMIT_BYTES`` (its size grows with the target; use ``coordinate`` then).
+    """
+    init = 1.0 if prime else 0.0
+    if kind == "coordinate":
+        return CoordinateWeighting(feature_dim, hidden=hidden, init=init)
+    if kind == "mlp":
+        num = sum(math.prod(s) for s in param_shapes)
+        count = ThesisMLPWeighting.parameter_count(feature_dim, num, hidden)
+        need = count * 4 * 4  # weights, grads, Adam's two moments, fp32
+        if need > MLP_MEMORY_LIMIT_BYTES:
+            raise ConfigError(
+                f"the thesis MLP weighting for a {num:,}-parameter target needs {count:,} weights "
+                f"(~{need / 1024**3:.1f} GiB with gradients and Adam state); use --weighting coordinate"
+            )
+        return ThesisMLPWeighting(feature_dim, param_shapes, hidden=hidden, init=init)
+    raise ConfigError(f"unknown weighting {kind!r}; choose one of {', '.join(WEIGHTINGS)}")

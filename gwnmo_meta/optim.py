@@ -1,0 +1,152 @@
+"""GWNMO and HG as optimizers in both worlds: ``torch.optim`` and higher's differentiable inner loops.
+
+``higher.innerloop_ctx(target, GWNMO(target.parameters(), weighting_net=M, lr=α))`` yields a
+differentiable inner loop; each step takes the batch features::
+
+    diffopt.step(loss, features=x)          # or higher's channel: override={"features": [x]}
+
+Gradients reach θ (M's parameters) through the updates. M is kept as an attribute of the torch
+optimizer (higher deep-copies param groups, which would detach a module stored there).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import higher
+import torch
+from higher.optim import DifferentiableOptimizer
+from torch import Tensor, nn
+
+from gwnmo_meta.weighting import direction_stats, gwnmo_direction
+
+
+def gwnmo_delta(weighting_net: nn.Module, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor],
+                normalize: bool = True) -> tuple[list[Tensor], list[Tensor]]:
+    """(Δ, h) for one step: h = sigmoid(M(...)) and the normalised direction (GWNMO), or h = M(...) and Δ = h∘g (GWNMO')."""
+    raw = weighting_net(features, params, grads)
+    h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
+    return gwnmo_direction(list(grads), h, normalize=normalize), h
+
+
+class GWNMO(torch.optim.Optimizer):
+    """GWNMO for ordinary training: x ← x − α·Δ with Δ from :func:`gwnmo_direction`.
+
+    ``normalize=False`` gives GWNMO' (no sigmoid, no rescaling). M's inputs are detached φ and g;
+    training M itself is the job of a schedule (see ``gwnmo_meta.schedules`` / ``classic``).
+    """
+
+    def __init__(self, params: Iterable[Tensor], weighting_net: nn.Module, lr: float = 0.1, normalize: bool = True):
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        super().__init__(params, dict(lr=lr, normalize=normalize, features=None))
+        self.weighting_net = weighting_net
+        self.last_stats: dict[str, Tensor] = {}
+        self.last_h: Optional[Tensor] = None
+
+    @torch.no_grad()
+    def step(self, closure: Any = None, *, features: Tensor) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            if not ps:
+                continue
+            grads = [p.grad for p in ps]
+            delta, h = gwnmo_delta(self.weighting_net, features, ps, grads, group["normalize"])
+            for p, d in zip(ps, delta):
+                p.sub_(group["lr"] * d)
+            self.last_stats = direction_stats(grads, h, delta)
+            self.last_h = torch.cat([x.reshape(-1) for x in h])
+        return loss
+
+
+class DifferentiableGWNMO(DifferentiableOptimizer):
+    """higher's differentiable counterpart of :class:`GWNMO` (registered with ``higher.register_optim``)."""
+
+    def __init__(self, other: GWNMO, reference_params: Iterable[Tensor], *args: Any, **kwargs: Any) -> None:
+        super().__init__(other, reference_params, *args, **kwargs)
+        self.weighting_net = other.weighting_net
+        self._features: Optional[Tensor] = None
+        self.last_stats: dict[str, Tensor] = {}
+        self.last_h: Optional[Tensor] = None
+
+    def step(self, loss: Tensor, params: Any = None, override: Any = None, grad_callback: Any = None,
+             features: Optional[Tensor] = None, **kwargs: Any) -> Any:
+        """higher's step, plus ``features=``: the batch features M sees at this step."""
+        self._features = features
+        try:
+            return super().step(loss, params=params, override=override, grad_callback=grad_callback, **kwargs)
+        finally:
+            self._features = None
+
+    def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
+        for group, grads in zip(self.param_groups, grouped_grads):
+            features = self._features if self._features is not None else group.get("features")
+            if features is None:
+                raise ValueError("GWNMO needs the batch features: diffopt.step(loss, features=x)")
+            idx = [i for i, g in enumerate(grads) if g is not None]
+            ps = [group["params"][i] for i in idx]
+            gs = [grads[i] for i in idx]
+            # M sees φ and g as data (detached, as in Andrychowicz et al.); θ's meta-gradient flows
+            # through h, and through φ and g via Δ (g is detached by a first-order grad_callback).
+            raw = self.weighting_net(features, [p.detach() for p in ps], [g.detach() for g in gs])
+            h = [torch.sigmoid(r) for r in raw] if group["normalize"] else list(raw)
+            delta = gwnmo_direction(gs, h, normalize=group["normalize"])
+            for i, p, d in zip(idx, ps, delta):
+                group["params"][i] = p - group["lr"] * d
+            self.last_stats = direction_stats([g.detach() for g in gs], [x.detach() for x in h], [d.detach() for d in delta])
+            self.last_h = torch.cat([x.detach().reshape(-1) for x in h])
+
+
+class HG(torch.optim.Optimizer):
+    """Hypergradient descent with one step size per gradient element (Baydin et al. 2018; thesis baseline).
+
+    α_{t+1} = α_t + β·(g_t ∘ g_{t−1}) elementwise, x_{t+1} = x_t − α_t ∘ g_t (α starts at ``lr``).
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.1, beta: float = 1e-4):
+        if lr <= 0 or beta < 0:
+            raise ValueError("HG needs lr > 0 and beta >= 0")
+        super().__init__(params, dict(lr=lr, beta=beta))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if "alpha" not in st:
+                    st["alpha"] = torch.full_like(p, group["lr"])
+                else:
+                    st["alpha"].add_(group["beta"] * p.grad * st["prev_grad"])
+                st["prev_grad"] = p.grad.clone()
+                p.sub_(st["alpha"] * p.grad)
+        return loss
+
+
+class DifferentiableHG(DifferentiableOptimizer):
+    """higher's differentiable counterpart of :class:`HG`."""
+
+    def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
+        for group_idx, (group, grads) in enumerate(zip(self.param_groups, grouped_grads)):
+            for p_idx, (p, g) in enumerate(zip(group["params"], grads)):
+                if g is None:
+                    continue
+                st = self.state[group_idx][p_idx]
+                if "alpha" not in st:
+                    alpha = torch.full_like(p, group["lr"])
+                else:
+                    alpha = st["alpha"] + group["beta"] * g * st["prev_grad"]
+                st["alpha"], st["prev_grad"] = alpha, g
+                group["params"][p_idx] = p - alpha * g
+
+
+higher.register_optim(GWNMO, DifferentiableGWNMO)
+higher.register_optim(HG, DifferentiableHG)

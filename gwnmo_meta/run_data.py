@@ -1,0 +1,66 @@
+"""Glue between a RunConfig and the tasks/ and methods modules."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import torch
+
+from gwnmo_meta.config import RunConfig
+from gwnmo_meta.errors import ConfigError
+
+
+def task_spec(cfg: RunConfig) -> Any:
+    """The N-way K-shot Q-query spec of ``cfg``."""
+    from gwnmo_meta.tasks.episodes import TaskSpec
+
+    return TaskSpec(ways=cfg.ways, shots=cfg.shots, query=cfg.query)
+
+
+def fewshot_config(cfg: RunConfig, eval_dataset: Optional[str] = None, progress: bool = True) -> Any:
+    """The tasks module's FewShotConfig for ``cfg`` (``eval_dataset``: cross-dataset meta-test)."""
+    from gwnmo_meta.tasks.fewshot import FewShotConfig
+    from gwnmo_meta.tasks.splits import ClassSplit
+
+    cross = eval_dataset is not None and eval_dataset != cfg.dataset
+    given = any(c is not None for c in (cfg.train_classes, cfg.val_classes, cfg.test_classes))
+    train_split = ClassSplit.from_strings(cfg.train_classes, cfg.val_classes, cfg.test_classes) if given else None
+    return FewShotConfig(
+        dataset=eval_dataset if cross else cfg.dataset,
+        data_root=cfg.data_root,
+        download=cfg.download,
+        skip_integrity_check=cfg.skip_integrity_check,
+        backbone=cfg.backbone,
+        backbone_dataset=cfg.dataset,
+        backbone_split=train_split,
+        split=None if cross else train_split,
+        keep_image_split=cfg.keep_image_split,
+        seed=cfg.seed,
+        progress=progress,
+    )
+
+
+def load_run_data(cfg: RunConfig, device: torch.device, *, eval_dataset: Optional[str] = None, progress: bool = True) -> Any:
+    """Features and task samplers for ``cfg`` (cached features; backbone from ``cfg.dataset``)."""
+    from gwnmo_meta.tasks.fewshot import prepare_fewshot
+
+    return prepare_fewshot(fewshot_config(cfg, eval_dataset, progress), device)
+
+
+def method_config(cfg: RunConfig) -> Any:
+    """The methods module's MethodConfig for ``cfg`` (inner lr ``None`` → the method's default)."""
+    from gwnmo_meta.methods import MethodConfig
+
+    fields = {f.name for f in dataclasses.fields(MethodConfig)}
+    values = {k: v for k, v in cfg.to_dict().items() if k in fields and not (k == "inner_lr" and v is None)}
+    return MethodConfig(**values)
+
+
+def build_method_for(cfg: RunConfig, feature_dim: int, device: torch.device) -> Any:
+    """Build the MetaMethod of ``cfg`` on ``device``."""
+    from gwnmo_meta.methods import build_method
+
+    mcfg = method_config(cfg)
+    if hasattr(mcfg, "validate"):
+        mcfg.validate()
+    return build_method(mcfg, feature_dim, cfg.ways, device)
