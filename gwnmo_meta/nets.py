@@ -7,8 +7,8 @@ A weighting network maps ``(features [B, D], params, grads)`` to raw outputs sha
   [mean over the batch of E(X), flattened φ, flattened ∇φ]; one output per target parameter.
   Its size grows with the target (input 2P + D, output P).
 * :class:`CoordinateWeighting` — a small MLP shared by every coordinate: per-coordinate inputs
-  (g and φ scaled by their tensor's RMS, |g|/RMS, log-magnitude of g, is-bias flag, depth of the
-  tensor in the target) plus a task context (a projection of the batch-mean features). Its size
+  (g and φ scaled by their tensor's RMS, |g|/RMS, log-magnitude of g, the log-scale of the input
+  feature a weight reads (first layer only), is-bias flag, depth of the tensor in the target) plus a task context (a projection of the batch-mean features). Its size
   does not depend on the target's size, so it scales to targets the thesis MLP cannot hold.
 
 Both start near plain gradient descent: the last layer is initialised to output ``init`` (0 for
@@ -76,7 +76,7 @@ class ThesisMLPWeighting(nn.Module):
 class CoordinateWeighting(nn.Module):
     """A per-coordinate MLP shared by all of the target's parameters (size independent of the target)."""
 
-    coord_inputs = 6
+    coord_inputs = 7
 
     def __init__(self, feature_dim: int, hidden: int = 32, context: int = 8, init: float = 0.0):
         super().__init__()
@@ -86,8 +86,12 @@ class CoordinateWeighting(nn.Module):
         self.out = nn.Linear(hidden, 1)
         _init_last(self.out, init)
 
-    def _coord_features(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+    def _coord_features(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
         cols = []
+        # Input-feature scale: for weights that read the features directly (shape [out, D]), the
+        # log-RMS of their input column relative to the average column; 0 elsewhere.
+        col_rms = features.pow(2).mean(0).add(1e-16).sqrt()
+        col_scale = torch.log(col_rms / col_rms.mean())
         depth_den = max(1, len(params) - 1)
         for i, (p, g) in enumerate(zip(params, grads)):
             g_rms = g.pow(2).mean().add(1e-16).sqrt()
@@ -96,8 +100,12 @@ class CoordinateWeighting(nn.Module):
             pn = (p / p_rms).reshape(-1, 1)
             n = gn.shape[0]
             const = torch.tensor([1.0 if p.dim() == 1 else 0.0, i / depth_den], device=g.device, dtype=g.dtype)
+            if p.dim() == 2 and p.shape[1] == features.shape[1]:
+                scale = col_scale.expand(p.shape[0], -1).reshape(-1, 1)
+            else:
+                scale = torch.zeros_like(gn)
             cols.append(torch.cat([
-                gn, pn, gn.abs(),
+                gn, pn, gn.abs(), scale,
                 torch.log(g.abs().reshape(-1, 1) + 1e-8) / 10.0,
                 const.expand(n, 2),
             ], dim=1))
@@ -105,7 +113,7 @@ class CoordinateWeighting(nn.Module):
 
     def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
         ctx = torch.tanh(self.context(features.mean(0)))  # task summary of the batch
-        x = self._coord_features(params, grads)
+        x = self._coord_features(features, params, grads)
         w_coord, w_ctx = self.inp.weight[:, : self.coord_inputs], self.inp.weight[:, self.coord_inputs :]
         hidden = torch.relu(x @ w_coord.t() + (w_ctx @ ctx + self.inp.bias))
         hidden = torch.relu(self.mid(hidden))

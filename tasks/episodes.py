@@ -1,6 +1,6 @@
 """N-way K-shot Q-query episodes drawn with learn2learn from cached feature tensors.
 
-learn2learn's ``MetaDataset`` + ``TaskDataset`` with ``FusedNWaysKShots(n=ways, k=shots+query)``
+learn2learn's ``MetaDataset`` + ``Taskset`` (the 0.2 name of ``TaskDataset``) with ``FusedNWaysKShots(n=ways, k=shots+query)``
 produce each task's description (which images); the description is grouped by class in a random
 class order, which is exactly ``RemapLabels``' relabelling 0..N−1. The images' features are then
 gathered with one tensor index, so sampling a task costs no image decoding. learn2learn draws from
@@ -70,7 +70,7 @@ class EpisodeSampler:
         labels_to_indices = {c: (part_labels == c).nonzero().flatten().tolist() for c in classes}
         dataset = l2l.data.MetaDataset(torch.utils.data.TensorDataset(part_labels), labels_to_indices=labels_to_indices)
         transform = l2l.data.transforms.FusedNWaysKShots(dataset, n=spec.ways, k=need)
-        self._taskset = l2l.data.TaskDataset(dataset, task_transforms=[transform], num_tasks=-1)
+        self._taskset = l2l.data.Taskset(dataset, task_transforms=[transform], num_tasks=-1)
         # Episode tensors live on the target device once; sampling is then pure indexing there.
         self._features = features[indices].to(self.device)
         self._rng = random.Random(seed)
