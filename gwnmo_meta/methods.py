@@ -75,11 +75,7 @@ class MethodConfig:
 
 
 def _seeded_head(cfg: MethodConfig, feature_dim: int, ways: int) -> nn.Module:
-    state = torch.get_rng_state()
-    torch.manual_seed(cfg.seed)
-    head = make_head(feature_dim, ways, cfg.head_hidden)
-    torch.set_rng_state(state)
-    return head
+    return make_head(feature_dim, ways, cfg.head_hidden)
 
 
 class MetaMethod(nn.Module):
@@ -167,7 +163,10 @@ def build_method(cfg: MethodConfig, feature_dim: int, ways: int, device: torch.d
     """The :class:`MetaMethod` for ``cfg.method`` on ``device``."""
     cfg.validate()
     cls = L2LMethod if cfg.method in ("maml", "meta-sgd") else HigherMethod
-    return cls(cfg, feature_dim, ways).to(device)
+    with torch.random.fork_rng(devices=[]):  # initialisation depends on cfg.seed only
+        torch.manual_seed(cfg.seed)
+        method = cls(cfg, feature_dim, ways)
+    return method.to(device)
 
 
 def method_fields() -> set[str]:
