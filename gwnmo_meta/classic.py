@@ -5,11 +5,14 @@ the thesis) is trained on the dataset's full torchvision train split, mini-batch
 while the weighting network M learns online:
 
 * ``alg1`` (Algorithm 1): at batch t the loss L_t = f(T(φ_t; X_t), y_t) is evaluated at φ_t,
-  which depends on θ only through the previous update φ_t = φ_{t−1} − αΔ_{t−1}(θ). θ takes an
-  Adam step on ∇_θ L_t (one-step hypergradient: the current batch judges the previous weighting),
-  then φ_{t+1} = φ_t − αΔ_t(θ) is formed and kept differentiable for the next batch.
-* ``alg2`` (Algorithm 2): at batch t, φ_{t+1} = φ_t − αΔ_t(θ); the loss on the NEXT batch
-  L' = f(T(φ_{t+1}; X_{t+1}), y_{t+1}) gives θ its Adam step (one-step look-ahead).
+  which depends on θ only through the previous update φ_t = φ_{t−1} − αΔ_{t−1}(θ). The update
+  φ_{t+1} = φ_t − αΔ_t(θ_t) is formed with the current θ_t, then θ takes its Adam step on ∇_θ L_t.
+* ``alg2`` (Algorithm 2): at batch t, φ_{t+1} = φ_t − αΔ_t(θ_t); the loss on the NEXT batch
+  L' = f(T(φ_{t+1}; X_{t+1}), y_{t+1}) gives θ its Adam step before the next weighting is formed.
+
+On a stream both meta-losses are "the next batch's loss after the previous update": the
+algorithms differ only in whether θ's step lands before (Alg 2) or after (Alg 1) the next
+weighting is computed. That is why thesis Table 2 shows near-identical columns.
 
 Baselines: ``adam``, ``sgd`` and ``hg`` (per-element hypergradient step sizes) as torch
 optimizers on T. Test accuracy and loss are measured after every epoch; the thesis reports the
@@ -145,7 +148,15 @@ def load_weighting_state(path: str | Path) -> dict[str, Tensor]:
 
 
 class OnlineGWNMO:
-    """Algorithms 1 and 2 over a stream of mini-batches, with functional (differentiable) target params."""
+    """Algorithms 1 and 2 over a stream of mini-batches, with functional (differentiable) target params.
+
+    Each update φ_{t+1} = φ_t − αΔ_t is computed with a snapshot θ'_t of M's parameters, so the
+    loss of the next batch, L(φ_{t+1}; X_{t+1}), can be differentiated w.r.t. θ'_t even after θ
+    itself has moved. Both algorithms take their meta-step on exactly that quantity; they differ in
+    *when* it lands (thesis listings): Algorithm 2 steps θ before the weighting of batch t+1 is
+    computed, Algorithm 1 computes the weighting of batch t+1 with the old θ and steps θ after it
+    (a one-step-delayed meta-update).
+    """
 
     def __init__(self, target: nn.Module, weighting: nn.Module, cfg: ClassicConfig, meta_opt: Optional[torch.optim.Optimizer]):
         from gwnmo_meta.weighting import gwnmo_direction
@@ -155,43 +166,51 @@ class OnlineGWNMO:
         self.names = [n for n, _ in target.named_parameters()]
         self.params = {n: p.detach().clone() for n, p in target.named_parameters()}
         self.normalize = cfg.optimizer == "gwnmo"
-        self.pending: Optional[tuple[Tensor, Tensor]] = None  # alg2: the batch whose step awaits judgement
+        self.snapshot: Optional[dict[str, Tensor]] = None  # θ' used by the latest update
 
     def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(self.target, params, (x,)), y)
 
     def _update(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """φ' = φ − αΔ(θ) from φ (detached), differentiable in θ. Returns (φ', loss at φ)."""
+        """φ' = φ − αΔ(θ') from φ (detached), differentiable in a fresh snapshot θ'. Returns (φ', loss at φ)."""
         leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         loss = self._loss(leaf, x, y)
         grads = torch.autograd.grad(loss, [leaf[n] for n in self.names])
         plist = [leaf[n].detach() for n in self.names]
         glist = [g.detach() for g in grads]
-        raw = self.weighting(x, plist, glist)
+        self.snapshot = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in self.weighting.named_parameters()}
+        raw = functional_call(self.weighting, self.snapshot, (x, plist, glist))
         h = [torch.sigmoid(r) for r in raw] if self.normalize else list(raw)
         delta = self.direction(glist, h, normalize=self.normalize)
         new = {n: p - self.cfg.step_size * d for n, p, d in zip(self.names, plist, delta)}
         return new, loss.detach()
 
-    def _meta_step(self, meta_loss: Tensor) -> None:
-        if self.meta_opt is None or not meta_loss.requires_grad:
+    def _meta_grads(self, x: Tensor, y: Tensor) -> Optional[list[Optional[Tensor]]]:
+        """∇_{θ'} L(φ_t; X_t) through the latest update (None before the first update or when M is frozen)."""
+        if self.meta_opt is None or self.snapshot is None:
+            return None
+        loss = self._loss(self.params, x, y)
+        keys = [n for n, p in self.snapshot.items() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [self.snapshot[n] for n in keys], allow_unused=True)
+        by_name = dict(zip(keys, grads))
+        return [by_name.get(n) for n, _ in self.weighting.named_parameters()]
+
+    def _apply(self, grads: Optional[list[Optional[Tensor]]]) -> None:
+        if grads is None or self.meta_opt is None:
             return
-        self.meta_opt.zero_grad(set_to_none=True)
-        meta_loss.backward()
+        for p, g in zip(self.weighting.parameters(), grads):
+            p.grad = None if g is None else g.detach()
         self.meta_opt.step()
 
     def step(self, x: Tensor, y: Tensor) -> float:
         """Consume one mini-batch; returns the target's loss on it (before its update)."""
-        if self.cfg.schedule == "alg1":
-            loss_now = self._loss(self.params, x, y)  # graph to θ through the previous update only
-            self._meta_step(loss_now)
+        grads = self._meta_grads(x, y)  # this batch judges the previous update
+        if self.cfg.schedule == "alg2":
+            self._apply(grads)  # θ moves first, the new weighting uses it
             self.params, loss = self._update(self.params, x, y)
-            return float(loss)
-        # alg2: the step taken on the previous batch is judged by this (next) batch's loss
-        if self.pending is not None:
-            self._meta_step(self._loss(self.params, x, y))
-        self.params, loss = self._update(self.params, x, y)
-        self.pending = (x, y)
+        else:
+            self.params, loss = self._update(self.params, x, y)  # weighting with θ_t
+            self._apply(grads)  # then θ_{t+1} = θ_t − β∇_θ L
         return float(loss)
 
     def current(self) -> dict[str, Tensor]:
@@ -214,8 +233,8 @@ def train_classic(cfg: ClassicConfig, out: Optional[Path] = None, *, progress: b
 
     cfg.validate()
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     xtr, ytr, xte, yte = features if features is not None else _load_features(cfg, device, progress)
+    torch.manual_seed(cfg.seed)  # after feature loading, which may pre-train a backbone
     xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
     if cfg.max_train_images is not None:
         xtr, ytr = xtr[: cfg.max_train_images], ytr[: cfg.max_train_images]

@@ -92,8 +92,8 @@ def meta_train(
     elif (out / "last.pt").exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
-    torch.manual_seed(cfg.seed)
     data = load_run_data(cfg, device, progress=progress)
+    torch.manual_seed(cfg.seed)  # after data loading, which may pre-train a backbone
     spec = task_spec(cfg)
     method = build_method_for(cfg, data.feature_dim, device)
     meta_opt = method.make_meta_optimizer()
