@@ -22,14 +22,15 @@ from gwnmo_meta.errors import ConfigError
 SCHEDULED = ("gwnmo", "gwnmo-prime")
 
 # Inner step-size grids: the same number of values for every method (equal tuning budget).
+# (ordered: a suite with --lr-values N takes the first N; values suit the unit-norm features)
 LR_GRIDS: dict[str, tuple[float, ...]] = {
-    "gwnmo": (0.1, 0.5, 1.0),
-    "gwnmo-prime": (0.1, 0.5, 1.0),
-    "maml": (0.1, 0.5, 1.0),
-    "meta-sgd": (0.1, 0.5, 1.0),
-    "hg": (0.1, 0.5, 1.0),
-    "sgd": (0.1, 0.5, 1.0),
-    "adam": (0.003, 0.01, 0.03),
+    "gwnmo": (1.0, 3.0, 0.3),
+    "gwnmo-prime": (1.0, 3.0, 0.3),
+    "maml": (1.0, 3.0, 0.3),
+    "meta-sgd": (1.0, 3.0, 0.3),
+    "hg": (1.0, 3.0, 0.3),
+    "sgd": (1.0, 3.0, 0.3),
+    "adam": (0.03, 0.1, 0.01),
 }
 ALL_METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
 
@@ -113,11 +114,11 @@ def build_suite(
         base = replace(base, val_every=30, val_tasks=50)
     elif name == "main":
         d = dict(datasets=("mnist", "fmnist", "cifar10"), shots=(1, 5), methods=ALL_METHODS,
-                 schedules=("alg1", "alg2"), meta_steps=300, test_tasks=600, lr_values=2)
+                 schedules=("alg1", "alg2"), meta_steps=200, test_tasks=600, lr_values=2)
         base = replace(base, val_every=100, val_tasks=100)
     elif name == "transfer":
         d = dict(datasets=("mnist", "fmnist", "cifar10"), shots=(1,), methods=("gwnmo", "sgd", "adam"),
-                 schedules=("alg2",), meta_steps=300, test_tasks=600, lr_values=2)
+                 schedules=("alg2",), meta_steps=200, test_tasks=600, lr_values=2)
         base = replace(base, val_every=100, val_tasks=100)
     else:
         raise ConfigError(f"unknown suite {name!r}; choose quick, main or transfer")
@@ -144,7 +145,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     from gwnmo_meta.evaluate import evaluate_checkpoint
     from gwnmo_meta.trainer import meta_train
 
-    cell_dir = out / "cells" / cell.cell_id
+    cell_dir = out / "cells" / f"{cell.cell_id}-steps{suite.base.meta_steps}"
     done = cell_dir / "result.json"
     if done.exists():
         return json.loads(done.read_text())
