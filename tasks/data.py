@@ -1,6 +1,18 @@
-"""Loading MNIST, Fashion-MNIST and CIFAR-10 through torchvision's own dataset classes."""
+"""Loading MNIST, Fashion-MNIST and CIFAR-10 through torchvision's own dataset classes.
+
+Data root: ``--data-root`` flag, else ``$GWNMO_DATA``, else ``~/.cache/gwnmo-meta/data``; inside it
+the usual torchvision layout (``MNIST/raw``, ``FashionMNIST/raw``, ``cifar-10-batches-py``).
+torchvision downloads only with ``download=True``. Anything missing or unreadable is a one-line
+:class:`~gwnmo_meta.errors.DataError` that names the folder searched and the flag that fixes it.
+
+CIFAR-10: torchvision checks the md5 of every original batch file. A re-packed or partial copy
+(e.g. the offline subsets) fails that check; ``skip_integrity_check=True`` (CLI
+``--skip-integrity-check``) loads it anyway through :class:`CIFAR10Repacked`, which only requires
+the batch files to exist and reads them exactly as torchvision does. It is never applied silently.
+"""
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -16,6 +28,10 @@ from gwnmo_meta.errors import ConfigError, DataError
 DATASETS = ("mnist", "fmnist", "cifar10")
 NUM_CLASSES = {"mnist": 10, "fmnist": 10, "cifar10": 10}
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "gwnmo-meta" / "data"
+# the folder below the data root that torchvision reads for each dataset
+FOLDERS = {"mnist": Path("MNIST") / "raw", "fmnist": Path("FashionMNIST") / "raw", "cifar10": Path("cifar-10-batches-py")}
+_CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+_MNIST_FILES = [f"{p}-{k}-idx{d}-ubyte" for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))]
 
 
 @dataclass
@@ -32,6 +48,13 @@ class LabeledImages:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def fingerprint(self) -> str:
+        """sha1 (12 hex digits) of every pixel, label and split flag: keys the on-disk caches."""
+        h = hashlib.sha1()
+        for t in (self.images, self.labels, self.is_test):
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:12]
+
 
 def resolve_data_root(flag: Optional[str | Path] = None) -> Path:
     """``--data-root`` flag, else ``$GWNMO_DATA``, else ``~/.cache/gwnmo-meta/data``."""
@@ -47,20 +70,28 @@ def check_dataset(name: str) -> str:
     return name
 
 
-def _cifar_class(skip_integrity_check: bool):
+def _cifar10():
     from torchvision.datasets import CIFAR10
 
-    if not skip_integrity_check:
-        return CIFAR10
+    return CIFAR10
+
+
+def _repacked_class():
+    CIFAR10 = _cifar10()
 
     class CIFAR10Repacked(CIFAR10):
-        """CIFAR10 whose batch files only need to exist (explicit ``--skip-integrity-check``)."""
+        """torchvision's CIFAR10 for a re-packed copy: batch files must exist; their md5 is not checked.
 
-        def _check_integrity(self) -> bool:  # noqa: D401 - torchvision hook
+        The pickles are read by torchvision's own ``__init__`` (same keys, same N×3072 layout); only
+        the md5 comparison of ``_check_integrity`` / ``_load_meta`` is replaced by an existence check.
+        Used only with the explicit ``skip_integrity_check=True`` (``--skip-integrity-check``).
+        """
+
+        def _check_integrity(self) -> bool:  # torchvision hook
             base = Path(self.root) / self.base_folder
             return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
 
-        def _load_meta(self) -> None:
+        def _load_meta(self) -> None:  # torchvision hook, same as upstream minus the md5
             path = Path(self.root) / self.base_folder / self.meta["filename"]
             if not path.is_file():
                 raise RuntimeError(f"Dataset metadata file {path} not found")
@@ -78,13 +109,49 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool, skip_
         return datasets.MNIST(str(root), train=train, download=download)
     if name == "fmnist":
         return datasets.FashionMNIST(str(root), train=train, download=download)
-    return _cifar_class(skip_integrity_check)(str(root), train=train, download=download)
+    cls = _repacked_class() if skip_integrity_check else _cifar10()
+    return cls(str(root), train=train, download=download)
+
+
+def _files_present(name: str, root: Path) -> bool:
+    folder = root / FOLDERS[name]
+    files = _CIFAR_FILES + ["batches.meta"] if name == "cifar10" else _MNIST_FILES
+    # torchvision also accepts MNIST in its processed (.pt) form; count that as present too
+    if name != "cifar10" and (folder.parent / "processed").is_dir():
+        return True
+    return all((folder / f).is_file() for f in files)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _data_error(name: str, root: Path, download: bool, skip_integrity_check: bool, exc: BaseException) -> DataError:
+    folder = root / FOLDERS[name]
+    present = _files_present(name, root)
+    if name == "cifar10" and present and not skip_integrity_check and isinstance(exc, RuntimeError):
+        return DataError(
+            f"CIFAR-10 in {folder} fails torchvision's md5 integrity check; for a re-packed or partial copy "
+            "pass --skip-integrity-check"
+        )
+    if download and not present:
+        return DataError(
+            f"could not download {name} into {folder} ({_one_line(exc)}); without network, copy the data there "
+            "or pass --data-root DIR pointing at an existing copy"
+        )
+    if not present:
+        return DataError(
+            f"{name} not found in {folder} (data root {root}); pass --data-root DIR pointing at a folder "
+            f"holding {FOLDERS[name].as_posix()}, or --download"
+        )
+    return DataError(f"cannot read {name} in {folder}: {_one_line(exc)}; pass --data-root DIR with an intact copy, or --download")
 
 
 def _as_tensors(ds) -> tuple[Tensor, Tensor]:
     data = ds.data
     if isinstance(data, np.ndarray):  # CIFAR10: N×H×W×C uint8
-        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+        images = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
     else:  # MNIST family: N×H×W uint8 tensor
         images = data.unsqueeze(1).contiguous()
     labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
@@ -92,29 +159,29 @@ def _as_tensors(ds) -> tuple[Tensor, Tensor]:
 
 
 def load_images(name: str, root: str | Path, *, download: bool = False, skip_integrity_check: bool = False) -> LabeledImages:
-    """Both torchvision splits of ``name`` from ``root``; a missing dataset is a one-line ``DataError``."""
+    """Both torchvision splits of ``name`` from ``root`` (pooled; ``is_test`` marks torchvision's test split).
+
+    Raises a one-line :class:`DataError` when the data is missing (naming the folder searched and
+    ``--data-root`` / ``--download``), when a download fails, or when CIFAR-10 fails torchvision's
+    md5 check without ``skip_integrity_check`` (naming ``--skip-integrity-check``).
+    """
     check_dataset(name)
-    root = Path(root)
+    root = Path(root).expanduser()
     splits = []
     for train in (True, False):
         try:
             splits.append(_torchvision_split(name, root, train, download, skip_integrity_check))
-        except RuntimeError as exc:
-            msg = str(exc)
-            if name == "cifar10" and "corrupted" in msg and not skip_integrity_check:
-                raise DataError(
-                    f"CIFAR-10 in {root} fails torchvision's md5 integrity check; for a re-packed or partial copy "
-                    "pass --skip-integrity-check"
-                ) from None
-            hint = "download failed (no network?)" if download else "not found"
-            raise DataError(f"{name} {hint} in data root {root}; pass --data-root DIR pointing at it or --download") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {name} in data root {root}: {exc}; pass --data-root DIR or --download") from None
+        except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as exc:
+            raise _data_error(name, root, download, skip_integrity_check, exc) from None
     (xtr, ytr), (xte, yte) = (_as_tensors(s) for s in splits)
+    images, labels = torch.cat([xtr, xte]), torch.cat([ytr, yte])
+    n = NUM_CLASSES[name]
+    if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= n:
+        raise DataError(f"{name} in {root / FOLDERS[name]} has labels outside 0-{n - 1} or no images; is it the right dataset?")
     return LabeledImages(
         name=name,
-        images=torch.cat([xtr, xte]),
-        labels=torch.cat([ytr, yte]),
+        images=images,
+        labels=labels,
         is_test=torch.cat([torch.zeros(len(ytr), dtype=torch.bool), torch.ones(len(yte), dtype=torch.bool)]),
         class_names=list(splits[0].classes),
     )

@@ -60,6 +60,7 @@ class ClassSplit:
         )
 
     def validate(self, num_classes: int) -> "ClassSplit":
+        """ConfigError for classes outside 0..num_classes-1, empty train/test lists, or overlaps."""
         parts = {"train": self.train, "val": self.val, "test": self.test}
         for name, classes in parts.items():
             bad = [c for c in classes if not 0 <= c < num_classes]
@@ -86,21 +87,32 @@ def default_split(num_classes: int) -> ClassSplit:
     return ClassSplit(tuple(range(half)), (), tuple(range(half, num_classes)))
 
 
+def _cls(classes: Sequence[int]) -> Tensor:
+    return torch.tensor(list(classes), dtype=torch.int64)
+
+
 def split_indices(
     labels: Tensor, is_test: Tensor, split: ClassSplit, *, keep_image_split: bool = False, seed: int = 0
 ) -> dict[str, Tensor]:
-    """Image indices of each part. Pooled (default) or torchvision's image split (``keep_image_split``)."""
-    in_train = torch.isin(labels, torch.tensor(split.train))
-    in_test = torch.isin(labels, torch.tensor(split.test))
+    """Image indices (sorted, int64) of each part ``train`` / ``val`` / ``test``.
+
+    Default: torchvision's train and test images pooled, split by class only. ``keep_image_split``:
+    meta-train and meta-val use torchvision's train images, meta-test its test images. With no
+    ``val`` classes, meta-val is a seeded held-out ``VAL_FRACTION`` of each meta-train class's
+    images (removed from meta-train). An empty class list gives an empty part.
+    """
+    in_train = torch.isin(labels, _cls(split.train))
+    in_test = torch.isin(labels, _cls(split.test))
     pool_train = in_train & ~is_test if keep_image_split else in_train
     pool_test = in_test & is_test if keep_image_split else in_test
     train_idx = pool_train.nonzero().flatten()
+    empty = torch.zeros(0, dtype=torch.int64)
     if split.val:
-        in_val = torch.isin(labels, torch.tensor(split.val))
+        in_val = torch.isin(labels, _cls(split.val))
         val_idx = (in_val & ~is_test if keep_image_split else in_val).nonzero().flatten()
-    else:  # held-out images of the meta-train classes, per class, seeded
+    elif split.train:  # held-out images of the meta-train classes, per class, seeded
         g = torch.Generator().manual_seed(seed)
-        keep, held = [], []
+        keep, held = [empty], [empty]
         for c in split.train:
             idx = train_idx[labels[train_idx] == c]
             idx = idx[torch.randperm(len(idx), generator=g)]
@@ -108,4 +120,6 @@ def split_indices(
             held.append(idx[:n_val])
             keep.append(idx[n_val:])
         train_idx, val_idx = torch.cat(keep).sort().values, torch.cat(held).sort().values
+    else:
+        val_idx = empty
     return {"train": train_idx, "val": val_idx, "test": pool_test.nonzero().flatten()}
