@@ -56,12 +56,15 @@ class LabeledImages:
         return h.hexdigest()[:12]
 
 
+def resolve_path(flag: Optional[str | Path], env_var: str, default: Path) -> Path:
+    """``flag`` if given, else the environment variable ``env_var`` if set, else ``default``."""
+    value = flag or os.environ.get(env_var)
+    return Path(value).expanduser() if value else default
+
+
 def resolve_data_root(flag: Optional[str | Path] = None) -> Path:
     """``--data-root`` flag, else ``$GWNMO_DATA``, else ``~/.cache/gwnmo-meta/data``."""
-    if flag:
-        return Path(flag).expanduser()
-    env = os.environ.get("GWNMO_DATA")
-    return Path(env).expanduser() if env else DEFAULT_DATA_ROOT
+    return resolve_path(flag, "GWNMO_DATA", DEFAULT_DATA_ROOT)
 
 
 def check_dataset(name: str) -> str:

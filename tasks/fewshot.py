@@ -1,7 +1,15 @@
-"""Few-shot data of one run: cached backbone features, class split, and per-part episode samplers."""
+"""Few-shot data of one run: cached backbone features, class split, and per-part episode samplers.
+
+``prepare_fewshot(cfg)`` loads the dataset through torchvision, computes (or loads from the disk
+cache) the frozen backbone's features of *every* image once, L2-normalises them, and splits the
+images into meta-train / meta-val / meta-test parts by class. ``FewShotData.sampler(part, spec,
+seed, device)`` then gives a seeded learn2learn episode stream over one part; sampling is tensor
+indexing. See docs/TASKS.md.
+"""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -11,6 +19,8 @@ from torch import Tensor
 
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.tasks.backbones import (
+    CONV4_EPOCHS,
+    CONV4_MAX_PER_CLASS,
     cache_dir,
     check_backbone,
     extract,
@@ -18,11 +28,12 @@ from gwnmo_meta.tasks.backbones import (
     resnet18_imagenet,
     resnet_input,
 )
-from gwnmo_meta.tasks.data import NUM_CLASSES, check_dataset, load_images, resolve_data_root
+from gwnmo_meta.tasks.data import NUM_CLASSES, LabeledImages, check_dataset, load_images, resolve_data_root
 from gwnmo_meta.tasks.episodes import EpisodeSampler, TaskSpec
 from gwnmo_meta.tasks.splits import ClassSplit, default_split, split_indices
 
 PARTS = ("train", "val", "test")
+CACHE_VERSION = 2  # bump when backbone training or feature extraction changes
 
 
 @dataclass
@@ -30,8 +41,11 @@ class FewShotConfig:
     """Where the images come from, how classes are split and which frozen backbone E is used.
 
     ``backbone_dataset`` is the dataset whose meta-train classes pre-train conv4 (default:
-    ``dataset``); set it to the training dataset when meta-testing on another one (cross-dataset).
-    Cross-dataset meta-test (``dataset != backbone_dataset`` and no explicit split) uses all classes.
+    ``dataset``), with ``backbone_split`` (default: that dataset's default split). Cross-dataset
+    protocol: meta-train on A (``dataset=A``), meta-test on B with ``dataset=B,
+    backbone_dataset=A``; then, unless ``split`` is given, *all* of B's classes form B's meta-test
+    part (its train/val parts are empty) and the features come from A's backbone.
+    ``device``: where the backbone runs (``prepare_fewshot``'s ``device`` argument overrides it).
     """
 
     dataset: str = "mnist"
@@ -46,15 +60,17 @@ class FewShotConfig:
     seed: int = 0
     cache_dir: Optional[str] = None
     progress: bool = True
+    device: Optional[str] = None
+    pretrain_epochs: int = CONV4_EPOCHS  # conv4 pre-training epochs (part of the weights' cache key)
 
 
 @dataclass
 class FewShotData:
     """Features of every image of a dataset plus the image indices of each part."""
 
-    features: Tensor
-    labels: Tensor
-    indices: dict[str, Tensor]
+    features: Tensor  # float32 [N, D], CPU, rows L2-normalised
+    labels: Tensor  # int64 [N], original class ids
+    indices: dict[str, Tensor]  # part → sorted int64 image indices
     split: ClassSplit
     name: str = "synthetic"
     is_test: Optional[Tensor] = field(default=None, repr=False)
@@ -63,86 +79,123 @@ class FewShotData:
     def feature_dim(self) -> int:
         return int(self.features.shape[1])
 
+    def classes(self, part: str) -> tuple[int, ...]:
+        """Original class ids present in ``part``."""
+        return tuple(sorted(set(self.labels[self.indices[part]].tolist())))
+
     def sampler(self, part: str, spec: TaskSpec, seed: int, device: torch.device | str = "cpu") -> EpisodeSampler:
         """A seeded episode stream over the ``part`` (train/val/test) images."""
         if part not in PARTS:
             raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
         if len(self.indices[part]) == 0:
-            raise ConfigError(f"the {part} part of {self.name} is empty")
-        return EpisodeSampler(self.features, self.labels, self.indices[part], spec, seed, device, part=f"meta-{part} of {self.name}")
+            raise ConfigError(f"the meta-{part} part of {self.name} is empty")
+        return EpisodeSampler(self.features, self.labels, self.indices[part], spec, seed, device,
+                              part=f"meta-{part} of {self.name}")
 
 
 def _digest(*parts: object) -> str:
     return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:12]
 
 
-def _backbone_fn(cfg: FewShotConfig, root: Path, device: torch.device):
-    """(feature function, cache key) of the configured backbone."""
-    if cfg.backbone == "none":
-        return (lambda x: x.flatten(1)), "none"
-    if cfg.backbone == "resnet18-imagenet":
-        net = resnet18_imagenet().to(device)
-        return (lambda x: net(resnet_input(x))), "resnet18-imagenet"
-    src = cfg.backbone_dataset or cfg.dataset
-    split = (cfg.backbone_split or default_split(NUM_CLASSES[src])).validate(NUM_CLASSES[src])
-    key = f"conv4-{src}-{_digest(split.train, cfg.keep_image_split, cfg.seed)}"
-    path = cache_dir(cfg.cache_dir) / "backbones" / f"{key}.pt"
+def _atomic_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _try_load(path: Path) -> Optional[object]:
+    """A cached object, or None when absent or unreadable (then it is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a truncated/corrupt cache file is just recomputed
+        return None
+
+
+def conv4_key(dataset: str, split: ClassSplit, keep_image_split: bool, seed: int, fingerprint: str,
+              epochs: int = CONV4_EPOCHS) -> str:
+    """Cache key of a pre-trained conv4: dataset, meta-train (and val) classes, image split, seed, data, epochs."""
+    digest = _digest(CACHE_VERSION, split.train, split.val, keep_image_split, seed, fingerprint, epochs, CONV4_MAX_PER_CLASS)
+    return f"conv4-{dataset}-{digest}"
+
+
+def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: LabeledImages):
+    """conv4 pre-trained on the backbone dataset's meta-train images only; cached on disk."""
     from gwnmo_meta.tasks.backbones import Conv4
 
+    src = cfg.backbone_dataset or cfg.dataset
+    split = (cfg.backbone_split or default_split(NUM_CLASSES[src])).validate(NUM_CLASSES[src])
+    imgs = target if src == cfg.dataset else load_images(
+        src, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check)
+    key = conv4_key(src, split, cfg.keep_image_split, cfg.seed, imgs.fingerprint(), cfg.pretrain_epochs)
+    path = cache_dir(cfg.cache_dir) / "backbones" / f"{key}.pt"
     net = Conv4()
-    if path.exists():
-        net.load_state_dict(torch.load(path, map_location="cpu"))
+    state = _try_load(path)
+    if isinstance(state, dict):
+        net.load_state_dict(state)
     else:
-        imgs = load_images(src, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check)
         # never pre-train on images the meta-val part holds out: only meta-train images of meta-train classes
         parts = split_indices(imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed)
-        mask = torch.zeros_like(imgs.is_test)
-        mask[parts["train"]] = True
-        net = pretrain_conv4(imgs.images[mask], imgs.labels[mask], split.train, seed=cfg.seed, progress=cfg.progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(net.state_dict(), tmp)
-        tmp.replace(path)
+        tr = parts["train"]
+        net = pretrain_conv4(imgs.images[tr], imgs.labels[tr], split.train, seed=cfg.seed, progress=cfg.progress,
+                             epochs=cfg.pretrain_epochs, device=device)
+        _atomic_save(net.state_dict(), path)
     net = net.eval().to(device)
     return net, key
 
 
-def _features(cfg: FewShotConfig, device: torch.device):
-    """(LabeledImages-like labels/is_test, features) for ``cfg.dataset``, cached on disk."""
+def _features(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
+    """(images with labels, L2-normalised features [N, D]) of ``cfg.dataset``; conv4/resnet features cached on disk."""
     root = resolve_data_root(cfg.data_root)
     imgs = load_images(cfg.dataset, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check)
-    fn, key = _backbone_fn(cfg, root, device)
-    fp = _digest(len(imgs.labels), int(imgs.labels.sum()), int(imgs.images[:64].sum()), int(imgs.images[-64:].sum()))
-    path = cache_dir(cfg.cache_dir) / "features" / f"{cfg.dataset}-{fp}-{key}.pt"
-    if path.exists():
-        feats = torch.load(path, map_location="cpu")
+    desc = f"{cfg.dataset} features ({cfg.backbone})"
+    if cfg.backbone == "none":  # raw canonical pixels: cheap, not worth a disk cache
+        feats = extract(lambda x: x.flatten(1), imgs.images, "cpu", progress=cfg.progress, desc=desc)
     else:
-        feats = extract(fn, imgs.images, device, progress=cfg.progress, desc=f"{cfg.dataset} features ({cfg.backbone})")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(feats, tmp)
-        tmp.replace(path)
+        if cfg.backbone == "resnet18-imagenet":
+            key = f"resnet18-imagenet-v{CACHE_VERSION}"
+            fn = None
+        else:
+            fn, key = _conv4(cfg, root, device, imgs)
+        path = cache_dir(cfg.cache_dir) / "features" / f"{cfg.dataset}-{imgs.fingerprint()}-{key}.pt"
+        feats = _try_load(path)
+        if not (isinstance(feats, Tensor) and feats.dim() == 2 and len(feats) == len(imgs.labels)):
+            if fn is None:
+                net = resnet18_imagenet().to(device)
+                fn = lambda x: net(resnet_input(x))  # noqa: E731
+            feats = extract(fn, imgs.images, device, progress=cfg.progress, desc=desc)
+            _atomic_save(feats, path)
     # Unit-norm rows (as in SimpleShot): one scale for every backbone and dataset, so inner step
     # sizes mean the same thing everywhere.
-    return imgs, torch.nn.functional.normalize(feats, dim=1)
+    return imgs, torch.nn.functional.normalize(feats.float(), dim=1)
 
 
-def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str = "cpu") -> FewShotData:
+def resolve_split(cfg: FewShotConfig, num_classes: int) -> ClassSplit:
+    """The class split of ``cfg.dataset``: explicit, cross-dataset (all classes meta-test), or default."""
+    cross = cfg.backbone_dataset not in (None, cfg.dataset)
+    if cfg.split is not None:
+        return cfg.split.validate(num_classes)
+    if cross:  # every class of the target dataset is new to the meta-trained learner
+        return ClassSplit((), (), tuple(range(num_classes)))
+    return default_split(num_classes)
+
+
+def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str | None = None) -> FewShotData:
     """Load ``cfg.dataset``, compute (or load cached) features, split classes into parts."""
     check_dataset(cfg.dataset)
     check_backbone(cfg.backbone)
     if cfg.backbone_dataset is not None:
         check_dataset(cfg.backbone_dataset)
-    device = torch.device(device)
+    if cfg.pretrain_epochs <= 0:
+        raise ConfigError(f"pretrain_epochs must be positive, got {cfg.pretrain_epochs}")
+    n = NUM_CLASSES[cfg.dataset]
+    split = resolve_split(cfg, n)  # validate before any expensive work
+    if cfg.backbone_split is not None:
+        cfg.backbone_split.validate(NUM_CLASSES[cfg.backbone_dataset or cfg.dataset])
+    device = torch.device(device if device is not None else (cfg.device or "cpu"))
     imgs, feats = _features(cfg, device)
-    n = imgs.num_classes
-    cross = cfg.backbone_dataset not in (None, cfg.dataset)
-    if cfg.split is not None:
-        split = cfg.split.validate(n)
-    elif cross:  # every class of the target dataset is new to the meta-trained learner
-        split = ClassSplit(default_split(n).train, (), tuple(range(n)))
-    else:
-        split = default_split(n)
     parts = split_indices(imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed)
     return FewShotData(feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test)
 
@@ -166,7 +219,9 @@ def classic_features(*, dataset: str, data_root: Optional[str], download: bool, 
 
 def synthetic_fewshot(num_classes: int = 10, per_class: int = 40, dim: int = 16, seed: int = 0,
                       noise: float = 1.0, split: Optional[ClassSplit] = None) -> FewShotData:
-    """Class-separable Gaussian features in memory (for tests and quick experiments)."""
+    """Class-separable Gaussian features in memory (for tests and quick experiments); default split."""
+    if min(num_classes, per_class, dim) <= 0:
+        raise ConfigError("synthetic_fewshot needs positive num_classes, per_class and dim")
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(num_classes, dim, generator=g) * 2.0
     labels = torch.arange(num_classes).repeat_interleave(per_class)
