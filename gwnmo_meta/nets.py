@@ -86,30 +86,38 @@ class CoordinateWeighting(nn.Module):
         self.out = nn.Linear(hidden, 1)
         _init_last(self.out, init)
 
+    def _layout(self, params: Sequence[Tensor], feature_dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-coordinate constants of a target layout, cached: tensor index, counts, [is-bias, depth], feature column."""
+        key = (tuple(p.shape for p in params), feature_dim, params[0].device, params[0].dtype)
+        if getattr(self, "_layout_key", None) != key:
+            dev, dt = params[0].device, params[0].dtype
+            sizes = [p.numel() for p in params]
+            seg = torch.repeat_interleave(torch.arange(len(params), device=dev), torch.tensor(sizes, device=dev))
+            depth_den = max(1, len(params) - 1)
+            const = torch.tensor([[1.0 if p.dim() == 1 else 0.0, i / depth_den] for i, p in enumerate(params)], device=dev, dtype=dt)
+            # which feature column each first-layer weight reads (-1: not a first-layer weight)
+            cols = [torch.arange(feature_dim, device=dev).repeat(p.shape[0]) if p.dim() == 2 and p.shape[1] == feature_dim
+                    else torch.full((p.numel(),), -1, device=dev) for p in params]
+            col = torch.cat(cols)
+            self._layout_key = key
+            self._layout_val = (seg, torch.tensor(sizes, device=dev, dtype=dt), const[seg], col)
+        return self._layout_val
+
     def _coord_features(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
-        cols = []
+        seg, sizes, const, col = self._layout(params, features.shape[1])
+        g = torch.cat([x.reshape(-1) for x in grads])
+        p = torch.cat([x.reshape(-1) for x in params])
+        n = len(sizes)
+        g_rms = (torch.zeros(n, device=g.device, dtype=g.dtype).index_add_(0, seg, g * g) / sizes).add(1e-16).sqrt()
+        p_rms = (torch.zeros(n, device=g.device, dtype=g.dtype).index_add_(0, seg, p * p) / sizes).add(1e-16).sqrt()
+        gn = g / g_rms[seg]
+        pn = p / p_rms[seg]
         # Input-feature scale: for weights that read the features directly (shape [out, D]), the
         # log-RMS of their input column relative to the average column; 0 elsewhere.
         col_rms = features.pow(2).mean(0).add(1e-16).sqrt()
         col_scale = torch.log(col_rms / col_rms.mean())
-        depth_den = max(1, len(params) - 1)
-        for i, (p, g) in enumerate(zip(params, grads)):
-            g_rms = g.pow(2).mean().add(1e-16).sqrt()
-            p_rms = p.pow(2).mean().add(1e-16).sqrt()
-            gn = (g / g_rms).reshape(-1, 1)
-            pn = (p / p_rms).reshape(-1, 1)
-            n = gn.shape[0]
-            const = torch.tensor([1.0 if p.dim() == 1 else 0.0, i / depth_den], device=g.device, dtype=g.dtype)
-            if p.dim() == 2 and p.shape[1] == features.shape[1]:
-                scale = col_scale.expand(p.shape[0], -1).reshape(-1, 1)
-            else:
-                scale = torch.zeros_like(gn)
-            cols.append(torch.cat([
-                gn, pn, gn.abs(), scale,
-                torch.log(g.abs().reshape(-1, 1) + 1e-8) / 10.0,
-                const.expand(n, 2),
-            ], dim=1))
-        return torch.cat(cols)
+        scale = torch.where(col >= 0, col_scale[col.clamp_min(0)], torch.zeros_like(gn))
+        return torch.cat([torch.stack([gn, pn, gn.abs(), scale, torch.log(g.abs() + 1e-8) / 10.0], 1), const], 1)
 
     def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
         ctx = torch.tanh(self.context(features.mean(0)))  # task summary of the batch

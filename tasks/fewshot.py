@@ -147,7 +147,17 @@ def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: Labeled
 
 
 def _features(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
-    """(images with labels, L2-normalised features [N, D]) of ``cfg.dataset``; conv4/resnet features cached on disk."""
+    """(images with labels, L2-normalised features [N, D]) of ``cfg.dataset``; conv4/resnet features cached on disk.
+
+    Building networks draws from torch's global RNG; that state is restored afterwards, so loading
+    data (from the cache or not) never changes a run's random stream.
+    """
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return _features_impl(cfg, device)
+
+
+def _features_impl(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
     root = resolve_data_root(cfg.data_root)
     imgs = load_images(cfg.dataset, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check)
     desc = f"{cfg.dataset} features ({cfg.backbone})"

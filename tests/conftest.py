@@ -11,6 +11,7 @@ import torch
 
 PER_CLASS_TRAIN = 14
 PER_CLASS_TEST = 8
+CIFAR_PER_CLASS_BATCH = 3  # per class in each of data_batch_1..5 (15 per class in all)
 
 
 def _class_images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -34,7 +35,13 @@ def _labels(per_class: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_tiny_datasets(root: Path, seed: int = 0) -> Path:
-    """MNIST and FashionMNIST as raw IDX files, CIFAR-10 as pickled batches (10 classes each)."""
+    """MNIST and FashionMNIST as raw IDX files, CIFAR-10 as pickled batches (10 classes each), under ``root``.
+
+    Layout as torchvision expects it: ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``,
+    the same under ``root/FashionMNIST/raw``, and ``root/cifar-10-batches-py/{data_batch_1..5,
+    test_batch,batches.meta}`` (their md5 differs from the originals: load CIFAR with
+    ``skip_integrity_check=True``). Images are noise plus a class pattern; ``seed`` varies the noise.
+    """
     rng = np.random.default_rng(seed)
     for name in ("MNIST", "FashionMNIST"):
         for prefix, per in (("train", PER_CLASS_TRAIN), ("t10k", PER_CLASS_TEST)):
@@ -44,7 +51,7 @@ def write_tiny_datasets(root: Path, seed: int = 0) -> Path:
     cifar.mkdir(parents=True, exist_ok=True)
     batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for i, name in enumerate(batches):
-        per = PER_CLASS_TEST if name == "test_batch" else max(1, PER_CLASS_TRAIN // 5 + (1 if i < 2 else 0))
+        per = PER_CLASS_TEST if name == "test_batch" else CIFAR_PER_CLASS_BATCH
         labels = _labels(per, rng)
         data = _class_images(rng, labels, (3, 32, 32)).reshape(len(labels), -1)
         with open(cifar / name, "wb") as fh:
