@@ -129,6 +129,7 @@ def meta_train_cmd(
     meta_lr: float = typer.Option(1e-3, "--meta-lr", help="Meta step size β (Adam on θ and the learned init)."),
     learn_init: bool = typer.Option(True, "--learn-init/--no-learn-init", help="Meta-learn the target head's initialisation too."),
     first_order: bool = typer.Option(False, "--first-order", help="First-order meta-gradients (no second derivatives)."),
+    head_hidden: Optional[int] = typer.Option(None, "--head-hidden", help="Target head: two linear layers with this hidden width (default: one linear layer)."),
     meta_batch: int = typer.Option(4, "--meta-batch", help="Tasks per meta-step."),
     meta_steps: int = typer.Option(1000, "--meta-steps", help="Meta-training steps."),
     val_every: int = typer.Option(100, "--val-every", help="Validate (and checkpoint) every this many meta-steps."),
@@ -155,7 +156,7 @@ def meta_train_cmd(
         ways=ways, shots=shots, query=query, method=method.value,
         schedule=(schedule or Schedule.alg2).value, weighting=weighting.value, inner_steps=inner_steps,
         inner_lr=inner_lr, meta_lr=meta_lr, learn_init=learn_init, first_order=first_order,
-        meta_batch=meta_batch, meta_steps=meta_steps, val_every=val_every, val_tasks=val_tasks,
+        head_hidden=head_hidden, meta_batch=meta_batch, meta_steps=meta_steps, val_every=val_every, val_tasks=val_tasks,
         device=device.value, seed=seed,
     )
     try:

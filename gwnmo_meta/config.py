@@ -37,6 +37,7 @@ class RunConfig:
     meta_lr: float = 1e-3
     learn_init: bool = True
     first_order: bool = False
+    head_hidden: Optional[int] = None
     # loop
     meta_batch: int = 4
     meta_steps: int = 1000
@@ -52,6 +53,8 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.meta_lr <= 0:
             raise ConfigError(f"--meta-lr must be positive, got {self.meta_lr}")
+        if self.head_hidden is not None and self.head_hidden <= 0:
+            raise ConfigError(f"--head-hidden must be positive, got {self.head_hidden}")
         if self.inner_lr is not None and self.inner_lr <= 0:
             raise ConfigError(f"--inner-lr must be positive, got {self.inner_lr}")
         return self
