@@ -36,7 +36,7 @@ from gwnmo_meta.schedules import SCHEDULES, EpisodeOutcome, query_metrics, run_e
 METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
 SCHEDULED_METHODS = ("gwnmo", "gwnmo-prime")
 # Defaults for unit-norm features (see tasks/fewshot.py); the benchmark tunes them per method.
-DEFAULT_INNER_LR = {"gwnmo": 1.0, "gwnmo-prime": 1.0, "maml": 1.0, "meta-sgd": 1.0, "hg": 1.0, "sgd": 1.0, "adam": 0.05}
+DEFAULT_INNER_LR = {"gwnmo": 3.0, "gwnmo-prime": 3.0, "maml": 3.0, "meta-sgd": 3.0, "hg": 3.0, "sgd": 3.0, "adam": 0.1}
 
 
 @dataclass
@@ -136,7 +136,9 @@ class L2LMethod(MetaMethod):
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
-        import learn2learn as l2l
+        from gwnmo_meta.l2l import learn2learn
+
+        l2l = learn2learn()
 
         head = _seeded_head(cfg, feature_dim, ways)
         cls = l2l.algorithms.MAML if cfg.method == "maml" else l2l.algorithms.MetaSGD

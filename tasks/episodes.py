@@ -93,7 +93,9 @@ class EpisodeSampler:
                 f"{part}: class {smallest} has only {counts[smallest]} images (the smallest class), fewer than "
                 f"--shots + --query = {need}; lower --shots/--query"
             )
-        import learn2learn as l2l  # heavy import: only when a sampler is built
+        from gwnmo_meta.l2l import learn2learn  # heavy import: only when a sampler is built
+
+        l2l = learn2learn()
 
         self._labels_dataset = torch.utils.data.TensorDataset(part_labels)
         self.meta_dataset = l2l.data.MetaDataset(self._labels_dataset, labels_to_indices=labels_to_indices)

@@ -24,3 +24,13 @@ def test_cli_help_lists_commands():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
     assert "version" in result.output
+
+
+def test_learn2learn_import_is_quiet():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from gwnmo_meta.l2l import learn2learn; print(learn2learn().__version__)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("0.2")
+    assert "Gym" not in out.stderr
