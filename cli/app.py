@@ -240,6 +240,8 @@ def benchmark(
     data_root: Optional[Path] = DATA_ROOT,
     skip_integrity_check: bool = SKIP_CHECK,
     backbone: Backbone = typer.Option(Backbone.conv4, "--backbone", help="Frozen feature extractor shared by all cells."),
+    head_hidden: Optional[int] = typer.Option(None, "--head-hidden", help="Two-layer target head with this hidden width (default: linear head)."),
+    weighting: Weighting = typer.Option(Weighting.coordinate, "--weighting", help="GWNMO's weighting network M in every GWNMO cell."),
     device: Device = DEVICE,
     seed: int = SEED,
 ) -> None:
@@ -248,7 +250,8 @@ def benchmark(
     from gwnmo_meta.config import RunConfig
 
     base = RunConfig(data_root=None if data_root is None else str(data_root), skip_integrity_check=skip_integrity_check,
-                     backbone=backbone.value, device=device.value, seed=seed)
+                     backbone=backbone.value, device=device.value, seed=seed, head_hidden=head_hidden,
+                     weighting=weighting.value)
     spec = build_suite(suite, datasets=_csv(datasets), shots=_csv(shots, int), methods=_csv(methods),
                        schedules=_csv(schedules), meta_steps=meta_steps, test_tasks=test_tasks,
                        lr_values=lr_values, base=base)

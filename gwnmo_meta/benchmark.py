@@ -146,7 +146,9 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     from gwnmo_meta.evaluate import evaluate_checkpoint
     from gwnmo_meta.trainer import meta_train
 
-    cell_dir = out / "cells" / f"{cell.cell_id}-steps{suite.base.meta_steps}"
+    head = f"-h{suite.base.head_hidden}" if suite.base.head_hidden else ""
+    m_net = f"-{suite.base.weighting}" if cell.method in SCHEDULED and suite.base.weighting != "coordinate" else ""
+    cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -219,7 +221,9 @@ def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], sui
         f"# Benchmark suite `{suite.name}`", "",
         f"{suite.test_tasks} meta-test tasks per row; accuracy mean ± 95% CI; inner lr chosen by meta-val accuracy "
         f"from an equal-size grid per method; {suite.base.meta_steps} meta-steps × {suite.base.meta_batch} tasks; "
-        f"backbone {suite.base.backbone}; seed {suite.base.seed}.", "",
+        f"backbone {suite.base.backbone}; target head "
+        f"{'linear' if not suite.base.head_hidden else f'two-layer, hidden {suite.base.head_hidden}'}; "
+        f"weighting {suite.base.weighting}; seed {suite.base.seed}.", "",
         "| train → test | shots | method | inner lr | accuracy (%) | query loss | val acc (%) | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]

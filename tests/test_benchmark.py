@@ -1,0 +1,68 @@
+"""Benchmark suites: equal tuning budgets, best-by-val selection, reports, resumability."""
+import csv
+import json
+from collections import Counter
+
+import pytest
+
+from gwnmo_meta.benchmark import LR_GRIDS, build_suite, run_suite, select_best
+from gwnmo_meta.config import RunConfig
+from gwnmo_meta.errors import ConfigError
+
+
+def test_main_suite_gives_every_variant_the_same_number_of_step_sizes():
+    suite = build_suite("main")
+    per_variant = Counter((c.dataset, c.shots, c.variant) for c in suite.cells)
+    assert set(per_variant.values()) == {2}
+    assert {v for _, _, v in per_variant} == {"gwnmo alg1", "gwnmo alg2", "gwnmo-prime alg1", "gwnmo-prime alg2",
+                                               "maml", "meta-sgd", "hg", "sgd", "adam"}
+    assert len(suite.cells) == 3 * 2 * 9 * 2
+    for c in suite.cells:
+        assert c.inner_lr in LR_GRIDS[c.method][:2]
+        assert c.learn_init == (c.method not in ("sgd", "adam"))
+
+
+def test_transfer_suite_evaluates_gwnmo_on_every_dataset_and_baselines_on_their_own():
+    suite = build_suite("transfer")
+    for c in suite.cells:
+        expected = ("mnist", "fmnist", "cifar10") if c.method == "gwnmo" else (c.dataset,)
+        assert c.eval_datasets == expected
+
+
+@pytest.mark.parametrize("kw, message", [(dict(methods=("bogus",)), "unknown method"), (dict(lr_values=4), "--lr-values"),
+                                         ({}, "unknown suite")])
+def test_bad_suite_settings(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        build_suite("nope" if not kw else "quick", **kw)
+
+
+def _record(variant, lr, val):
+    return {"train_dataset": "mnist", "shots": 1, "variant": variant, "learn_init": True, "inner_lr": lr, "val_accuracy": val}
+
+
+def test_select_best_keeps_the_best_meta_val_cell_per_variant():
+    recs = [_record("maml", 3.0, 0.5), _record("maml", 1.0, 0.7), _record("sgd", 3.0, 0.6), _record("sgd", 1.0, None)]
+    best = {r["variant"]: r["inner_lr"] for r in select_best(recs)}
+    assert best == {"maml": 1.0, "sgd": 3.0}
+
+
+def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(tiny_data_root, tmp_path, monkeypatch):
+    base = RunConfig(data_root=str(tiny_data_root), backbone="none", query=3, inner_steps=2, meta_batch=2, device="cpu")
+    suite = build_suite("quick", methods=("gwnmo", "sgd"), schedules=("alg2",), meta_steps=2, test_tasks=4, base=base)
+    rows, paths = run_suite(suite, tmp_path, progress=False)
+    assert {r["variant"] for r in rows} == {"gwnmo alg2", "sgd"}
+    for r in rows:
+        assert 0.0 <= r["accuracy_mean"] <= 1.0 and r["tasks"] == 4
+    names = {p.name for p in paths}
+    assert {"results.csv", "results.json", "results.md", "accuracy.png", "curves.png"} <= names
+    with open(tmp_path / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    assert json.loads((tmp_path / "results.json").read_text())["suite"] == "quick"
+    assert "gwnmo alg2" in (tmp_path / "results.md").read_text()
+
+    def must_not_train(*a, **k):
+        raise AssertionError("a finished cell was re-run")
+
+    monkeypatch.setattr("gwnmo_meta.trainer.meta_train", must_not_train)
+    rows2, _ = run_suite(suite, tmp_path, progress=False)
+    assert rows2 == rows
