@@ -21,3 +21,14 @@ run gwnmo-alg2-lr10-metalr1e-2  --method gwnmo --schedule alg2 --inner-lr 10 --m
 run maml-lr10-metalr1e-2        --method maml --inner-lr 10 --meta-lr 1e-2 --meta-steps 500
 run gwnmo-alg2-lr3-metalr1e-2   --method gwnmo --schedule alg2 --inner-lr 3 --meta-lr 1e-2 --meta-steps 500
 run gwnmo-alg1-lr10-metalr1e-2  --method gwnmo --schedule alg1 --inner-lr 10 --meta-lr 1e-2 --meta-steps 500
+.venv/bin/python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+lines = ["| run (MNIST 5-way 1-shot) | accuracy (%) | query loss |", "|---|---|---|"]
+for f in sorted(out.glob("*.json")):
+    r = json.loads(f.read_text())
+    lines.append(f"| {f.stem} | {100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_ci95']:.2f} | {r['loss_mean']:.3f} |")
+(out / "summary.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
