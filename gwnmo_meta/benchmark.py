@@ -260,7 +260,7 @@ def plot_results(rows: list[dict[str, Any]], records: list[dict[str, Any]], out:
                 es.append(100 * match[0]["accuracy_ci95"])
         ax.bar(xs, ys, width, yerr=es, capsize=2, label=v)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
-    ax.set_xticklabels([f"{a}→{b}\n{k}-shot" if a != b else f"{a}\n{k}-shot" for a, b, k in groups])
+    ax.set_xticklabels([f"{a}\n→ {b}\n{k}-shot" if a != b else f"{a}\n{k}-shot" for a, b, k in groups], fontsize=8)
     ax.set_ylabel("meta-test accuracy (%) ± 95% CI")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()

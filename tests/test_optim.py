@@ -75,7 +75,7 @@ def test_torch_gwnmo_descends_and_records_stats():
         loss = F.cross_entropy(head(x), y)
         loss.backward()
         opt.step(features=x)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
     s = opt.last_stats
     assert float(s["delta_over_g"]) == pytest.approx(1.0, rel=1e-4)  # normalised: ‖Δ‖ = ‖g‖
