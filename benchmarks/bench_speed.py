@@ -139,13 +139,15 @@ def main() -> None:
         results["inner_steps_scaling"][k] = {"gwnmo": tg, "maml": tm}
         lines.append(f"| {k} | {1e3 * tg:.1f} | {1e3 * tm:.1f} | {tg / tm:.2f} |")
     lines += ["", "Step time vs target size (two-layer head 256→H→5, 5 inner steps; ms):", "",
-              "| H | target params | gwnmo coordinate | gwnmo mlp | maml | coordinate/maml |", "|---|---|---|---|---|---|"]
+              "| H | target params | gwnmo coordinate | gwnmo coordinate, M hidden 8 | gwnmo mlp | maml | coordinate/maml | hidden-8/maml |",
+              "|---|---|---|---|---|---|---|---|"]
     results["target_scaling"] = {}
     for hidden in (None, 64, 512, 4096):
         params = sum(p.numel() for p in make_head(256, 5, hidden).parameters())
         row = {}
-        for label, kw in (("coordinate", dict(method="gwnmo", weighting="coordinate")), ("mlp", dict(method="gwnmo", weighting="mlp")),
-                          ("maml", dict(method="maml"))):
+        for label, kw in (("coordinate", dict(method="gwnmo", weighting="coordinate")),
+                          ("coordinate_h8", dict(method="gwnmo", weighting="coordinate", weighting_hidden=8)),
+                          ("mlp", dict(method="gwnmo", weighting="mlp")), ("maml", dict(method="maml"))):
             try:
                 m = build_method(MethodConfig(inner_steps=5, head_hidden=hidden, **kw), 256, 5, device)
                 row[label] = time_it(meta_step_fn(m, sampler, 4), device, 5, warmup=1)
@@ -154,8 +156,9 @@ def main() -> None:
                 row[label + "_error"] = str(exc)[:120]
         results["target_scaling"][params] = row
         fmt = lambda v: "n/a" if v is None else f"{1e3 * v:.1f}"  # noqa: E731
-        ratio = "n/a" if not row.get("coordinate") or not row.get("maml") else f"{row['coordinate'] / row['maml']:.2f}"
-        lines.append(f"| {hidden or '-'} | {params:,} | {fmt(row.get('coordinate'))} | {fmt(row.get('mlp'))} | {fmt(row.get('maml'))} | {ratio} |")
+        ratio = lambda k: "n/a" if not row.get(k) or not row.get("maml") else f"{row[k] / row['maml']:.2f}"  # noqa: E731
+        lines.append(f"| {hidden or '-'} | {params:,} | {fmt(row.get('coordinate'))} | {fmt(row.get('coordinate_h8'))} | "
+                     f"{fmt(row.get('mlp'))} | {fmt(row.get('maml'))} | {ratio('coordinate')} | {ratio('coordinate_h8')} |")
 
     # 4. scale: sizes of M, a 17M-parameter target trained with GWNMO
     lines += ["", "Size of M (parameters; thesis MLP with hidden 32) for growing targets:", "",
@@ -186,7 +189,7 @@ def main() -> None:
         loss = F.cross_entropy(head(x.support_x), x.support_y)
         loss.backward()
         opt.step(features=x.support_x)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     big_t = (time.perf_counter() - t0) / 5
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results["big_target"] = {"params": big_params, "step_seconds": big_t, "losses": losses, "mlp_refused": refused,

@@ -4,6 +4,7 @@
 
 Table 1: GWNMO (Alg 1, thesis MLP) vs Adam vs HG on MNIST, FMNIST, CIFAR10.
 Table 2: CIFAR10, Alg 1 / Alg 2 × GWNMO / GWNMO'.
+Table 3 (β sensitivity, the thesis's claim): CIFAR10, GWNMO Alg 1, meta step size β ∈ {1e-4, 1e-3, 1e-2}.
 Each cell: best (over epochs) test accuracy and loss, mean ± std over seeds; final-epoch values too.
 Backbone: conv4 pre-trained by the toolkit on classes 0-4 (train-split images only), since the
 thesis's ImageNet ResNet18 weights cannot be downloaded here. Resumable: finished runs are kept in
@@ -36,13 +37,18 @@ THESIS = {
 LR = {"gwnmo": 1.0, "gwnmo-prime": 1.0, "hg": 1.0, "adam": 0.003}
 
 
-def cells() -> list[tuple[str, str, str, str, float]]:
+META_LR = 1e-3  # β, the default
+
+
+def cells() -> list[tuple[str, str, str, str, float, float]]:
+    """(table, dataset, optimizer, schedule, α, β) of every row."""
     out = []
     for ds in ("mnist", "fmnist", "cifar10"):
-        out += [("table1", ds, o, s, LR[o]) for o, s in (("gwnmo", "alg1"), ("adam", "-"), ("hg", "-"))]
-    out += [("table2", "cifar10", o, s, LR[o]) for o in ("gwnmo", "gwnmo-prime") for s in ("alg1", "alg2")]
+        out += [("table1", ds, o, s, LR[o], META_LR) for o, s in (("gwnmo", "alg1"), ("adam", "-"), ("hg", "-"))]
+    out += [("table2", "cifar10", o, s, LR[o], META_LR) for o in ("gwnmo", "gwnmo-prime") for s in ("alg1", "alg2")]
     # GWNMO' diverged at α = 1.0 on some seeds; the same cells at a smaller step size
-    out += [("table2", "cifar10", "gwnmo-prime", s, 0.3) for s in ("alg1", "alg2")]
+    out += [("table2", "cifar10", "gwnmo-prime", s, 0.3, META_LR) for s in ("alg1", "alg2")]
+    out += [("table3", "cifar10", "gwnmo", "alg1", LR["gwnmo"], b) for b in (1e-4, META_LR, 1e-2)]
     return out
 
 
@@ -64,14 +70,15 @@ def main() -> None:
     device = resolve_device(args.device)
     feats: dict[str, tuple] = {}
     rows = []
-    for table, ds, opt, sch, lr in cells():
+    for table, ds, opt, sch, lr, meta_lr in cells():
         runs = []
         for seed in seeds:
-            key = f"{ds}-{opt}-{sch}-lr{lr:g}-e{args.epochs}-s{seed}"
+            beta = "" if meta_lr == META_LR else f"-b{meta_lr:g}"
+            key = f"{ds}-{opt}-{sch}-lr{lr:g}{beta}-e{args.epochs}-s{seed}"
             path = out / "runs" / f"{key}.json"
             if not path.exists():
                 cfg = ClassicConfig(dataset=ds, data_root=args.data_root, skip_integrity_check=True, optimizer=opt,
-                                    schedule=sch if sch != "-" else "alg1", weighting="mlp", lr=lr,
+                                    schedule=sch if sch != "-" else "alg1", weighting="mlp", lr=lr, meta_lr=meta_lr,
                                     epochs=args.epochs, seed=seed, device=args.device)
                 if ds not in feats:  # features: backbone seeded 0 for all runs; seeds vary the target and M
                     feats[ds] = _load_features(ClassicConfig(dataset=ds, data_root=args.data_root,
@@ -92,8 +99,8 @@ def main() -> None:
             if not vals:
                 return float("nan"), float("nan")
             return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-        thesis = THESIS.get((table, ds, label(opt, sch)))
-        row = {"table": table, "dataset": ds, "optimizer": label(opt, sch), "lr": lr, "epochs": args.epochs,
+        thesis = THESIS.get((table, ds, label(opt, sch))) if table != "table3" else None
+        row = {"table": table, "dataset": ds, "optimizer": label(opt, sch), "lr": lr, "meta_lr": meta_lr, "epochs": args.epochs,
                "seeds": len(seeds), "diverged": diverged}
         for k, scale in (("best_accuracy", 100), ("best_loss", 1), ("final_accuracy", 100), ("final_loss", 1)):
             row[k + "_mean"], row[k + "_std"] = ms(k, scale)
@@ -109,15 +116,15 @@ def main() -> None:
     lines = [f"# Classic training (thesis Tables 1 and 2), {args.epochs} epochs, seeds {args.seeds}", "",
              "Mean ± std over seeds of the best test accuracy / loss over epochs (as the thesis reports), and the "
              "final epoch's. Backbone: toolkit conv4 (not the thesis's ImageNet ResNet18). Thesis numbers for reference.", ""]
-    for table in ("table1", "table2"):
-        lines += [f"## {table.capitalize()}", "", "| dataset | optimizer | α | best acc (%) | best loss | final acc (%) | final loss | thesis acc / loss |",
-                  "|---|---|---|---|---|---|---|---|"]
+    for table in ("table1", "table2", "table3"):
+        lines += [f"## {table.capitalize()}", "", "| dataset | optimizer | α | β | best acc (%) | best loss | final acc (%) | final loss | thesis acc / loss |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if r["table"] != table:
                 continue
             th = "—" if r["thesis_accuracy"] is None else f"{r['thesis_accuracy']}% / {r['thesis_loss']}"
             div = f" ({r['diverged']}/{r['seeds']} seeds diverged, excluded)" if r["diverged"] else ""
-            lines.append(f"| {r['dataset']} | {r['optimizer']}{div} | {r['lr']:g} | {r['best_accuracy_mean']:.2f} ± {r['best_accuracy_std']:.2f} | "
+            lines.append(f"| {r['dataset']} | {r['optimizer']}{div} | {r['lr']:g} | {r['meta_lr']:g} | {r['best_accuracy_mean']:.2f} ± {r['best_accuracy_std']:.2f} | "
                          f"{r['best_loss_mean']:.3f} ± {r['best_loss_std']:.3f} | {r['final_accuracy_mean']:.2f} ± {r['final_accuracy_std']:.2f} | "
                          f"{r['final_loss_mean']:.3f} ± {r['final_loss_std']:.3f} | {th} |")
         lines.append("")

@@ -124,6 +124,7 @@ def meta_train_cmd(
     method: Method = typer.Option(Method.gwnmo, "--method", help="Learned optimizer or baseline."),
     schedule: Optional[Schedule] = typer.Option(None, "--schedule", help="GWNMO meta-training schedule: alg1 (same-batch hypergradient) or alg2 (look-ahead on the query set). Default alg2; only for gwnmo/gwnmo-prime."),
     weighting: Weighting = typer.Option(Weighting.coordinate, "--weighting", help="Weighting network M: thesis mlp or per-coordinate."),
+    weighting_hidden: int = typer.Option(32, "--weighting-hidden", help="Hidden width of M (smaller: cheaper M on large targets)."),
     inner_steps: int = typer.Option(5, "--inner-steps", help="Inner-loop steps on the support set."),
     inner_lr: Optional[float] = typer.Option(None, "--inner-lr", help="Inner step size α (default: the method's, see README)."),
     meta_lr: float = typer.Option(1e-3, "--meta-lr", help="Meta step size β (Adam on θ and the learned init)."),
@@ -154,7 +155,7 @@ def meta_train_cmd(
         skip_integrity_check=skip_integrity_check, backbone=backbone.value, train_classes=train_classes,
         val_classes=val_classes, test_classes=test_classes, keep_image_split=keep_image_split,
         ways=ways, shots=shots, query=query, method=method.value,
-        schedule=(schedule or Schedule.alg2).value, weighting=weighting.value, inner_steps=inner_steps,
+        schedule=(schedule or Schedule.alg2).value, weighting=weighting.value, weighting_hidden=weighting_hidden, inner_steps=inner_steps,
         inner_lr=inner_lr, meta_lr=meta_lr, learn_init=learn_init, first_order=first_order,
         head_hidden=head_hidden, meta_batch=meta_batch, meta_steps=meta_steps, val_every=val_every, val_tasks=val_tasks,
         device=device.value, seed=seed,
@@ -242,6 +243,7 @@ def benchmark(
     backbone: Backbone = typer.Option(Backbone.conv4, "--backbone", help="Frozen feature extractor shared by all cells."),
     head_hidden: Optional[int] = typer.Option(None, "--head-hidden", help="Two-layer target head with this hidden width (default: linear head)."),
     weighting: Weighting = typer.Option(Weighting.coordinate, "--weighting", help="GWNMO's weighting network M in every GWNMO cell."),
+    weighting_hidden: int = typer.Option(32, "--weighting-hidden", help="Hidden width of M in every GWNMO cell."),
     device: Device = DEVICE,
     seed: int = SEED,
 ) -> None:
@@ -251,7 +253,7 @@ def benchmark(
 
     base = RunConfig(data_root=None if data_root is None else str(data_root), skip_integrity_check=skip_integrity_check,
                      backbone=backbone.value, device=device.value, seed=seed, head_hidden=head_hidden,
-                     weighting=weighting.value)
+                     weighting=weighting.value, weighting_hidden=weighting_hidden)
     spec = build_suite(suite, datasets=_csv(datasets), shots=_csv(shots, int), methods=_csv(methods),
                        schedules=_csv(schedules), meta_steps=meta_steps, test_tasks=test_tasks,
                        lr_values=lr_values, base=base)

@@ -148,7 +148,10 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     from gwnmo_meta.trainer import meta_train
 
     head = f"-h{suite.base.head_hidden}" if suite.base.head_hidden else ""
-    m_net = f"-{suite.base.weighting}" if cell.method in SCHEDULED and suite.base.weighting != "coordinate" else ""
+    m_net = ""
+    if cell.method in SCHEDULED:  # M's settings key GWNMO cells only (baselines have no M)
+        m_net += f"-{suite.base.weighting}" if suite.base.weighting != "coordinate" else ""
+        m_net += f"-m{suite.base.weighting_hidden}" if suite.base.weighting_hidden != 32 else ""
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     if done.exists():
@@ -224,7 +227,7 @@ def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], sui
         f"from an equal-size grid per method; {suite.base.meta_steps} meta-steps × {suite.base.meta_batch} tasks; "
         f"backbone {suite.base.backbone}; target head "
         f"{'linear' if not suite.base.head_hidden else f'two-layer, hidden {suite.base.head_hidden}'}; "
-        f"weighting {suite.base.weighting}; seed {suite.base.seed}.", "",
+        f"weighting {suite.base.weighting} (hidden {suite.base.weighting_hidden}); seed {suite.base.seed}.", "",
         "| train → test | shots | method | inner lr | accuracy (%) | query loss | val acc (%) | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -32,6 +32,7 @@ class RunConfig:
     method: str = "gwnmo"
     schedule: str = "alg2"
     weighting: str = "coordinate"
+    weighting_hidden: int = 32
     inner_steps: int = 5
     inner_lr: Optional[float] = None
     meta_lr: float = 1e-3
@@ -53,6 +54,8 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.meta_lr <= 0:
             raise ConfigError(f"--meta-lr must be positive, got {self.meta_lr}")
+        if self.weighting_hidden <= 0:
+            raise ConfigError(f"--weighting-hidden must be positive, got {self.weighting_hidden}")
         if self.head_hidden is not None and self.head_hidden <= 0:
             raise ConfigError(f"--head-hidden must be positive, got {self.head_hidden}")
         if self.inner_lr is not None and self.inner_lr <= 0:

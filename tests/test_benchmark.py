@@ -66,3 +66,28 @@ def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(tiny_data_r
     monkeypatch.setattr("gwnmo_meta.trainer.meta_train", must_not_train)
     rows2, _ = run_suite(suite, tmp_path, progress=False)
     assert rows2 == rows
+
+
+def test_weighting_hidden_reaches_m_and_keys_only_gwnmo_cells(tiny_data_root, tmp_path):
+    base = RunConfig(data_root=str(tiny_data_root), backbone="none", query=3, inner_steps=1, meta_batch=1, device="cpu",
+                     weighting_hidden=8)
+    suite = build_suite("quick", methods=("gwnmo", "sgd"), schedules=("alg2",), meta_steps=1, test_tasks=2, base=base)
+    run_suite(suite, tmp_path, progress=False)
+    cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
+    gwnmo = [c for c in cells if "gwnmo" in c]
+    assert gwnmo and all("-m8-" in c for c in gwnmo)
+    assert not any("-m8" in c for c in cells if "gwnmo" not in c)
+    saved = json.loads((tmp_path / "cells" / gwnmo[0] / "config.json").read_text())
+    assert saved["weighting_hidden"] == 8
+    assert "weighting coordinate (hidden 8)" in (tmp_path / "results.md").read_text()
+
+
+def test_weighting_hidden_sets_the_width_of_m_and_must_be_positive():
+    import torch
+
+    from gwnmo_meta.methods import MethodConfig, build_method
+
+    m = build_method(MethodConfig(method="gwnmo", weighting_hidden=8), 16, 5, torch.device("cpu"))
+    assert m.weighting.inp.out_features == 8
+    with pytest.raises(ConfigError, match="--weighting-hidden"):
+        RunConfig(weighting_hidden=0).validate()
