@@ -8,6 +8,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from gwnmo_meta.run_data import method_config
+
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
@@ -38,8 +40,7 @@ class RunLogger:
             w.add_scalar(f"gwnmo/{key}", _mean([o.stats[key] for o in outcomes if key in o.stats]), step)
         if meta_opt is not None:
             w.add_scalar("lr/meta", meta_opt.param_groups[0]["lr"], step)
-        if cfg.inner_lr is not None:
-            w.add_scalar("lr/inner", cfg.inner_lr, step)
+        w.add_scalar("lr/inner", method_config(cfg).lr, step)  # α as resolved (Meta-SGD: its initial value)
         w.add_scalar("speed/tasks_per_s", tasks_per_s, step)
         return record
 

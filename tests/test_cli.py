@@ -52,7 +52,7 @@ def test_meta_train_writes_checkpoints_config_and_events(trained_run):
     tags = event_tags(out)
     for tag in ("meta-train/loss", "meta-train/accuracy", "meta-val/accuracy", "meta-val/accuracy_ci95",
                 "inner/loss_step0", "gwnmo/h_mean", "gwnmo/h_std", "gwnmo/cos_delta_g", "gwnmo/delta_over_g",
-                "lr/meta", "speed/tasks_per_s", "gwnmo/h", "hparam/best_val_accuracy"):
+                "lr/meta", "lr/inner", "speed/tasks_per_s", "gwnmo/h", "hparam/best_val_accuracy"):
         assert tag in tags, (tag, sorted(tags))
     assert any(t.startswith("params/weighting.") for t in tags)
     assert "hparams:_hparams_/experiment" in tags and "hparams:_hparams_/session_start_info" in tags
