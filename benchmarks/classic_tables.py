@@ -99,7 +99,7 @@ def main() -> None:
             if not vals:
                 return float("nan"), float("nan")
             return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-        thesis = THESIS.get((table, ds, label(opt, sch))) if table != "table3" else None
+        thesis = THESIS.get((table, ds, label(opt, sch)))
         row = {"table": table, "dataset": ds, "optimizer": label(opt, sch), "lr": lr, "meta_lr": meta_lr, "epochs": args.epochs,
                "seeds": len(seeds), "diverged": diverged}
         for k, scale in (("best_accuracy", 100), ("best_loss", 1), ("final_accuracy", 100), ("final_loss", 1)):

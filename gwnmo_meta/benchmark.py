@@ -148,10 +148,10 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     from gwnmo_meta.trainer import meta_train
 
     head = f"-h{suite.base.head_hidden}" if suite.base.head_hidden else ""
-    m_net = ""
+    m_net, default = "", RunConfig()
     if cell.method in SCHEDULED:  # M's settings key GWNMO cells only (baselines have no M)
-        m_net += f"-{suite.base.weighting}" if suite.base.weighting != "coordinate" else ""
-        m_net += f"-m{suite.base.weighting_hidden}" if suite.base.weighting_hidden != 32 else ""
+        m_net += f"-{suite.base.weighting}" if suite.base.weighting != default.weighting else ""
+        m_net += f"-m{suite.base.weighting_hidden}" if suite.base.weighting_hidden != default.weighting_hidden else ""
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     if done.exists():

@@ -8,8 +8,6 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from gwnmo_meta.run_data import method_config
-
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
@@ -22,7 +20,7 @@ class RunLogger:
         self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
     def train_step(
-        self, step: int, outcomes: Sequence[Any], meta_loss: float, tasks_per_s: float, cfg: Any, meta_opt: Any
+        self, step: int, outcomes: Sequence[Any], meta_loss: float, tasks_per_s: float, inner_lr: float, meta_opt: Any
     ) -> dict[str, float]:
         """Log one meta-step; return the scalars as a dict (kept in the run history)."""
         w = self.writer
@@ -40,7 +38,7 @@ class RunLogger:
             w.add_scalar(f"gwnmo/{key}", _mean([o.stats[key] for o in outcomes if key in o.stats]), step)
         if meta_opt is not None:
             w.add_scalar("lr/meta", meta_opt.param_groups[0]["lr"], step)
-        w.add_scalar("lr/inner", method_config(cfg).lr, step)  # α as resolved (Meta-SGD: its initial value)
+        w.add_scalar("lr/inner", inner_lr, step)  # α as resolved (Meta-SGD: its initial value)
         w.add_scalar("speed/tasks_per_s", tasks_per_s, step)
         return record
 

@@ -159,7 +159,7 @@ def meta_train(
                 meta_opt.step()
             step += 1
             tasks_per_s = cfg.meta_batch / max(time.perf_counter() - t0, 1e-9)
-            record = log.train_step(step, outcomes, meta_loss, tasks_per_s, cfg, meta_opt)
+            record = log.train_step(step, outcomes, meta_loss, tasks_per_s, method.cfg.lr, meta_opt)
             if step % hist_every == 0 or step == cfg.meta_steps:
                 log.histograms(step, method, outcomes)
             if step % cfg.val_every == 0 or step == cfg.meta_steps:
