@@ -6,14 +6,15 @@ Measures, on identical episodes (5-way 1-shot 15-query, 256-dim unit-norm featur
 linear head, meta-batch 4, 5 inner steps unless stated):
 
 1. task sampling from cached features (tasks/s) and its share of one GWNMO meta-step;
-2. meta-step time of GWNMO (coordinate/mlp M, alg1/alg2), MAML, Meta-SGD, SGD-with-learned-init,
-   and each one's ratio to MAML;
+2. meta-step time of GWNMO (coordinate/mlp M, alg1/alg2, one task at a time and task-batched),
+   Meta-SGD, SGD-with-learned-init, each timed alternately with learn2learn MAML (ratio per pair);
 3. how step time grows with the number of inner steps and with the target's size;
 4. scale: the per-coordinate M's size vs the thesis MLP's for growing targets, a >=1M-parameter
    target meta-trained with the coordinate M, and a ~17M-parameter target trained with GWNMO
    (torch optimizer) where the thesis MLP is refused (> 24 GiB of training state).
 
-Timings are medians over repeats after warm-up; they are ratios measured in the same process.
+Timings are medians over repeats after warm-up, in one process; section 2's ratios come from
+alternating each method's steps with MAML's, which cancels this VM's slow speed drift.
 """
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ def fake_features(dim: int = 256, per_class: int = 600, classes: int = 10, seed:
     return FewShotData(feats, labels, parts, default_split(classes), "synthetic-256")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -64,23 +76,45 @@ def time_it(fn, device, repeats: int = 20, warmup: int = 3) -> float:
 
 
 def meta_step_fn(method, sampler, meta_batch: int):
+    """One meta-step as the trainer takes it (task-batched when the method is)."""
     opt = method.make_meta_optimizer()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        for _ in range(meta_batch):
-            out = method.episode(sampler.sample(), train=True)
-            (out.meta_loss / meta_batch).backward()
+        if method.task_batched:
+            loss, _ = method.episodes([sampler.sample() for _ in range(meta_batch)], train=True)
+            loss.backward()
+        else:
+            for _ in range(meta_batch):
+                out = method.episode(sampler.sample(), train=True)
+                (out.meta_loss / meta_batch).backward()
         opt.step()
 
     return step
+
+
+def paired_times(fn, ref, device, rounds: int, warmup: int = 3) -> tuple[float, float]:
+    """Medians of ``fn`` and ``ref`` timed alternately, step by step, in one loop.
+
+    This VM's speed drifts by ±20% over minutes; alternating the two makes their ratio immune to it.
+    """
+    a, b = [], []
+    for r in range(warmup + rounds):
+        for f, acc in ((fn, a), (ref, b)):
+            sync(device)
+            t0 = time.perf_counter()
+            f()
+            sync(device)
+            if r >= warmup:
+                acc.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="benchmarks/speed")
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
     device = torch.device(args.device)
     out = Path(args.out)
@@ -88,8 +122,9 @@ def main() -> None:
     data = fake_features()
     spec = TaskSpec(5, 1, 15)
     results: dict = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                     "cpu": platform.processor() or platform.machine()}
-    lines = [f"# Speed and cost (device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads)", ""]
+                     "cpu": cpu_model()}
+    lines = [f"# Speed and cost (device {device}, {results['cpu']}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads)", ""]
 
     # 1. sampling
     sampler = data.sampler("train", spec, seed=0, device=device)
@@ -102,63 +137,81 @@ def main() -> None:
     sample_s = (time.perf_counter() - t0) / n
     results["sampling_tasks_per_s"] = 1 / sample_s
 
-    # 2. meta-step times
+    def build(**kw):
+        return build_method(MethodConfig(**{"inner_steps": 5, **kw}), data.feature_dim, 5, device)
+
+    # 2. meta-step times, each paired with MAML
     variants = [
-        ("gwnmo coordinate alg2", dict(method="gwnmo", weighting="coordinate", schedule="alg2")),
-        ("gwnmo coordinate alg1", dict(method="gwnmo", weighting="coordinate", schedule="alg1")),
-        ("gwnmo mlp alg2", dict(method="gwnmo", weighting="mlp", schedule="alg2")),
-        ("gwnmo-prime coordinate alg2", dict(method="gwnmo-prime", weighting="coordinate", schedule="alg2")),
-        ("maml (learn2learn)", dict(method="maml")),
+        ("gwnmo coordinate alg2", dict(method="gwnmo")),
+        ("gwnmo coordinate alg2, task-batched", dict(method="gwnmo", task_batch=True)),
+        ("gwnmo coordinate alg1", dict(method="gwnmo", schedule="alg1")),
+        ("gwnmo coordinate alg1, task-batched", dict(method="gwnmo", schedule="alg1", task_batch=True)),
+        ("gwnmo coordinate alg2, M hidden 8, task-batched", dict(method="gwnmo", weighting_hidden=8, task_batch=True)),
+        ("gwnmo mlp alg2", dict(method="gwnmo", weighting="mlp")),
+        ("gwnmo mlp alg2, task-batched", dict(method="gwnmo", weighting="mlp", task_batch=True)),
+        ("gwnmo-prime coordinate alg2, task-batched", dict(method="gwnmo-prime", task_batch=True)),
         ("meta-sgd (learn2learn)", dict(method="meta-sgd")),
         ("sgd, learned init (higher)", dict(method="sgd")),
+        ("sgd, learned init (higher), task-batched", dict(method="sgd", task_batch=True)),
     ]
-    step_times = {}
+    maml_step = meta_step_fn(build(method="maml"), sampler, 4)
+    step_times: dict = {}
     for name, kw in variants:
-        m = build_method(MethodConfig(inner_steps=5, **kw), data.feature_dim, 5, device)
-        step_times[name] = time_it(meta_step_fn(m, sampler, 4), device, args.repeats)
-    maml = step_times["maml (learn2learn)"]
-    results["meta_step_seconds"] = step_times
+        t, tm = paired_times(meta_step_fn(build(**kw), sampler, 4), maml_step, device, args.repeats)
+        step_times[name] = {"seconds": t, "maml_seconds": tm, "ratio": t / tm}
+    results["meta_step"] = step_times
+    ref = step_times["gwnmo coordinate alg2"]["seconds"]
     lines += [
         f"Task sampling: **{results['sampling_tasks_per_s']:.0f} tasks/s** "
-        f"({1e6 * sample_s:.0f} µs/task; 4 tasks = {100 * 4 * sample_s / step_times['gwnmo coordinate alg2']:.2f}% "
-        "of one GWNMO meta-step).", "",
-        "Meta-step (4 tasks × 5 inner steps, 5-way 1-shot 15-query, 256-dim features, linear head):", "",
-        "| method | step (ms) | tasks/s | × MAML |", "|---|---|---|---|",
+        f"({1e6 * sample_s:.0f} µs/task; 4 tasks = {100 * 4 * sample_s / ref:.2f}% of one GWNMO meta-step).", "",
+        "Meta-step (4 tasks × 5 inner steps, 5-way 1-shot 15-query, 256-dim features, linear head). Each row "
+        f"alternates its method's steps with learn2learn MAML's ({args.repeats} rounds, medians); "
+        "the ratio is within that pair:", "",
+        "| method | step (ms) | tasks/s | MAML in the pair (ms) | × MAML |", "|---|---|---|---|---|",
     ]
-    for name, t in step_times.items():
-        lines.append(f"| {name} | {1e3 * t:.1f} | {4 / t:.0f} | {t / maml:.2f} |")
+    for name, r in step_times.items():
+        lines.append(f"| {name} | {1e3 * r['seconds']:.1f} | {4 / r['seconds']:.0f} | {1e3 * r['maml_seconds']:.1f} | "
+                     f"**{r['ratio']:.2f}** |")
 
     # 3. growth with inner steps and target size
-    lines += ["", "Step time vs inner steps (ms):", "", "| inner steps | gwnmo coordinate alg2 | maml | ratio |", "|---|---|---|---|"]
+    lines += ["", "Step time vs inner steps (ms; each GWNMO column paired with MAML):", "",
+              "| inner steps | gwnmo coordinate alg2 | × MAML | same, task-batched | × MAML |", "|---|---|---|---|---|"]
     results["inner_steps_scaling"] = {}
     for k in (1, 5, 10, 20):
-        g = build_method(MethodConfig(method="gwnmo", inner_steps=k), data.feature_dim, 5, device)
-        mm = build_method(MethodConfig(method="maml", inner_steps=k), data.feature_dim, 5, device)
-        tg = time_it(meta_step_fn(g, sampler, 4), device, max(5, args.repeats // 2))
-        tm = time_it(meta_step_fn(mm, sampler, 4), device, max(5, args.repeats // 2))
-        results["inner_steps_scaling"][k] = {"gwnmo": tg, "maml": tm}
-        lines.append(f"| {k} | {1e3 * tg:.1f} | {1e3 * tm:.1f} | {tg / tm:.2f} |")
-    lines += ["", "Step time vs target size (two-layer head 256→H→5, 5 inner steps; ms):", "",
-              "| H | target params | gwnmo coordinate | gwnmo coordinate, M hidden 8 | gwnmo mlp | maml | coordinate/maml | hidden-8/maml |",
-              "|---|---|---|---|---|---|---|---|"]
+        mm = meta_step_fn(build(method="maml", inner_steps=k), sampler, 4)
+        row = {}
+        for label, tb in (("gwnmo", False), ("gwnmo_task_batched", True)):
+            t, tm = paired_times(meta_step_fn(build(method="gwnmo", inner_steps=k, task_batch=tb), sampler, 4), mm,
+                                 device, max(5, args.repeats // 2))
+            row[label], row[label + "_maml"] = t, tm
+        results["inner_steps_scaling"][k] = row
+        lines.append(f"| {k} | {1e3 * row['gwnmo']:.1f} | {row['gwnmo'] / row['gwnmo_maml']:.2f} | "
+                     f"{1e3 * row['gwnmo_task_batched']:.1f} | {row['gwnmo_task_batched'] / row['gwnmo_task_batched_maml']:.2f} |")
+    lines += ["", "Step time vs target size (two-layer head 256→H→5, 5 inner steps; ms, one block per method, "
+              "so compare large ratios only):", "",
+              "| H | target params | gwnmo coordinate | same, task-batched | coordinate, M hidden 8 | gwnmo mlp | maml | "
+              "coordinate/maml | task-batched/maml | hidden-8/maml |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     results["target_scaling"] = {}
     for hidden in (None, 64, 512, 4096):
         params = sum(p.numel() for p in make_head(256, 5, hidden).parameters())
         row = {}
-        for label, kw in (("coordinate", dict(method="gwnmo", weighting="coordinate")),
-                          ("coordinate_h8", dict(method="gwnmo", weighting="coordinate", weighting_hidden=8)),
+        for label, kw in (("coordinate", dict(method="gwnmo")),
+                          ("coordinate_tb", dict(method="gwnmo", task_batch=True)),
+                          ("coordinate_h8", dict(method="gwnmo", weighting_hidden=8)),
                           ("mlp", dict(method="gwnmo", weighting="mlp")), ("maml", dict(method="maml"))):
             try:
-                m = build_method(MethodConfig(inner_steps=5, head_hidden=hidden, **kw), 256, 5, device)
-                row[label] = time_it(meta_step_fn(m, sampler, 4), device, 5, warmup=1)
+                m = build(head_hidden=hidden, **kw)
+                row[label] = time_it(meta_step_fn(m, sampler, 4), device, 3 if hidden == 4096 else 5, warmup=1)
             except (ConfigError, RuntimeError) as exc:
                 row[label] = None
                 row[label + "_error"] = str(exc)[:120]
         results["target_scaling"][params] = row
         fmt = lambda v: "n/a" if v is None else f"{1e3 * v:.1f}"  # noqa: E731
         ratio = lambda k: "n/a" if not row.get(k) or not row.get("maml") else f"{row[k] / row['maml']:.2f}"  # noqa: E731
-        lines.append(f"| {hidden or '-'} | {params:,} | {fmt(row.get('coordinate'))} | {fmt(row.get('coordinate_h8'))} | "
-                     f"{fmt(row.get('mlp'))} | {fmt(row.get('maml'))} | {ratio('coordinate')} | {ratio('coordinate_h8')} |")
+        lines.append(f"| {hidden or '-'} | {params:,} | {fmt(row.get('coordinate'))} | {fmt(row.get('coordinate_tb'))} | "
+                     f"{fmt(row.get('coordinate_h8'))} | {fmt(row.get('mlp'))} | {fmt(row.get('maml'))} | "
+                     f"{ratio('coordinate')} | {ratio('coordinate_tb')} | {ratio('coordinate_h8')} |")
 
     # 4. scale: sizes of M, a 17M-parameter target trained with GWNMO
     lines += ["", "Size of M (parameters; thesis MLP with hidden 32) for growing targets:", "",

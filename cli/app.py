@@ -91,6 +91,9 @@ SKIP_CHECK = typer.Option(
 )
 DEVICE = typer.Option(Device.auto, "--device", help="auto (CUDA if present), cpu or cuda.")
 SEED = typer.Option(0, "--seed", help="Seed for tasks, initialisations and meta-training.")
+TASK_BATCH_HELP = ("Adapt each meta-batch's tasks together in one task-batched inner loop: the same per-task maths "
+                   "in fewer, larger tensor ops (faster; see BENCHMARKS.md section 4). Applies to the methods run "
+                   "through higher; MAML/Meta-SGD adapt one task at a time. Evaluation then batches tasks too.")
 
 
 @app.callback()
@@ -132,6 +135,7 @@ def meta_train_cmd(
     first_order: bool = typer.Option(False, "--first-order", help="First-order meta-gradients (no second derivatives)."),
     head_hidden: Optional[int] = typer.Option(None, "--head-hidden", help="Target head: two linear layers with this hidden width (default: one linear layer)."),
     meta_batch: int = typer.Option(4, "--meta-batch", help="Tasks per meta-step."),
+    task_batch: bool = typer.Option(False, "--task-batch", help=TASK_BATCH_HELP),
     meta_steps: int = typer.Option(1000, "--meta-steps", help="Meta-training steps."),
     val_every: int = typer.Option(100, "--val-every", help="Validate (and checkpoint) every this many meta-steps."),
     val_tasks: int = typer.Option(200, "--val-tasks", help="Meta-val tasks per validation."),
@@ -157,7 +161,7 @@ def meta_train_cmd(
         ways=ways, shots=shots, query=query, method=method.value,
         schedule=(schedule or Schedule.alg2).value, weighting=weighting.value, weighting_hidden=weighting_hidden, inner_steps=inner_steps,
         inner_lr=inner_lr, meta_lr=meta_lr, learn_init=learn_init, first_order=first_order,
-        head_hidden=head_hidden, meta_batch=meta_batch, meta_steps=meta_steps, val_every=val_every, val_tasks=val_tasks,
+        head_hidden=head_hidden, meta_batch=meta_batch, task_batch=task_batch, meta_steps=meta_steps, val_every=val_every, val_tasks=val_tasks,
         device=device.value, seed=seed,
     )
     try:
@@ -244,6 +248,7 @@ def benchmark(
     head_hidden: Optional[int] = typer.Option(None, "--head-hidden", help="Two-layer target head with this hidden width (default: linear head)."),
     weighting: Weighting = typer.Option(Weighting.coordinate, "--weighting", help="GWNMO's weighting network M in every GWNMO cell."),
     weighting_hidden: int = typer.Option(32, "--weighting-hidden", help="Hidden width of M in every GWNMO cell."),
+    task_batch: bool = typer.Option(False, "--task-batch", help=TASK_BATCH_HELP),
     device: Device = DEVICE,
     seed: int = SEED,
 ) -> None:
@@ -253,7 +258,7 @@ def benchmark(
 
     base = RunConfig(data_root=None if data_root is None else str(data_root), skip_integrity_check=skip_integrity_check,
                      backbone=backbone.value, device=device.value, seed=seed, head_hidden=head_hidden,
-                     weighting=weighting.value, weighting_hidden=weighting_hidden)
+                     weighting=weighting.value, weighting_hidden=weighting_hidden, task_batch=task_batch)
     spec = build_suite(suite, datasets=_csv(datasets), shots=_csv(shots, int), methods=_csv(methods),
                        schedules=_csv(schedules), meta_steps=meta_steps, test_tasks=test_tasks,
                        lr_values=lr_values, base=base)

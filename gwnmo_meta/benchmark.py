@@ -20,6 +20,7 @@ from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
 
 SCHEDULED = ("gwnmo", "gwnmo-prime")
+LEARN2LEARN = ("maml", "meta-sgd")  # adapted by learn2learn one task at a time (--task-batch does not apply)
 
 # Inner step-size grids: the same number of values for every method (equal tuning budget).
 # (ordered: a suite with --lr-values N takes the first N; values suit the unit-norm features:
@@ -152,6 +153,8 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     if cell.method in SCHEDULED:  # M's settings key GWNMO cells only (baselines have no M)
         m_net += f"-{suite.base.weighting}" if suite.base.weighting != default.weighting else ""
         m_net += f"-m{suite.base.weighting_hidden}" if suite.base.weighting_hidden != default.weighting_hidden else ""
+    if suite.base.task_batch and cell.method not in LEARN2LEARN:  # learn2learn cells are unaffected
+        m_net += "-tb"
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     if done.exists():
@@ -227,7 +230,8 @@ def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], sui
         f"from an equal-size grid per method; {suite.base.meta_steps} meta-steps × {suite.base.meta_batch} tasks; "
         f"backbone {suite.base.backbone}; target head "
         f"{'linear' if not suite.base.head_hidden else f'two-layer, hidden {suite.base.head_hidden}'}; "
-        f"weighting {suite.base.weighting} (hidden {suite.base.weighting_hidden}); seed {suite.base.seed}.", "",
+        f"weighting {suite.base.weighting} (hidden {suite.base.weighting_hidden}); seed {suite.base.seed}"
+        f"{'; task-batched inner loops (--task-batch)' if suite.base.task_batch else ''}.", "",
         "| train → test | shots | method | inner lr | accuracy (%) | query loss | val acc (%) | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]

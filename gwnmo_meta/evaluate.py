@@ -34,17 +34,31 @@ class EvalSummary:
         )
 
 
-def evaluate_tasks(method: Any, sampler: Any, tasks: int, *, progress: bool = True, desc: str = "evaluate") -> EvalSummary:
-    """Adapt ``method`` on each of ``tasks`` episodes from ``sampler`` and score its query set."""
+def evaluate_tasks(method: Any, sampler: Any, tasks: int, *, progress: bool = True, desc: str = "evaluate",
+                   task_batch: int = 1) -> EvalSummary:
+    """Adapt ``method`` on each of ``tasks`` episodes from ``sampler`` and score its query set.
+
+    A task-batched method (``method.task_batched``) adapts up to ``task_batch`` tasks at a time;
+    the tasks, and so the summary up to float rounding, are the same either way.
+    """
     accs: list[float] = []
     losses: list[float] = []
     was_training = method.training
+    chunk = max(1, task_batch) if getattr(method, "task_batched", False) else 1
     method.eval()
     try:
-        for _ in tqdm(range(tasks), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-            out = method.episode(sampler.sample(), train=False)
-            accs.append(float(out.query_acc))
-            losses.append(float(out.query_loss))
+        with tqdm(total=tasks, desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+            done = 0
+            while done < tasks:
+                n = min(chunk, tasks - done)
+                if n == 1:
+                    outs = [method.episode(sampler.sample(), train=False)]
+                else:
+                    _, outs = method.episodes([sampler.sample() for _ in range(n)], train=False)
+                accs += [float(o.query_acc) for o in outs]
+                losses += [float(o.query_loss) for o in outs]
+                done += n
+                bar.update(n)
     finally:
         method.train(was_training)
     return EvalSummary(mean_ci95(accs), mean_ci95(losses), tasks)
@@ -103,7 +117,7 @@ def evaluate_checkpoint(
         ) from None
     method.to(dev)
     sampler = data.sampler("test", task_spec(cfg), seed, dev)
-    summary = evaluate_tasks(method, sampler, tasks, progress=progress, desc="meta-test")
+    summary = evaluate_tasks(method, sampler, tasks, progress=progress, desc="meta-test", task_batch=cfg.meta_batch)
     return {
         **summary.to_dict(),
         "dataset": dataset or trained.dataset,

@@ -18,22 +18,28 @@ adam       Adam via higher                                              init (wi
 
 Without ``learn_init`` the head starts every task from the same fixed random initialisation
 (drawn from the run's seed); sgd/adam/hg then have nothing to meta-learn (plain fine-tuning).
+
+``task_batch`` (the methods adapted through higher): ``episodes`` adapts a meta-batch of tasks in
+one task-batched inner loop (``schedules.run_episodes``) — the same per-task maths in fewer,
+larger tensor ops. learn2learn's MAML/Meta-SGD adapt one task at a time either way.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.nets import WEIGHTINGS, build_weighting, make_head
-from gwnmo_meta.schedules import SCHEDULES, EpisodeOutcome, query_metrics, run_episode
+from gwnmo_meta.schedules import SCHEDULES, EpisodeOutcome, query_metrics, run_episode, run_episodes
+from gwnmo_meta.tasks.episodes import stack_episodes
 
 METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
+L2L_METHODS = ("maml", "meta-sgd")  # adapted by learn2learn, one task at a time
 SCHEDULED_METHODS = ("gwnmo", "gwnmo-prime")
 # Defaults for unit-norm features (see tasks/fewshot.py); the benchmark tunes them per method.
 DEFAULT_INNER_LR = {"gwnmo": 3.0, "gwnmo-prime": 3.0, "maml": 3.0, "meta-sgd": 3.0, "hg": 3.0, "sgd": 3.0, "adam": 0.1}
@@ -54,6 +60,7 @@ class MethodConfig:
     head_hidden: Optional[int] = None
     weighting_hidden: int = 32
     hg_beta: float = 1e-3
+    task_batch: bool = False
     seed: int = 0
 
     @property
@@ -91,10 +98,22 @@ class MetaMethod(nn.Module):
     def make_meta_optimizer(self) -> Optional[torch.optim.Optimizer]:
         """Adam with ``meta_lr`` on everything meta-learned, or ``None`` if nothing is."""
         params = self.meta_parameters()
-        return torch.optim.Adam(params, lr=self.cfg.meta_lr) if params else None
+        # foreach: one fused pass over M's many small tensors (same numbers as the per-tensor loop)
+        return torch.optim.Adam(params, lr=self.cfg.meta_lr, foreach=True) if params else None
+
+    @property
+    def task_batched(self) -> bool:
+        """Whether :meth:`episodes` adapts its tasks together (else one at a time)."""
+        return False
 
     def episode(self, ep: Any, train: bool) -> EpisodeOutcome:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def episodes(self, eps: Sequence[Any], train: bool) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+        """Adapt on several episodes: (mean meta-loss or ``None``, one outcome per episode)."""
+        outcomes = [self.episode(ep, train) for ep in eps]
+        losses = [o.meta_loss for o in outcomes if o.meta_loss is not None]
+        return (torch.stack(losses).mean() if losses else None), outcomes
 
 
 class HigherMethod(MetaMethod):
@@ -123,12 +142,22 @@ class HigherMethod(MetaMethod):
         params = list(self.weighting.parameters()) if hasattr(self, "weighting") else []
         return params + (list(self.head.parameters()) if self.cfg.learn_init else [])
 
-    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
+    @property
+    def task_batched(self) -> bool:
+        return self.cfg.task_batch
+
+    def _schedule_kwargs(self, train: bool) -> dict[str, Any]:
         schedule = self.cfg.schedule if self.cfg.method in SCHEDULED_METHODS else "alg2"
-        has_meta = bool(self.meta_parameters())
-        out = run_episode(self.head, self.inner_opt, ep, steps=self.cfg.inner_steps, schedule=schedule,
-                          train=train and has_meta, learn_init=self.cfg.learn_init, first_order=self.cfg.first_order)
-        return out
+        return dict(steps=self.cfg.inner_steps, schedule=schedule, train=train and bool(self.meta_parameters()),
+                    learn_init=self.cfg.learn_init, first_order=self.cfg.first_order)
+
+    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
+        return run_episode(self.head, self.inner_opt, ep, **self._schedule_kwargs(train))
+
+    def episodes(self, eps: Sequence[Any], train: bool) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+        if not self.cfg.task_batch:
+            return super().episodes(eps, train)
+        return run_episodes(self.head, self.inner_opt, stack_episodes(eps), **self._schedule_kwargs(train))
 
 
 class L2LMethod(MetaMethod):
@@ -164,7 +193,7 @@ class L2LMethod(MetaMethod):
 def build_method(cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu") -> MetaMethod:
     """The :class:`MetaMethod` for ``cfg.method`` on ``device``."""
     cfg.validate()
-    cls = L2LMethod if cfg.method in ("maml", "meta-sgd") else HigherMethod
+    cls = L2LMethod if cfg.method in L2L_METHODS else HigherMethod
     with torch.random.fork_rng(devices=[]):  # initialisation depends on cfg.seed only
         torch.manual_seed(cfg.seed)
         method = cls(cfg, feature_dim, ways)

@@ -1,7 +1,9 @@
 """Target heads and the weighting networks M of GWNMO.
 
 A weighting network maps ``(features [B, D], params, grads)`` to raw outputs shaped like
-``params`` (GWNMO applies the sigmoid; GWNMO' uses them as they are).
+``params`` (GWNMO applies the sigmoid; GWNMO' uses them as they are). For a task-batched inner
+loop ``features`` is [T, B, D] and every param/grad has a leading task dimension T; each task is
+then weighted exactly as it would be alone.
 
 * :class:`ThesisMLPWeighting` — the thesis's M: three linear layers over the concatenation
   [mean over the batch of E(X), flattened φ, flattened ∇φ]; one output per target parameter.
@@ -17,10 +19,11 @@ GWNMO → h ≈ 0.5 everywhere → Δ ≈ g after normalisation; 1 for GWNMO' �
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from gwnmo_meta.errors import ConfigError
 
@@ -28,20 +31,42 @@ WEIGHTINGS = ("mlp", "coordinate")
 MLP_MEMORY_LIMIT_BYTES = 24 * 1024**3  # this project's machines: refuse a thesis MLP whose training state exceeds it
 
 
+class TaskLinear(nn.Linear):
+    """``nn.Linear`` that also takes task-batched weights.
+
+    With its own ``[out, in]`` weight it is exactly ``nn.Linear``. Inside a task-batched inner loop
+    higher hands it fast weights ``[T, out, in]`` / ``[T, out]`` and inputs ``[T, B, in]``: task t's
+    inputs meet task t's weights (one batched matmul for all tasks).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dim() == 2:
+            return super().forward(x)
+        return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
+
+
 def make_head(feature_dim: int, ways: int, hidden: Optional[int] = None) -> nn.Module:
     """The target T: a linear classifier, or two linear layers with a ReLU between (thesis)."""
     if hidden is None:
-        return nn.Linear(feature_dim, ways)
-    return nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, ways))
+        return TaskLinear(feature_dim, ways)
+    return nn.Sequential(TaskLinear(feature_dim, hidden), nn.ReLU(), TaskLinear(hidden, ways))
 
 
 def _split_like(flat: Tensor, shapes: Sequence[torch.Size]) -> list[Tensor]:
+    """Split the last dimension of ``flat`` into tensors of ``shapes`` (leading dimensions kept)."""
+    lead = flat.shape[:-1]
     out, i = [], 0
     for s in shapes:
         n = math.prod(s)
-        out.append(flat[i : i + n].view(s))
+        out.append(flat[..., i : i + n].view(*lead, *s))
         i += n
     return out
+
+
+def _task_shapes(features: Tensor, params: Sequence[Tensor]) -> tuple[tuple[int, ...], list[torch.Size]]:
+    """(leading task dims, per-task parameter shapes): ``features`` is [B, D], or [T, B, D] with params [T, ...]."""
+    lead = tuple(features.shape[:-2])
+    return lead, [p.shape[len(lead):] for p in params]
 
 
 def _init_last(layer: nn.Linear, init: float) -> None:
@@ -67,10 +92,50 @@ class ThesisMLPWeighting(nn.Module):
     def parameter_count(feature_dim: int, num_params: int, hidden: int) -> int:
         return (feature_dim + 2 * num_params + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * num_params
 
+    def forward_flat(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+        """Raw outputs for the whole target as one [..., P] tensor."""
+        lead, _ = _task_shapes(features, params)
+        pooled = features.mean(-2)  # the batch's features, averaged over examples
+        x = torch.cat([pooled] + [p.reshape(*lead, -1) for p in params] + [g.reshape(*lead, -1) for g in grads], -1)
+        return self.net(x)
+
     def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
-        pooled = features.mean(0)  # the batch's features, averaged over examples
-        x = torch.cat([pooled] + [p.reshape(-1) for p in params] + [g.reshape(-1) for g in grads])
-        return _split_like(self.net(x), self.shapes)
+        return _split_like(self.forward_flat(features, params, grads), self.shapes)
+
+
+class _FusedTrunk(torch.autograd.Function):
+    """M's per-coordinate MLP over a task batch, with a hand-written (first-order) backward.
+
+    out = relu(relu(x·W1ᵀ + c)·W2ᵀ + b2)·W3ᵀ + b3 for x [T, P, k] and a per-task first-layer
+    term c [T, 1, H] (bias + task context). Same maths as the autograd version; it fuses c into
+    the first GEMM, applies the ReLUs in place and orders the weight-gradient GEMMs for speed,
+    which matters because this trunk is most of a task-batched GWNMO step on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: Tensor, w1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor) -> Tensor:
+        tasks, coords, _ = x.shape
+        h1 = torch.baddbmm(c, x, w1.t().expand(tasks, -1, -1)).relu_().view(tasks * coords, -1)
+        h2 = torch.addmm(b2, h1, w2.t()).relu_()
+        ctx.save_for_backward(x, h1, h2, w1, w2, w3)
+        return torch.addmm(b3, h2, w3.t()).view(tasks, coords)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dout: Tensor) -> tuple[Optional[Tensor], ...]:
+        x, h1, h2, w1, w2, w3 = ctx.saved_tensors
+        tasks, coords, k = x.shape
+        d = dout.reshape(tasks * coords, 1)
+        gw3, gb3 = d.t() @ h2, d.sum(0)
+        d2 = d * w3
+        torch.ops.aten.threshold_backward.grad_input(d2, h2, 0, grad_input=d2)
+        gw2, gb2 = (h1.t() @ d2).t(), d2.sum(0)
+        d1 = d2 @ w2
+        torch.ops.aten.threshold_backward.grad_input(d1, h1, 0, grad_input=d1)
+        gw1 = (x.reshape(tasks * coords, k).t() @ d1).t()
+        d1 = d1.view(tasks, coords, -1)
+        dx = d1 @ w1 if ctx.needs_input_grad[0] else None
+        return dx, d1.sum(1, keepdim=True), gw1, gw2, gb2, gw3, gb3
 
 
 class CoordinateWeighting(nn.Module):
@@ -86,46 +151,80 @@ class CoordinateWeighting(nn.Module):
         self.out = nn.Linear(hidden, 1)
         _init_last(self.out, init)
 
-    def _layout(self, params: Sequence[Tensor], feature_dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Per-coordinate constants of a target layout, cached: tensor index, counts, [is-bias, depth], feature column."""
-        key = (tuple(p.shape for p in params), feature_dim, params[0].device, params[0].dtype)
+    def _layout(self, shapes: Sequence[torch.Size], feature_dim: int, device: torch.device,
+                dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-coordinate constants of a target layout, cached.
+
+        (segment of each entry of [g-tensors…, φ-tensors…] flattened, those segments' sizes,
+        [is-bias, depth] per coordinate, feature column read by each coordinate or −1).
+        """
+        key = (tuple(shapes), feature_dim, device, dtype)
         if getattr(self, "_layout_key", None) != key:
-            dev, dt = params[0].device, params[0].dtype
-            sizes = [p.numel() for p in params]
-            seg = torch.repeat_interleave(torch.arange(len(params), device=dev), torch.tensor(sizes, device=dev))
-            depth_den = max(1, len(params) - 1)
-            const = torch.tensor([[1.0 if p.dim() == 1 else 0.0, i / depth_den] for i, p in enumerate(params)], device=dev, dtype=dt)
+            dev, dt = device, dtype
+            n = len(shapes)
+            sizes = [math.prod(s) for s in shapes]
+            seg = torch.repeat_interleave(torch.arange(n, device=dev), torch.tensor(sizes, device=dev))
+            seg = torch.cat([seg, seg + n])
+            depth_den = max(1, n - 1)
+            const = torch.tensor([[1.0 if len(s) == 1 else 0.0, i / depth_den] for i, s in enumerate(shapes)], device=dev, dtype=dt)
             # which feature column each first-layer weight reads (-1: not a first-layer weight)
-            cols = [torch.arange(feature_dim, device=dev).repeat(p.shape[0]) if p.dim() == 2 and p.shape[1] == feature_dim
-                    else torch.full((p.numel(),), -1, device=dev) for p in params]
+            cols = [torch.arange(feature_dim, device=dev).repeat(s[0]) if len(s) == 2 and s[1] == feature_dim
+                    else torch.full((k,), -1, device=dev) for s, k in zip(shapes, sizes)]
             col = torch.cat(cols)
             self._layout_key = key
-            self._layout_val = (seg, torch.tensor(sizes, device=dev, dtype=dt), const[seg], col)
+            self._layout_val = (seg, torch.tensor(sizes + sizes, device=dev, dtype=dt), const[seg[: col.shape[0]]], col)
         return self._layout_val
 
+    def _column_scale(self, features: Tensor, col: Tensor) -> Tensor:
+        """Per coordinate: log-RMS of the feature column it reads relative to the mean column (0 if none).
+
+        Depends on the features only, so it is computed once per support set: the inner loop
+        passes the same features tensor at every step.
+        """
+        cached = getattr(self, "_scale_cache", None)
+        if cached is not None and cached[0] is features and cached[1] == features._version and cached[2] is col:
+            return cached[3]
+        col_rms = features.pow(2).mean(-2).add(1e-16).sqrt()
+        col_scale = torch.log(col_rms / col_rms.mean(-1, keepdim=True))
+        scale = torch.where(col >= 0, col_scale[..., col.clamp_min(0)], torch.zeros((), dtype=features.dtype, device=features.device))
+        if not features.requires_grad:
+            self._scale_cache = (features, features._version, col, scale)
+        return scale
+
     def _coord_features(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
-        seg, sizes, const, col = self._layout(params, features.shape[1])
-        g = torch.cat([x.reshape(-1) for x in grads])
-        p = torch.cat([x.reshape(-1) for x in params])
-        n = len(sizes)
-        g_rms = (torch.zeros(n, device=g.device, dtype=g.dtype).index_add_(0, seg, g * g) / sizes).add(1e-16).sqrt()
-        p_rms = (torch.zeros(n, device=g.device, dtype=g.dtype).index_add_(0, seg, p * p) / sizes).add(1e-16).sqrt()
-        gn = g / g_rms[seg]
-        pn = p / p_rms[seg]
-        # Input-feature scale: for weights that read the features directly (shape [out, D]), the
-        # log-RMS of their input column relative to the average column; 0 elsewhere.
-        col_rms = features.pow(2).mean(0).add(1e-16).sqrt()
-        col_scale = torch.log(col_rms / col_rms.mean())
-        scale = torch.where(col >= 0, col_scale[col.clamp_min(0)], torch.zeros_like(gn))
-        return torch.cat([torch.stack([gn, pn, gn.abs(), scale, torch.log(g.abs() + 1e-8) / 10.0], 1), const], 1)
+        lead, shapes = _task_shapes(features, params)
+        seg, sizes, const, col = self._layout(shapes, features.shape[-1], params[0].device, params[0].dtype)
+        # g and φ side by side, each scaled by its tensor's (per-task) RMS
+        gp = torch.cat([x.reshape(*lead, -1) for x in list(grads) + list(params)], -1)
+        if lead:  # segments are contiguous: sum and broadcast them through views (no scatter/gather)
+            counts = [math.prod(s) for s in shapes] * 2
+            sums = torch.stack([part.pow(2).sum(-1) for part in gp.split(counts, -1)], -1)
+            rms = (sums / sizes).add_(1e-16).sqrt_()
+            gpn = gp / torch.cat([rms[..., i : i + 1].expand(*lead, c) for i, c in enumerate(counts)], -1)
+        else:  # one task: kept op for op (the recorded benchmark results were computed this way)
+            rms = (torch.zeros(sizes.shape, device=gp.device, dtype=gp.dtype).index_add_(0, seg, gp * gp) / sizes).add(1e-16).sqrt()
+            gpn = gp / rms[seg]
+        num = col.shape[0]
+        g, gn, pn = gp[..., :num], gpn[..., :num], gpn[..., num:]
+        scale = self._column_scale(features, col).expand_as(gn)
+        columns = [gn, pn, gn.abs(), scale, torch.log(g.abs() + 1e-8) / 10.0]
+        return torch.cat([c.unsqueeze(-1) for c in columns] + [const.expand(*lead, *const.shape)], -1)
 
     def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
-        ctx = torch.tanh(self.context(features.mean(0)))  # task summary of the batch
+        return _split_like(self.forward_flat(features, params, grads), _task_shapes(features, params)[1])
+
+    def forward_flat(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+        """Raw outputs for the whole target as one [..., P] tensor."""
+        lead, _ = _task_shapes(features, params)
+        ctx = torch.tanh(self.context(features.mean(-2)))  # task summary of the batch
         x = self._coord_features(features, params, grads)
         w_coord, w_ctx = self.inp.weight[:, : self.coord_inputs], self.inp.weight[:, self.coord_inputs :]
+        if lead:  # task batch: one context row per task, broadcast over that task's coordinates
+            ctx_term = (ctx @ w_ctx.t() + self.inp.bias).unsqueeze(-2)
+            return _FusedTrunk.apply(x, ctx_term, w_coord, self.mid.weight, self.mid.bias, self.out.weight, self.out.bias)
         hidden = torch.relu(x @ w_coord.t() + (w_ctx @ ctx + self.inp.bias))
         hidden = torch.relu(self.mid(hidden))
-        return _split_like(self.out(hidden).reshape(-1), [p.shape for p in params])
+        return self.out(hidden).reshape(-1)
 
 
 def build_weighting(kind: str, feature_dim: int, param_shapes: Sequence[Sequence[int]], *, hidden: int = 32,

@@ -5,7 +5,9 @@ differentiable inner loop; each step takes the batch features::
 
     diffopt.step(loss, features=x)          # or higher's channel: override={"features": [x]}
 
-Gradients reach θ (M's parameters) through the updates. M is kept as an attribute of the torch
+For a task-batched loop (fast weights with a leading task dimension T, see
+``gwnmo_meta.schedules.run_episodes``) pass features [T, B, D]: norms and M's statistics are then
+taken per task. Gradients reach θ (M's parameters) through the updates. M is kept as an attribute of the torch
 optimizer (higher deep-copies param groups, which would detach a module stored there).
 """
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
-from gwnmo_meta.weighting import direction_stats, gwnmo_direction
+from gwnmo_meta.nets import _split_like
+from gwnmo_meta.weighting import direction_stats, flat_direction_stats, gwnmo_direction, task_normalised_direction
 
 
 def gwnmo_delta(weighting_net: nn.Module, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor],
@@ -69,8 +72,29 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         super().__init__(other, reference_params, *args, **kwargs)
         self.weighting_net = other.weighting_net
         self._features: Optional[Tensor] = None
-        self.last_stats: dict[str, Tensor] = {}
-        self.last_h: Optional[Tensor] = None
+        self._trace: list[tuple[Tensor, Tensor, Tensor]] = []  # detached flat (g, h, Δ) of every step
+
+    @property
+    def last_h(self) -> Optional[Tensor]:
+        """The weights h of the latest step, flattened over the target ([T, P] when task-batched)."""
+        return self._trace[-1][1] if self._trace else None
+
+    def step_stats(self) -> dict[str, Tensor]:
+        """:func:`~gwnmo_meta.weighting.direction_stats` averaged over the steps so far, in one pass.
+
+        0-dim tensors, or [T] when task-batched; ``{}`` before the first step.
+        """
+        if not self._trace:
+            return {}
+        stacked = (torch.stack([t[i] for t in self._trace]) for i in range(3))
+        return {k: v.mean(0) for k, v in flat_direction_stats(*stacked).items()}
+
+    def _flat_weights(self, features: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
+        """M's raw outputs for a task batch as one [T, P] tensor (M's ``forward_flat`` when it has one)."""
+        net = self.weighting_net
+        if hasattr(net, "forward_flat"):
+            return net.forward_flat(features, params, grads)
+        return torch.cat([r.reshape(features.shape[0], -1) for r in net(features, params, grads)], -1)
 
     def step(self, loss: Tensor, params: Any = None, override: Any = None, grad_callback: Any = None,
              features: Optional[Tensor] = None, **kwargs: Any) -> Any:
@@ -91,13 +115,27 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             gs = [grads[i] for i in idx]
             # M sees φ and g as data (detached, as in Andrychowicz et al.); θ's meta-gradient flows
             # through h, and through φ and g via Δ (g is detached by a first-order grad_callback).
-            raw = self.weighting_net(features, [p.detach() for p in ps], [g.detach() for g in gs])
-            h = [torch.sigmoid(r) for r in raw] if group["normalize"] else list(raw)
-            delta = gwnmo_direction(gs, h, normalize=group["normalize"])
+            m_params, m_grads = [p.detach() for p in ps], [g.detach() for g in gs]
+            if features.dim() == 3:
+                # Task-batched loop: the whole target as one [T, P] tensor, norms per task.
+                lead = (features.shape[0],)
+                flat_raw = self._flat_weights(features, m_params, m_grads)
+                g_flat = torch.cat([g.reshape(*lead, -1) for g in gs], -1)
+                if group["normalize"]:
+                    h_flat = torch.sigmoid(flat_raw)
+                    d_flat = task_normalised_direction(g_flat, h_flat)
+                else:
+                    h_flat, d_flat = flat_raw, flat_raw * g_flat
+                delta = _split_like(d_flat, [p.shape[1:] for p in ps])
+                self._trace.append((g_flat.detach(), h_flat.detach(), d_flat.detach()))
+            else:
+                raw = self.weighting_net(features, m_params, m_grads)
+                h = [torch.sigmoid(r) for r in raw] if group["normalize"] else list(raw)
+                delta = gwnmo_direction(gs, h, normalize=group["normalize"])
+                self._trace.append(tuple(torch.cat([x.detach().reshape(-1) for x in xs])  # type: ignore[misc]
+                                         for xs in (gs, h, delta)))
             for i, p, d in zip(idx, ps, delta):
                 group["params"][i] = p - group["lr"] * d
-            self.last_stats = direction_stats([g.detach() for g in gs], [x.detach() for x in h], [d.detach() for d in delta])
-            self.last_h = torch.cat([x.detach().reshape(-1) for x in h])
 
 
 class HG(torch.optim.Optimizer):

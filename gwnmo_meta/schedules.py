@@ -42,9 +42,16 @@ class EpisodeOutcome:
     weights: Optional[Tensor] = None
 
 
+def task_losses(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy per task: 0-dim for one task (logits [B, C]), [T] for a task batch ([T, B, C])."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, y)
+    return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+
+
 def query_metrics(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """(cross-entropy, accuracy) as 0-dim tensors."""
-    return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
+    """(cross-entropy, accuracy): 0-dim tensors for one task, [T] for a task batch."""
+    return task_losses(logits, y), (logits.argmax(-1) == y).float().mean(-1)
 
 
 def _detach_all(grads: Any) -> list[Any]:
@@ -66,36 +73,71 @@ def run_episode(head: nn.Module, opt: torch.optim.Optimizer, ep: Any, *, steps: 
     ``train=True`` returns the schedule's meta-loss with its graph to θ (and to the init when
     ``learn_init``); ``train=False`` keeps no meta-graph.
     """
+    _, (outcome,) = _adapt(head, opt, ep, steps=steps, schedule=schedule, train=train, learn_init=learn_init,
+                           first_order=first_order)
+    return outcome
+
+
+def run_episodes(head: nn.Module, opt: torch.optim.Optimizer, batch: Any, *, steps: int, schedule: str, train: bool,
+                 learn_init: bool, first_order: bool = False) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+    """:func:`run_episode` for T tasks at once, in one task-batched inner loop.
+
+    ``batch`` holds T episodes stacked along a leading dimension (``stack_episodes``). All tasks
+    start from the same init, each adapts on its own support set with its own fast weights
+    ([T, ...]: the init expanded), and every optimizer statistic that spans coordinates (GWNMO's
+    norms, M's per-tensor scales and task context) is per task — so each task follows the same
+    maths as alone, in one pass of batched tensor ops instead of T passes of small ones. The step
+    loss is the sum of the tasks' losses, whose gradient with respect to task t's fast weights is
+    task t's own gradient. Returns the mean of the tasks' meta-losses (``None`` unless
+    ``train``) and one :class:`EpisodeOutcome` per task.
+    """
+    if batch.support_x.dim() != 3:
+        raise ValueError("run_episodes needs stacked episodes (support_x [T, n, D]); use run_episode for one")
+    return _adapt(head, opt, batch, steps=steps, schedule=schedule, train=train, learn_init=learn_init,
+                  first_order=first_order)
+
+
+def _adapt(head: nn.Module, opt: torch.optim.Optimizer, ep: Any, *, steps: int, schedule: str, train: bool,
+           learn_init: bool, first_order: bool) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
     sx, sy, qx, qy = ep.support_x, ep.support_y, ep.query_x, ep.query_y
+    batched = sx.dim() == 3
     inner: list[Tensor] = []
-    stats_acc: dict[str, list[Tensor]] = {}
     meta_terms: list[Tensor] = []
     with higher.innerloop_ctx(head, opt, copy_initial_weights=not (train and learn_init),
                               track_higher_grads=train) as (fmodel, diffopt):
+        if batched:  # every task starts from the (shared) init
+            fmodel.update_params([p.expand(sx.shape[0], *p.shape) for p in fmodel.parameters()])
         for t in range(steps):
             if train and schedule == "alg1" and t >= 1:
-                meta_terms.append(F.cross_entropy(fmodel(sx), sy))  # L_s(φ_t), through update t−1 only
+                meta_terms.append(task_losses(fmodel(sx), sy))  # L_s(φ_t), through update t−1 only
                 fmodel.update_params([p.detach().requires_grad_() for p in fmodel.parameters()])
-            loss = F.cross_entropy(fmodel(sx), sy)
-            inner.append(loss.detach())
-            _step(diffopt, loss, sx, first_order and train)
-            for k, v in getattr(diffopt, "last_stats", {}).items():
-                stats_acc.setdefault(k, []).append(v)
+            losses = task_losses(fmodel(sx), sy)
+            inner.append(losses.detach())
+            _step(diffopt, losses.sum() if batched else losses, sx, first_order and train)
         if train and schedule == "alg1":
-            meta_terms.append(F.cross_entropy(fmodel(sx), sy))
+            meta_terms.append(task_losses(fmodel(sx), sy))
         if train and schedule == "alg2":
             q_loss, q_acc = query_metrics(fmodel(qx), qy)
-            meta_loss: Optional[Tensor] = q_loss
+            meta: Optional[Tensor] = q_loss
         else:
             with torch.no_grad():
                 q_loss, q_acc = query_metrics(fmodel(qx), qy)
-            meta_loss = torch.stack(meta_terms).mean() if meta_terms else None
+            meta = torch.stack(meta_terms).mean(0) if meta_terms else None
         weights = getattr(diffopt, "last_h", None)
-    # one host transfer for all the numbers of the episode
-    nums = torch.stack([q_loss.detach(), q_acc] + inner + [torch.stack(v).mean() for v in stats_acc.values()]).tolist()
-    return EpisodeOutcome(
-        meta_loss=meta_loss, query_loss=nums[0], query_acc=nums[1], inner_losses=nums[2 : 2 + len(inner)],
-        stats=dict(zip(stats_acc.keys(), nums[2 + len(inner) :])), weights=weights,
-    )
+        stats = diffopt.step_stats() if hasattr(diffopt, "step_stats") else {}
+    # one host transfer for all the numbers of the episode(s): rows = quantities, columns = tasks
+    rows = [q_loss.detach(), q_acc] + inner + list(stats.values())
+    table = torch.stack(rows).reshape(len(rows), -1).t().tolist()
+    n_inner = len(inner)
+    outcomes = [
+        EpisodeOutcome(
+            meta_loss=None if meta is None else (meta[i] if batched else meta),
+            query_loss=nums[0], query_acc=nums[1], inner_losses=nums[2 : 2 + n_inner],
+            stats=dict(zip(stats.keys(), nums[2 + n_inner :])),
+            weights=None if weights is None else (weights[i] if batched else weights),
+        )
+        for i, nums in enumerate(table)
+    ]
+    return (meta.mean() if batched and meta is not None else meta), outcomes

@@ -27,7 +27,7 @@ from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
 from gwnmo_meta.tblog import RunLogger
 
 # Fields of RunConfig a resumed run may change (they do not alter what has been computed so far).
-RESUMABLE_CHANGES = {"meta_steps", "device", "data_root", "download"}
+RESUMABLE_CHANGES = {"meta_steps", "device", "data_root", "download", "task_batch"}
 
 
 class TrainingDiverged(Exception):
@@ -126,7 +126,7 @@ def meta_train(
     def validate() -> EvalSummary:
         val_sampler = data.sampler("val", spec, cfg.seed + 1, device)  # same val tasks every time
         rng = rng_states()  # validation must not perturb the training stream
-        summary = evaluate_tasks(method, val_sampler, cfg.val_tasks, progress=False)
+        summary = evaluate_tasks(method, val_sampler, cfg.val_tasks, progress=False, task_batch=cfg.meta_batch)
         restore_rng_states(rng)
         return summary
 
@@ -142,12 +142,17 @@ def meta_train(
             step_start_state = (train_sampler.state_dict(), rng_states())
             if meta_opt is not None:
                 meta_opt.zero_grad(set_to_none=True)
-            outcomes = []
-            for _ in range(cfg.meta_batch):
-                outcome = method.episode(train_sampler.sample(), train=True)
-                if outcome.meta_loss is not None:
-                    (outcome.meta_loss / cfg.meta_batch).backward()
-                outcomes.append(outcome)
+            if method.task_batched:  # the meta-batch's tasks in one task-batched inner loop
+                batch_loss, outcomes = method.episodes([train_sampler.sample() for _ in range(cfg.meta_batch)], train=True)
+                if batch_loss is not None:
+                    batch_loss.backward()
+            else:  # one task at a time, each graph freed after its backward
+                outcomes = []
+                for _ in range(cfg.meta_batch):
+                    outcome = method.episode(train_sampler.sample(), train=True)
+                    if outcome.meta_loss is not None:
+                        (outcome.meta_loss / cfg.meta_batch).backward()
+                    outcomes.append(outcome)
             meta_losses = [float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None]
             meta_loss = sum(meta_losses) / len(meta_losses) if meta_losses else float("nan")
             if meta_losses and not math.isfinite(meta_loss):

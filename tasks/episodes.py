@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -63,6 +63,14 @@ class Episode:
     def to(self, device: torch.device | str) -> "Episode":
         return Episode(*(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y)),
                        image_ids=self.image_ids)
+
+
+def stack_episodes(eps: Sequence[Episode]) -> Episode:
+    """T episodes of one spec as one task batch: every tensor gains a leading task dimension T."""
+    if not eps:
+        raise ValueError("stack_episodes needs at least one episode")
+    return Episode(*(torch.stack([getattr(e, name) for e in eps])
+                     for name in ("support_x", "support_y", "query_x", "query_y")))
 
 
 class EpisodeSampler:

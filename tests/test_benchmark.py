@@ -91,3 +91,16 @@ def test_weighting_hidden_sets_the_width_of_m_and_must_be_positive():
     assert m.weighting.inp.out_features == 8
     with pytest.raises(ConfigError, match="--weighting-hidden"):
         RunConfig(weighting_hidden=0).validate()
+
+
+def test_task_batch_keys_only_cells_it_changes(tiny_data_root, tmp_path):
+    base = RunConfig(data_root=str(tiny_data_root), backbone="none", query=3, inner_steps=1, meta_batch=2, device="cpu",
+                     task_batch=True)
+    suite = build_suite("quick", methods=("gwnmo", "maml"), schedules=("alg2",), meta_steps=1, test_tasks=2, base=base)
+    run_suite(suite, tmp_path, progress=False)
+    cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
+    gwnmo = [c for c in cells if "gwnmo" in c]
+    assert gwnmo and all("-tb-" in c for c in gwnmo)
+    assert not any("-tb" in c for c in cells if "maml" in c)
+    assert json.loads((tmp_path / "cells" / gwnmo[0] / "config.json").read_text())["task_batch"] is True
+    assert "task-batched inner loops" in (tmp_path / "results.md").read_text()

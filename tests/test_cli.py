@@ -185,3 +185,16 @@ def test_evaluate_with_incompatible_ways(trained_run, tiny_data_root):
     out, _ = trained_run
     res = invoke("evaluate", out / "best.pt", "--data-root", tiny_data_root, "--ways", "3", "--tasks", "2", "--device", "cpu")
     assert res.exit_code == 2 and "5-way" in res.output
+
+
+def test_task_batch_run_tracks_one_task_at_a_time_and_can_be_switched_on_resume(tiny_data_root, tmp_path):
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert meta_train(tiny_data_root, one, "--meta-steps", "4", "--val-every", "2").exit_code == 0
+    assert meta_train(tiny_data_root, many, "--meta-steps", "2", "--val-every", "2").exit_code == 0
+    res = meta_train(tiny_data_root, many, "--meta-steps", "4", "--val-every", "2", "--task-batch", "--resume")
+    assert res.exit_code == 0, res.output
+    assert json.loads((many / "config.json").read_text())["task_batch"] is True
+    a = torch.load(one / "last.pt", weights_only=False)
+    b = torch.load(many / "last.pt", weights_only=False)
+    assert [r["meta_loss"] for r in a["history"]] == pytest.approx([r["meta_loss"] for r in b["history"]], rel=1e-3)
+    assert [r["val_accuracy"] for r in a["history"]] == pytest.approx([r["val_accuracy"] for r in b["history"]], abs=1e-6)
