@@ -198,3 +198,4 @@ def test_task_batch_run_tracks_one_task_at_a_time_and_can_be_switched_on_resume(
     b = torch.load(many / "last.pt", weights_only=False)
     assert [r["meta_loss"] for r in a["history"]] == pytest.approx([r["meta_loss"] for r in b["history"]], rel=1e-3)
     assert [r["val_accuracy"] for r in a["history"]] == pytest.approx([r["val_accuracy"] for r in b["history"]], abs=1e-6)
+    assert event_tags(many) == event_tags(one)  # same scalars, histograms (h per task) and hparams
