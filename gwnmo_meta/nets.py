@@ -52,8 +52,8 @@ def make_head(feature_dim: int, ways: int, hidden: Optional[int] = None) -> nn.M
     return nn.Sequential(TaskLinear(feature_dim, hidden), nn.ReLU(), TaskLinear(hidden, ways))
 
 
-def _split_like(flat: Tensor, shapes: Sequence[torch.Size]) -> list[Tensor]:
-    """Split the last dimension of ``flat`` into tensors of ``shapes`` (leading dimensions kept)."""
+def split_like(flat: Tensor, shapes: Sequence[torch.Size]) -> list[Tensor]:
+    """Split the last dimension of ``flat`` into views shaped ``shapes`` (leading dimensions kept)."""
     lead = flat.shape[:-1]
     out, i = [], 0
     for s in shapes:
@@ -100,7 +100,7 @@ class ThesisMLPWeighting(nn.Module):
         return self.net(x)
 
     def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
-        return _split_like(self.forward_flat(features, params, grads), self.shapes)
+        return split_like(self.forward_flat(features, params, grads), self.shapes)
 
 
 class _FusedTrunk(torch.autograd.Function):
@@ -211,7 +211,7 @@ class CoordinateWeighting(nn.Module):
         return torch.cat([c.unsqueeze(-1) for c in columns] + [const.expand(*lead, *const.shape)], -1)
 
     def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
-        return _split_like(self.forward_flat(features, params, grads), _task_shapes(features, params)[1])
+        return split_like(self.forward_flat(features, params, grads), _task_shapes(features, params)[1])
 
     def forward_flat(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
         """Raw outputs for the whole target as one [..., P] tensor."""

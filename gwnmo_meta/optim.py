@@ -19,7 +19,7 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
-from gwnmo_meta.nets import _split_like
+from gwnmo_meta.nets import split_like
 from gwnmo_meta.weighting import direction_stats, flat_direction_stats, gwnmo_direction, task_normalised_direction
 
 
@@ -72,22 +72,36 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         super().__init__(other, reference_params, *args, **kwargs)
         self.weighting_net = other.weighting_net
         self._features: Optional[Tensor] = None
-        self._trace: list[tuple[Tensor, Tensor, Tensor]] = []  # detached flat (g, h, Δ) of every step
+        self.last_h: Optional[Tensor] = None  # h of the latest step, flattened ([T, P] when task-batched)
+        # Detached flat (g, h, Δ) of recent steps; folded into running sums every TRACE_FOLD steps,
+        # so statistics cost a few batched ops per episode and memory stays bounded on long loops.
+        self._trace: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._stat_sums: dict[str, Tensor] = {}
+        self._stat_steps = 0
 
-    @property
-    def last_h(self) -> Optional[Tensor]:
-        """The weights h of the latest step, flattened over the target ([T, P] when task-batched)."""
-        return self._trace[-1][1] if self._trace else None
+    TRACE_FOLD = 16
+
+    def _record(self, g: Tensor, h: Tensor, delta: Tensor) -> None:
+        self.last_h = h
+        self._trace.append((g, h, delta))
+        if len(self._trace) >= self.TRACE_FOLD:
+            self._fold()
+
+    def _fold(self) -> None:
+        stacked = (torch.stack([t[i] for t in self._trace]) for i in range(3))
+        for k, v in flat_direction_stats(*stacked).items():
+            self._stat_sums[k] = v.sum(0) + self._stat_sums[k] if k in self._stat_sums else v.sum(0)
+        self._stat_steps += len(self._trace)
+        self._trace.clear()
 
     def step_stats(self) -> dict[str, Tensor]:
-        """:func:`~gwnmo_meta.weighting.direction_stats` averaged over the steps so far, in one pass.
+        """:func:`~gwnmo_meta.weighting.direction_stats` averaged over the steps so far.
 
         0-dim tensors, or [T] when task-batched; ``{}`` before the first step.
         """
-        if not self._trace:
-            return {}
-        stacked = (torch.stack([t[i] for t in self._trace]) for i in range(3))
-        return {k: v.mean(0) for k, v in flat_direction_stats(*stacked).items()}
+        if self._trace:
+            self._fold()
+        return {k: v / self._stat_steps for k, v in self._stat_sums.items()}
 
     def _flat_weights(self, features: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
         """M's raw outputs for a task batch as one [T, P] tensor (M's ``forward_flat`` when it has one)."""
@@ -126,14 +140,13 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                     d_flat = task_normalised_direction(g_flat, h_flat)
                 else:
                     h_flat, d_flat = flat_raw, flat_raw * g_flat
-                delta = _split_like(d_flat, [p.shape[1:] for p in ps])
-                self._trace.append((g_flat.detach(), h_flat.detach(), d_flat.detach()))
+                delta = split_like(d_flat, [p.shape[1:] for p in ps])
+                self._record(g_flat.detach(), h_flat.detach(), d_flat.detach())
             else:
                 raw = self.weighting_net(features, m_params, m_grads)
                 h = [torch.sigmoid(r) for r in raw] if group["normalize"] else list(raw)
                 delta = gwnmo_direction(gs, h, normalize=group["normalize"])
-                self._trace.append(tuple(torch.cat([x.detach().reshape(-1) for x in xs])  # type: ignore[misc]
-                                         for xs in (gs, h, delta)))
+                self._record(*(torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta)))
             for i, p, d in zip(idx, ps, delta):
                 group["params"][i] = p - group["lr"] * d
 

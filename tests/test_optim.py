@@ -119,3 +119,27 @@ def test_thesis_mlp_grows_with_target_and_is_refused_when_too_big():
     assert b > 1.9 * a
     with pytest.raises(ConfigError, match="coordinate"):
         build_weighting("mlp", 256, [(4096, 4096), (4096,)], hidden=32)
+
+
+def test_differentiable_gwnmo_step_stats_average_every_step_with_bounded_memory():
+    """step_stats() is the mean of per-step direction_stats, also past the trace's fold point."""
+    from gwnmo_meta.weighting import direction_stats, gwnmo_direction
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 3)
+    net = CoordinateWeighting(6)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    per_step = []
+    with higher.innerloop_ctx(head, GWNMO(head.parameters(), net, lr=0.1), track_higher_grads=False) as (f, d):
+        steps = d.TRACE_FOLD + 3
+        for _ in range(steps):
+            params = list(f.parameters())
+            loss = torch.nn.functional.cross_entropy(f(x), y)
+            grads = torch.autograd.grad(loss, params, retain_graph=True)
+            h = [torch.sigmoid(r) for r in net(x, params, grads)]
+            per_step.append(direction_stats(grads, h, gwnmo_direction(list(grads), h)))
+            d.step(loss, features=x)
+            assert len(d._trace) < d.TRACE_FOLD
+        stats = d.step_stats()
+    for k in per_step[0]:
+        assert float(stats[k]) == pytest.approx(float(torch.stack([s[k] for s in per_step]).mean()), rel=1e-5, abs=1e-7), k
