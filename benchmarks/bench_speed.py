@@ -143,16 +143,16 @@ def main() -> None:
 
     # 2. meta-step times, each paired with MAML
     variants = [
-        ("gwnmo coordinate alg2", dict(method="gwnmo")),
+        ("gwnmo coordinate alg2", dict(method="gwnmo", task_batch=False)),
         ("gwnmo coordinate alg2, task-batched", dict(method="gwnmo", task_batch=True)),
-        ("gwnmo coordinate alg1", dict(method="gwnmo", schedule="alg1")),
+        ("gwnmo coordinate alg1", dict(method="gwnmo", schedule="alg1", task_batch=False)),
         ("gwnmo coordinate alg1, task-batched", dict(method="gwnmo", schedule="alg1", task_batch=True)),
         ("gwnmo coordinate alg2, M hidden 8, task-batched", dict(method="gwnmo", weighting_hidden=8, task_batch=True)),
-        ("gwnmo mlp alg2", dict(method="gwnmo", weighting="mlp")),
+        ("gwnmo mlp alg2", dict(method="gwnmo", weighting="mlp", task_batch=False)),
         ("gwnmo mlp alg2, task-batched", dict(method="gwnmo", weighting="mlp", task_batch=True)),
         ("gwnmo-prime coordinate alg2, task-batched", dict(method="gwnmo-prime", task_batch=True)),
         ("meta-sgd (learn2learn)", dict(method="meta-sgd")),
-        ("sgd, learned init (higher)", dict(method="sgd")),
+        ("sgd, learned init (higher)", dict(method="sgd", task_batch=False)),
         ("sgd, learned init (higher), task-batched", dict(method="sgd", task_batch=True)),
     ]
     maml_step = meta_step_fn(build(method="maml"), sampler, 4)
@@ -204,10 +204,10 @@ def main() -> None:
     for hidden in (None, 64, 512, 4096):
         params = sum(p.numel() for p in make_head(256, 5, hidden).parameters())
         row = {}
-        for label, kw in (("coordinate", dict(method="gwnmo")),
+        for label, kw in (("coordinate", dict(method="gwnmo", task_batch=False)),
                           ("coordinate_tb", dict(method="gwnmo", task_batch=True)),
-                          ("coordinate_h8", dict(method="gwnmo", weighting_hidden=8)),
-                          ("mlp", dict(method="gwnmo", weighting="mlp")), ("maml", dict(method="maml"))):
+                          ("coordinate_h8", dict(method="gwnmo", weighting_hidden=8, task_batch=False)),
+                          ("mlp", dict(method="gwnmo", weighting="mlp", task_batch=False)), ("maml", dict(method="maml"))):
             try:
                 m = build(head_hidden=hidden, **kw)
                 row[label] = time_it(meta_step_fn(m, sampler, 4), device, 3 if hidden == 4096 else 5, warmup=1)

@@ -153,8 +153,8 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     if cell.method in SCHEDULED:  # M's settings key GWNMO cells only (baselines have no M)
         m_net += f"-{suite.base.weighting}" if suite.base.weighting != default.weighting else ""
         m_net += f"-m{suite.base.weighting_hidden}" if suite.base.weighting_hidden != default.weighting_hidden else ""
-    if suite.base.task_batch and cell.method not in LEARN2LEARN:  # learn2learn cells are unaffected
-        m_net += "-tb"
+    if suite.base.task_batch and cell.method not in LEARN2LEARN:  # learn2learn cells are unaffected;
+        m_net += "-tb"  # unsuffixed cells (e.g. the committed ones) adapted one task at a time
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     if done.exists():
@@ -231,7 +231,7 @@ def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], sui
         f"backbone {suite.base.backbone}; target head "
         f"{'linear' if not suite.base.head_hidden else f'two-layer, hidden {suite.base.head_hidden}'}; "
         f"weighting {suite.base.weighting} (hidden {suite.base.weighting_hidden}); seed {suite.base.seed}"
-        f"{'; task-batched inner loops (--task-batch)' if suite.base.task_batch else ''}.", "",
+        f"; {'task-batched inner loops' if suite.base.task_batch else 'one task at a time (--no-task-batch)'}.", "",
         "| train → test | shots | method | inner lr | accuracy (%) | query loss | val acc (%) | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -39,7 +39,7 @@ class RunConfig:
     learn_init: bool = True
     first_order: bool = False
     head_hidden: Optional[int] = None
-    task_batch: bool = False
+    task_batch: bool = True
     # loop
     meta_batch: int = 4
     meta_steps: int = 1000

@@ -144,6 +144,7 @@ def meta_train(
                 meta_opt.zero_grad(set_to_none=True)
             if method.task_batched:  # the meta-batch's tasks in one task-batched inner loop
                 batch_loss, outcomes = method.episodes([train_sampler.sample() for _ in range(cfg.meta_batch)], train=True)
+                meta_losses = [] if batch_loss is None else [float(batch_loss.detach())]  # what is back-propagated
                 if batch_loss is not None:
                     batch_loss.backward()
             else:  # one task at a time, each graph freed after its backward
@@ -153,7 +154,7 @@ def meta_train(
                     if outcome.meta_loss is not None:
                         (outcome.meta_loss / cfg.meta_batch).backward()
                     outcomes.append(outcome)
-            meta_losses = [float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None]
+                meta_losses = [float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None]
             meta_loss = sum(meta_losses) / len(meta_losses) if meta_losses else float("nan")
             if meta_losses and not math.isfinite(meta_loss):
                 raise TrainingDiverged(

@@ -1,5 +1,6 @@
 """Benchmark suites: equal tuning budgets, best-by-val selection, reports, resumability."""
 import csv
+import dataclasses
 import json
 from collections import Counter
 
@@ -104,3 +105,9 @@ def test_task_batch_keys_only_cells_it_changes(tiny_data_root, tmp_path):
     assert not any("-tb" in c for c in cells if "maml" in c)
     assert json.loads((tmp_path / "cells" / gwnmo[0] / "config.json").read_text())["task_batch"] is True
     assert "task-batched inner loops" in (tmp_path / "results.md").read_text()
+    assert RunConfig().task_batch  # the default; --no-task-batch cells carry no suffix:
+    plain = build_suite("quick", methods=("gwnmo",), schedules=("alg2",), meta_steps=1, test_tasks=2,
+                        base=dataclasses.replace(base, task_batch=False))
+    run_suite(plain, tmp_path / "plain", progress=False)
+    assert [p.name for p in (tmp_path / "plain" / "cells").iterdir() if "-tb" in p.name] == []
+    assert "one task at a time (--no-task-batch)" in (tmp_path / "plain" / "results.md").read_text()

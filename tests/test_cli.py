@@ -111,24 +111,32 @@ def test_keyboard_interrupt_checkpoints_and_resumes(tiny_data_root, tmp_path, mo
     assert resumed.steps_done == 5 and not resumed.interrupted
 
 
-def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(tiny_data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("batched", [True, False])
+def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(tiny_data_root, tmp_path, monkeypatch, batched):
     from gwnmo_meta import schedules
 
-    good = meta_train(tiny_data_root, tmp_path / "run", "--meta-steps", "2", "--val-every", "2")
+    flag = "--task-batch" if batched else "--no-task-batch"
+    good = meta_train(tiny_data_root, tmp_path / "run", "--meta-steps", "2", "--val-every", "2", flag)
     assert good.exit_code == 0
     before = (tmp_path / "run" / "last.pt").read_bytes()
-    real = schedules.run_episode
+    real_one, real_many = schedules.run_episode, schedules.run_episodes
 
-    def poisoned(*args, **kwargs):
-        out = real(*args, **kwargs)
+    def poisoned_one(*args, **kwargs):
+        out = real_one(*args, **kwargs)
         if out.meta_loss is not None:
             out.meta_loss = out.meta_loss * float("nan")
         return out
 
-    monkeypatch.setattr("gwnmo_meta.methods.run_episode", poisoned)
-    res = meta_train(tiny_data_root, tmp_path / "run", "--meta-steps", "4", "--val-every", "2", "--resume")
+    def poisoned_many(*args, **kwargs):  # only the back-propagated batch loss turns NaN
+        loss, outs = real_many(*args, **kwargs)
+        return (None if loss is None else loss * float("nan")), outs
+
+    monkeypatch.setattr("gwnmo_meta.methods.run_episode", poisoned_one)
+    monkeypatch.setattr("gwnmo_meta.methods.run_episodes", poisoned_many)
+    res = meta_train(tiny_data_root, tmp_path / "run", "--meta-steps", "4", "--val-every", "2", "--resume", flag)
     assert res.exit_code == 1
     assert "nan" in res.output.lower() and "Traceback" not in res.output
+    assert "meta-step 3" in res.output  # caught at the first poisoned step, before the meta-optimizer steps
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
@@ -189,9 +197,9 @@ def test_evaluate_with_incompatible_ways(trained_run, tiny_data_root):
 
 def test_task_batch_run_tracks_one_task_at_a_time_and_can_be_switched_on_resume(tiny_data_root, tmp_path):
     one, many = tmp_path / "one", tmp_path / "many"
-    assert meta_train(tiny_data_root, one, "--meta-steps", "4", "--val-every", "2").exit_code == 0
-    assert meta_train(tiny_data_root, many, "--meta-steps", "2", "--val-every", "2").exit_code == 0
-    res = meta_train(tiny_data_root, many, "--meta-steps", "4", "--val-every", "2", "--task-batch", "--resume")
+    assert meta_train(tiny_data_root, one, "--meta-steps", "4", "--val-every", "2", "--no-task-batch").exit_code == 0
+    assert meta_train(tiny_data_root, many, "--meta-steps", "2", "--val-every", "2", "--no-task-batch").exit_code == 0
+    res = meta_train(tiny_data_root, many, "--meta-steps", "4", "--val-every", "2", "--resume")  # default: batched
     assert res.exit_code == 0, res.output
     assert json.loads((many / "config.json").read_text())["task_batch"] is True
     a = torch.load(one / "last.pt", weights_only=False)

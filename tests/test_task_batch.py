@@ -103,7 +103,7 @@ def test_task_batched_episodes_match_one_task_at_a_time(case):
     data = noisy_fewshot(0)
     sampler = data.sampler("train", TaskSpec(5, 2, 4), seed=3)
     eps = [sampler.sample() for _ in range(TASKS)]
-    cfg = MethodConfig(inner_steps=3, **{"inner_lr": 0.5, **CASES[case]})
+    cfg = MethodConfig(inner_steps=3, task_batch=False, **{"inner_lr": 0.5, **CASES[case]})
     one = build_method(cfg, 16, 5)
     many = build_method(dataclasses.replace(cfg, task_batch=True), 16, 5)
     assert many.task_batched and not one.task_batched
@@ -142,7 +142,7 @@ def test_learn2learn_methods_adapt_one_task_at_a_time_even_with_task_batch():
 
 def test_evaluation_in_task_batches_scores_the_same_tasks():
     data = noisy_fewshot(0)
-    cfg = MethodConfig(method="gwnmo", inner_steps=2, inner_lr=0.5)
+    cfg = MethodConfig(method="gwnmo", inner_steps=2, inner_lr=0.5, task_batch=False)
     one, many = build_method(cfg, 16, 5), build_method(dataclasses.replace(cfg, task_batch=True), 16, 5)
     spec = TaskSpec(5, 1, 4)
     a = evaluate_tasks(one, data.sampler("test", spec, seed=7), 11, progress=False)
