@@ -20,7 +20,6 @@ from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
 
 SCHEDULED = ("gwnmo", "gwnmo-prime")
-LEARN2LEARN = ("maml", "meta-sgd")  # adapted by learn2learn one task at a time (--task-batch does not apply)
 
 # Inner step-size grids: the same number of values for every method (equal tuning budget).
 # (ordered: a suite with --lr-values N takes the first N; values suit the unit-norm features:
@@ -146,6 +145,7 @@ def build_suite(
 def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Meta-train and evaluate one cell (resuming it if a previous run was cut off)."""
     from gwnmo_meta.evaluate import evaluate_checkpoint
+    from gwnmo_meta.methods import L2L_METHODS
     from gwnmo_meta.trainer import meta_train
 
     head = f"-h{suite.base.head_hidden}" if suite.base.head_hidden else ""
@@ -153,7 +153,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     if cell.method in SCHEDULED:  # M's settings key GWNMO cells only (baselines have no M)
         m_net += f"-{suite.base.weighting}" if suite.base.weighting != default.weighting else ""
         m_net += f"-m{suite.base.weighting_hidden}" if suite.base.weighting_hidden != default.weighting_hidden else ""
-    if suite.base.task_batch and cell.method not in LEARN2LEARN:  # learn2learn cells are unaffected;
+    if suite.base.task_batch and cell.method not in L2L_METHODS:  # learn2learn cells are unaffected;
         m_net += "-tb"  # unsuffixed cells (e.g. the committed ones) adapted one task at a time
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"

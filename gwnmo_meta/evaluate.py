@@ -51,10 +51,7 @@ def evaluate_tasks(method: Any, sampler: Any, tasks: int, *, progress: bool = Tr
             done = 0
             while done < tasks:
                 n = min(chunk, tasks - done)
-                if n == 1:
-                    outs = [method.episode(sampler.sample(), train=False)]
-                else:
-                    _, outs = method.episodes([sampler.sample() for _ in range(n)], train=False)
+                _, outs = method.episodes([sampler.sample() for _ in range(n)], train=False)
                 accs += [float(o.query_acc) for o in outs]
                 losses += [float(o.query_loss) for o in outs]
                 done += n

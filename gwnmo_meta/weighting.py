@@ -89,15 +89,10 @@ def task_normalised_direction(grad: Tensor, weights: Tensor, eps: float = EPS) -
     return _TaskNormalisedDirection.apply(grad, weights, eps)
 
 
-def direction_stats(grads: Sequence[Tensor], h: Sequence[Tensor], delta: Sequence[Tensor],
-                    batched: bool = False) -> dict[str, Tensor]:
-    """Detached diagnostics of one step: mean/std of h, cos(Δ, g), ‖Δ‖/‖g‖.
-
-    0-dim tensors, or [T] (one value per task) when ``batched``; no host sync.
-    """
-    lead = grads[0].shape[:1] if batched else ()
+def direction_stats(grads: Sequence[Tensor], h: Sequence[Tensor], delta: Sequence[Tensor]) -> dict[str, Tensor]:
+    """Detached diagnostics of one step: mean/std of h, cos(Δ, g), ‖Δ‖/‖g‖ (0-dim tensors, no host sync)."""
     with torch.no_grad():
-        return flat_direction_stats(*(torch.cat([x.reshape(*lead, -1) for x in xs], -1) for xs in (grads, h, delta)))
+        return flat_direction_stats(*(torch.cat([x.reshape(-1) for x in xs]) for xs in (grads, h, delta)))
 
 
 def flat_direction_stats(g: Tensor, h: Tensor, delta: Tensor) -> dict[str, Tensor]:
