@@ -16,6 +16,7 @@ linear head, meta-batch 4, 5 inner steps unless stated):
 Timings are medians over repeats after warm-up, in one process; section 2's ratios come from
 alternating each method's steps with MAML's, which cancels this VM's slow speed drift.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,18 @@ from gwnmo_meta.tasks.fewshot import FewShotData
 from gwnmo_meta.tasks.splits import default_split, split_indices
 
 
-def fake_features(dim: int = 256, per_class: int = 600, classes: int = 10, seed: int = 0) -> FewShotData:
+def fake_features(
+    dim: int = 256, per_class: int = 600, classes: int = 10, seed: int = 0
+) -> FewShotData:
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(classes).repeat_interleave(per_class)
-    feats = F.normalize(torch.randn(classes, dim, generator=g)[labels] + torch.randn(len(labels), dim, generator=g), dim=1)
-    parts = split_indices(labels, torch.zeros(len(labels), dtype=torch.bool), default_split(classes))
+    feats = F.normalize(
+        torch.randn(classes, dim, generator=g)[labels] + torch.randn(len(labels), dim, generator=g),
+        dim=1,
+    )
+    parts = split_indices(
+        labels, torch.zeros(len(labels), dtype=torch.bool), default_split(classes)
+    )
     return FewShotData(feats, labels, parts, default_split(classes), "synthetic-256")
 
 
@@ -122,10 +130,17 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = fake_features()
     spec = TaskSpec(5, 1, 15)
-    results: dict = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                     "cpu": cpu_model()}
-    lines = [f"# Speed and cost (device {device}, {results['cpu']}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads)", ""]
+    results: dict = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+    }
+    lines = [
+        f"# Speed and cost (device {device}, {results['cpu']}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)",
+        "",
+    ]
 
     # 1. sampling
     sampler = data.sampler("train", spec, seed=0, device=device)
@@ -146,8 +161,14 @@ def main() -> None:
         ("gwnmo coordinate alg2", dict(method="gwnmo", task_batch=False)),
         ("gwnmo coordinate alg2, task-batched", dict(method="gwnmo", task_batch=True)),
         ("gwnmo coordinate alg1", dict(method="gwnmo", schedule="alg1", task_batch=False)),
-        ("gwnmo coordinate alg1, task-batched", dict(method="gwnmo", schedule="alg1", task_batch=True)),
-        ("gwnmo coordinate alg2, M hidden 8, task-batched", dict(method="gwnmo", weighting_hidden=8, task_batch=True)),
+        (
+            "gwnmo coordinate alg1, task-batched",
+            dict(method="gwnmo", schedule="alg1", task_batch=True),
+        ),
+        (
+            "gwnmo coordinate alg2, M hidden 8, task-batched",
+            dict(method="gwnmo", weighting_hidden=8, task_batch=True),
+        ),
         ("gwnmo mlp alg2", dict(method="gwnmo", weighting="mlp", task_batch=False)),
         ("gwnmo mlp alg2, task-batched", dict(method="gwnmo", weighting="mlp", task_batch=True)),
         ("gwnmo-prime coordinate alg2, task-batched", dict(method="gwnmo-prime", task_batch=True)),
@@ -164,66 +185,103 @@ def main() -> None:
     step_times: dict = {}
     for name, pairs in passes.items():
         ratios = [t / tm for t, tm in pairs]
-        step_times[name] = {"seconds": statistics.median(t for t, _ in pairs),
-                            "maml_seconds": statistics.median(tm for _, tm in pairs),
-                            "ratio": statistics.median(ratios), "ratios": ratios}
+        step_times[name] = {
+            "seconds": statistics.median(t for t, _ in pairs),
+            "maml_seconds": statistics.median(tm for _, tm in pairs),
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+        }
     results["meta_step"] = step_times
     ref = step_times["gwnmo coordinate alg2"]["seconds"]
     lines += [
         f"Task sampling: **{results['sampling_tasks_per_s']:.0f} tasks/s** "
-        f"({1e6 * sample_s:.0f} µs/task; 4 tasks = {100 * 4 * sample_s / ref:.2f}% of one GWNMO meta-step).", "",
+        f"({1e6 * sample_s:.0f} µs/task; 4 tasks = {100 * 4 * sample_s / ref:.2f}% of one GWNMO meta-step).",
+        "",
         "Meta-step (4 tasks × 5 inner steps, 5-way 1-shot 15-query, 256-dim features, linear head). Each row "
         f"alternates its method's steps with learn2learn MAML's ({args.repeats} rounds, medians), in "
-        f"{args.passes} passes over all rows; the ratio is the median of the passes' ratios, with their range:", "",
-        "| method | step (ms) | tasks/s | MAML in the pair (ms) | × MAML | range over passes |", "|---|---|---|---|---|---|",
+        f"{args.passes} passes over all rows; the ratio is the median of the passes' ratios, with their range:",
+        "",
+        "| method | step (ms) | tasks/s | MAML in the pair (ms) | × MAML | range over passes |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in step_times.items():
-        lines.append(f"| {name} | {1e3 * r['seconds']:.1f} | {4 / r['seconds']:.0f} | {1e3 * r['maml_seconds']:.1f} | "
-                     f"**{r['ratio']:.2f}** | {min(r['ratios']):.2f}-{max(r['ratios']):.2f} |")
+        lines.append(
+            f"| {name} | {1e3 * r['seconds']:.1f} | {4 / r['seconds']:.0f} | {1e3 * r['maml_seconds']:.1f} | "
+            f"**{r['ratio']:.2f}** | {min(r['ratios']):.2f}-{max(r['ratios']):.2f} |"
+        )
 
     # 3. growth with inner steps and target size
-    lines += ["", "Step time vs inner steps (ms; each GWNMO column paired with MAML):", "",
-              "| inner steps | gwnmo coordinate alg2 | × MAML | same, task-batched | × MAML |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Step time vs inner steps (ms; each GWNMO column paired with MAML):",
+        "",
+        "| inner steps | gwnmo coordinate alg2 | × MAML | same, task-batched | × MAML |",
+        "|---|---|---|---|---|",
+    ]
     results["inner_steps_scaling"] = {}
     for k in (1, 5, 10, 20):
         mm = meta_step_fn(build(method="maml", inner_steps=k), sampler, 4)
         row = {}
         for label, tb in (("gwnmo", False), ("gwnmo_task_batched", True)):
-            t, tm = paired_times(meta_step_fn(build(method="gwnmo", inner_steps=k, task_batch=tb), sampler, 4), mm,
-                                 device, max(5, args.repeats // 2))
+            t, tm = paired_times(
+                meta_step_fn(build(method="gwnmo", inner_steps=k, task_batch=tb), sampler, 4),
+                mm,
+                device,
+                max(5, args.repeats // 2),
+            )
             row[label], row[label + "_maml"] = t, tm
         results["inner_steps_scaling"][k] = row
-        lines.append(f"| {k} | {1e3 * row['gwnmo']:.1f} | {row['gwnmo'] / row['gwnmo_maml']:.2f} | "
-                     f"{1e3 * row['gwnmo_task_batched']:.1f} | {row['gwnmo_task_batched'] / row['gwnmo_task_batched_maml']:.2f} |")
-    lines += ["", "Step time vs target size (two-layer head 256→H→5, 5 inner steps; ms, one block per method, "
-              "so compare large ratios only):", "",
-              "| H | target params | gwnmo coordinate | same, task-batched | coordinate, M hidden 8 | gwnmo mlp | maml | "
-              "coordinate/maml | task-batched/maml | hidden-8/maml |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {k} | {1e3 * row['gwnmo']:.1f} | {row['gwnmo'] / row['gwnmo_maml']:.2f} | "
+            f"{1e3 * row['gwnmo_task_batched']:.1f} | {row['gwnmo_task_batched'] / row['gwnmo_task_batched_maml']:.2f} |"
+        )
+    lines += [
+        "",
+        "Step time vs target size (two-layer head 256→H→5, 5 inner steps; ms, one block per method, "
+        "so compare large ratios only):",
+        "",
+        "| H | target params | gwnmo coordinate | same, task-batched | coordinate, M hidden 8 | gwnmo mlp | maml | "
+        "coordinate/maml | task-batched/maml | hidden-8/maml |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     results["target_scaling"] = {}
     for hidden in (None, 64, 512, 4096):
         params = sum(p.numel() for p in make_head(256, 5, hidden).parameters())
         row = {}
-        for label, kw in (("coordinate", dict(method="gwnmo", task_batch=False)),
-                          ("coordinate_tb", dict(method="gwnmo", task_batch=True)),
-                          ("coordinate_h8", dict(method="gwnmo", weighting_hidden=8, task_batch=False)),
-                          ("mlp", dict(method="gwnmo", weighting="mlp", task_batch=False)), ("maml", dict(method="maml"))):
+        for label, kw in (
+            ("coordinate", dict(method="gwnmo", task_batch=False)),
+            ("coordinate_tb", dict(method="gwnmo", task_batch=True)),
+            ("coordinate_h8", dict(method="gwnmo", weighting_hidden=8, task_batch=False)),
+            ("mlp", dict(method="gwnmo", weighting="mlp", task_batch=False)),
+            ("maml", dict(method="maml")),
+        ):
             try:
                 m = build(head_hidden=hidden, **kw)
-                row[label] = time_it(meta_step_fn(m, sampler, 4), device, 3 if hidden == 4096 else 5, warmup=1)
+                row[label] = time_it(
+                    meta_step_fn(m, sampler, 4), device, 3 if hidden == 4096 else 5, warmup=1
+                )
             except (ConfigError, RuntimeError) as exc:
                 row[label] = None
                 row[label + "_error"] = str(exc)[:120]
         results["target_scaling"][params] = row
         fmt = lambda v: "n/a" if v is None else f"{1e3 * v:.1f}"  # noqa: E731
-        ratio = lambda k: "n/a" if not row.get(k) or not row.get("maml") else f"{row[k] / row['maml']:.2f}"  # noqa: E731
-        lines.append(f"| {hidden or '-'} | {params:,} | {fmt(row.get('coordinate'))} | {fmt(row.get('coordinate_tb'))} | "
-                     f"{fmt(row.get('coordinate_h8'))} | {fmt(row.get('mlp'))} | {fmt(row.get('maml'))} | "
-                     f"{ratio('coordinate')} | {ratio('coordinate_tb')} | {ratio('coordinate_h8')} |")
+        ratio = lambda k: (
+            "n/a" if not row.get(k) or not row.get("maml") else f"{row[k] / row['maml']:.2f}"
+        )  # noqa: E731
+        lines.append(
+            f"| {hidden or '-'} | {params:,} | {fmt(row.get('coordinate'))} | {fmt(row.get('coordinate_tb'))} | "
+            f"{fmt(row.get('coordinate_h8'))} | {fmt(row.get('mlp'))} | {fmt(row.get('maml'))} | "
+            f"{ratio('coordinate')} | {ratio('coordinate_tb')} | {ratio('coordinate_h8')} |"
+        )
 
     # 4. scale: sizes of M, a 17M-parameter target trained with GWNMO
-    lines += ["", "Size of M (parameters; thesis MLP with hidden 32) for growing targets:", "",
-              "| target params | coordinate M | thesis MLP M | thesis MLP training state (GiB, fp32 weights+grads+Adam) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Size of M (parameters; thesis MLP with hidden 32) for growing targets:",
+        "",
+        "| target params | coordinate M | thesis MLP M | thesis MLP training state (GiB, fp32 weights+grads+Adam) |",
+        "|---|---|---|---|",
+    ]
     coord = sum(p.numel() for p in CoordinateWeighting(256).parameters())
     results["m_sizes"] = {}
     for p_count in (1_285, 1_000_000, 17_000_000, 100_000_000):
@@ -253,11 +311,20 @@ def main() -> None:
         losses.append(float(loss.detach()))
     big_t = (time.perf_counter() - t0) / 5
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    results["big_target"] = {"params": big_params, "step_seconds": big_t, "losses": losses, "mlp_refused": refused,
-                             "max_rss_gib_after": rss1 / 1024**2, "max_rss_gib_before": rss0 / 1024**2}
-    lines += ["", f"A {big_params:,}-parameter target (256→{big_hidden}→5) trained with GWNMO and the coordinate M: "
-              f"{1e3 * big_t:.0f} ms/step, support loss {losses[0]:.3f} → {losses[-1]:.3f} over 5 steps, peak RSS "
-              f"{rss1 / 1024**2:.1f} GiB. The thesis MLP for it: *{refused}*"]
+    results["big_target"] = {
+        "params": big_params,
+        "step_seconds": big_t,
+        "losses": losses,
+        "mlp_refused": refused,
+        "max_rss_gib_after": rss1 / 1024**2,
+        "max_rss_gib_before": rss0 / 1024**2,
+    }
+    lines += [
+        "",
+        f"A {big_params:,}-parameter target (256→{big_hidden}→5) trained with GWNMO and the coordinate M: "
+        f"{1e3 * big_t:.0f} ms/step, support loss {losses[0]:.3f} → {losses[-1]:.3f} over 5 steps, peak RSS "
+        f"{rss1 / 1024**2:.1f} GiB. The thesis MLP for it: *{refused}*",
+    ]
     (out / "speed.md").write_text("\n".join(lines) + "\n")
     (out / "speed.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("\n".join(lines))

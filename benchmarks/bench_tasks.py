@@ -9,6 +9,7 @@ for N-way K-shot Q-query tasks, and the time of one GWNMO-like step for comparis
 over the features adapted by a ``higher`` inner loop (``--inner-steps`` SGD steps on the support
 loss), then the query loss backpropagated through the loop to the head's initialisation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ def _sampling_rate(sampler, tasks: int, repeats: int) -> list[float]:
     return rates
 
 
-def _meta_step_seconds(sampler, dim: int, ways: int, inner_steps: int, steps: int, device: torch.device) -> float:
+def _meta_step_seconds(
+    sampler, dim: int, ways: int, inner_steps: int, steps: int, device: torch.device
+) -> float:
     import higher
 
     torch.manual_seed(0)
@@ -61,7 +64,11 @@ def _meta_step_seconds(sampler, dim: int, ways: int, inner_steps: int, steps: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default=None, help="mnist | fmnist | cifar10 (default: synthetic features, no data needed)")
+    ap.add_argument(
+        "--dataset",
+        default=None,
+        help="mnist | fmnist | cifar10 (default: synthetic features, no data needed)",
+    )
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--skip-integrity-check", action="store_true")
     ap.add_argument("--backbone", default="conv4")
@@ -74,7 +81,9 @@ def main() -> None:
     ap.add_argument("--inner-steps", type=int, default=5)
     ap.add_argument("--meta-steps", type=int, default=50)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,11 +94,17 @@ def main() -> None:
     device = torch.device(args.device)
     t0 = time.perf_counter()
     if args.dataset is None:
-        data = synthetic_fewshot(num_classes=10, per_class=2400, dim=256)  # ≈ MNIST's 24k images, conv4 dims
+        data = synthetic_fewshot(
+            num_classes=10, per_class=2400, dim=256
+        )  # ≈ MNIST's 24k images, conv4 dims
         source = "synthetic (10 classes × 2400, D=256)"
     else:
-        cfg = FewShotConfig(dataset=args.dataset, data_root=args.data_root, backbone=args.backbone,
-                            skip_integrity_check=args.skip_integrity_check)
+        cfg = FewShotConfig(
+            dataset=args.dataset,
+            data_root=args.data_root,
+            backbone=args.backbone,
+            skip_integrity_check=args.skip_integrity_check,
+        )
         data = prepare_fewshot(cfg, device)
         source = f"{args.dataset} / {args.backbone} features"
     prep = time.perf_counter() - t0
@@ -99,14 +114,25 @@ def main() -> None:
     build = time.perf_counter() - t0
     rates = _sampling_rate(sampler, args.tasks, args.repeats)
     rate = statistics.median(rates)
-    step = _meta_step_seconds(sampler, data.feature_dim, args.ways, args.inner_steps, args.meta_steps, device)
-    print(f"data: {source}; {len(data.labels)} images, D={data.feature_dim}; prepare {prep:.2f}s, sampler build {build:.2f}s")
-    print(f"threads={torch.get_num_threads()} device={device} task={args.ways}-way {args.shots}-shot {args.query}-query "
-          f"part={args.part}")
-    print(f"sampling: {rate:.0f} tasks/s (median of {args.repeats}×{args.tasks}: "
-          + ", ".join(f"{r:.0f}" for r in rates) + f"), {1e6 / rate:.0f} us/task")
-    print(f"GWNMO-like step ({args.inner_steps}-step higher SGD inner loop on a linear head + meta-backward): "
-          f"{step * 1e3:.2f} ms/step")
+    step = _meta_step_seconds(
+        sampler, data.feature_dim, args.ways, args.inner_steps, args.meta_steps, device
+    )
+    print(
+        f"data: {source}; {len(data.labels)} images, D={data.feature_dim}; prepare {prep:.2f}s, sampler build {build:.2f}s"
+    )
+    print(
+        f"threads={torch.get_num_threads()} device={device} task={args.ways}-way {args.shots}-shot {args.query}-query "
+        f"part={args.part}"
+    )
+    print(
+        f"sampling: {rate:.0f} tasks/s (median of {args.repeats}×{args.tasks}: "
+        + ", ".join(f"{r:.0f}" for r in rates)
+        + f"), {1e6 / rate:.0f} us/task"
+    )
+    print(
+        f"GWNMO-like step ({args.inner_steps}-step higher SGD inner loop on a linear head + meta-backward): "
+        f"{step * 1e3:.2f} ms/step"
+    )
     print(f"ratio sampling/step: {1 / rate / step:.3f}")
 
 

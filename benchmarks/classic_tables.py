@@ -10,6 +10,7 @@ Backbone: conv4 pre-trained by the toolkit on classes 0-4 (train-split images on
 thesis's ImageNet ResNet18 weights cannot be downloaded here. Resumable: finished runs are kept in
 OUT/runs/*.json and not re-run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,18 @@ from gwnmo_meta.device import resolve_device
 from gwnmo_meta.errors import ConfigError
 
 THESIS = {
-    ("table1", "cifar10", "gwnmo alg1"): (71.5, 0.822), ("table1", "cifar10", "adam"): (72.2, 0.815),
-    ("table1", "cifar10", "hg"): (68.9, 0.898), ("table1", "mnist", "gwnmo alg1"): (96.2, 0.129),
-    ("table1", "mnist", "adam"): (96.4, 0.119), ("table1", "mnist", "hg"): (94.8, 0.167),
-    ("table1", "fmnist", "gwnmo alg1"): (86.4, 0.390), ("table1", "fmnist", "adam"): (87.0, 0.377),
-    ("table1", "fmnist", "hg"): (83.1, 0.489), ("table2", "cifar10", "gwnmo alg1"): (71.5, 0.822),
-    ("table2", "cifar10", "gwnmo alg2"): (71.5, 0.821), ("table2", "cifar10", "gwnmo-prime alg1"): (71.5, 0.823),
+    ("table1", "cifar10", "gwnmo alg1"): (71.5, 0.822),
+    ("table1", "cifar10", "adam"): (72.2, 0.815),
+    ("table1", "cifar10", "hg"): (68.9, 0.898),
+    ("table1", "mnist", "gwnmo alg1"): (96.2, 0.129),
+    ("table1", "mnist", "adam"): (96.4, 0.119),
+    ("table1", "mnist", "hg"): (94.8, 0.167),
+    ("table1", "fmnist", "gwnmo alg1"): (86.4, 0.390),
+    ("table1", "fmnist", "adam"): (87.0, 0.377),
+    ("table1", "fmnist", "hg"): (83.1, 0.489),
+    ("table2", "cifar10", "gwnmo alg1"): (71.5, 0.822),
+    ("table2", "cifar10", "gwnmo alg2"): (71.5, 0.821),
+    ("table2", "cifar10", "gwnmo-prime alg1"): (71.5, 0.823),
     ("table2", "cifar10", "gwnmo-prime alg2"): (71.6, 0.852),
 }
 # Step sizes (fixed, not tuned on test data): SGD-like optimizers 1.0 on unit-norm features, Adam 0.003.
@@ -44,8 +51,15 @@ def cells() -> list[tuple[str, str, str, str, float, float]]:
     """(table, dataset, optimizer, schedule, α, β) of every row."""
     out = []
     for ds in ("mnist", "fmnist", "cifar10"):
-        out += [("table1", ds, o, s, LR[o], META_LR) for o, s in (("gwnmo", "alg1"), ("adam", "-"), ("hg", "-"))]
-    out += [("table2", "cifar10", o, s, LR[o], META_LR) for o in ("gwnmo", "gwnmo-prime") for s in ("alg1", "alg2")]
+        out += [
+            ("table1", ds, o, s, LR[o], META_LR)
+            for o, s in (("gwnmo", "alg1"), ("adam", "-"), ("hg", "-"))
+        ]
+    out += [
+        ("table2", "cifar10", o, s, LR[o], META_LR)
+        for o in ("gwnmo", "gwnmo-prime")
+        for s in ("alg1", "alg2")
+    ]
     # GWNMO' diverged at α = 1.0 on some seeds; the same cells at a smaller step size
     out += [("table2", "cifar10", "gwnmo-prime", s, 0.3, META_LR) for s in ("alg1", "alg2")]
     out += [("table3", "cifar10", "gwnmo", "alg1", LR["gwnmo"], b) for b in (1e-4, META_LR, 1e-2)]
@@ -77,56 +91,111 @@ def main() -> None:
             key = f"{ds}-{opt}-{sch}-lr{lr:g}{beta}-e{args.epochs}-s{seed}"
             path = out / "runs" / f"{key}.json"
             if not path.exists():
-                cfg = ClassicConfig(dataset=ds, data_root=args.data_root, skip_integrity_check=True, optimizer=opt,
-                                    schedule=sch if sch != "-" else "alg1", weighting="mlp", lr=lr, meta_lr=meta_lr,
-                                    epochs=args.epochs, seed=seed, device=args.device)
-                if ds not in feats:  # features: backbone seeded 0 for all runs; seeds vary the target and M
-                    feats[ds] = _load_features(ClassicConfig(dataset=ds, data_root=args.data_root,
-                                                             skip_integrity_check=True, seed=0), device, True)
+                cfg = ClassicConfig(
+                    dataset=ds,
+                    data_root=args.data_root,
+                    skip_integrity_check=True,
+                    optimizer=opt,
+                    schedule=sch if sch != "-" else "alg1",
+                    weighting="mlp",
+                    lr=lr,
+                    meta_lr=meta_lr,
+                    epochs=args.epochs,
+                    seed=seed,
+                    device=args.device,
+                )
+                if (
+                    ds not in feats
+                ):  # features: backbone seeded 0 for all runs; seeds vary the target and M
+                    feats[ds] = _load_features(
+                        ClassicConfig(
+                            dataset=ds, data_root=args.data_root, skip_integrity_check=True, seed=0
+                        ),
+                        device,
+                        True,
+                    )
                 try:
                     (res,) = train_classic(cfg, progress=False, features=feats[ds])
-                    record = {"best_accuracy": res.best_accuracy, "best_loss": res.best_loss,
-                              "final_accuracy": res.final.test_accuracy, "final_loss": res.final.test_loss,
-                              "epochs": [e.__dict__ for e in res.epochs]}
+                    record = {
+                        "best_accuracy": res.best_accuracy,
+                        "best_loss": res.best_loss,
+                        "final_accuracy": res.final.test_accuracy,
+                        "final_loss": res.final.test_loss,
+                        "epochs": [e.__dict__ for e in res.epochs],
+                    }
                 except ConfigError as exc:  # the training loss became NaN/Inf
                     record = {"diverged": str(exc)}
                 path.write_text(json.dumps(record) + "\n")
             runs.append(json.loads(path.read_text()))
         diverged = sum("diverged" in r for r in runs)
         runs = [r for r in runs if "diverged" not in r]
+
         def ms(k: str, scale: float = 1.0) -> tuple[float, float]:
             vals = [scale * r[k] for r in runs]
             if not vals:
                 return float("nan"), float("nan")
             return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
         thesis = THESIS.get((table, ds, label(opt, sch)))
-        row = {"table": table, "dataset": ds, "optimizer": label(opt, sch), "lr": lr, "meta_lr": meta_lr, "epochs": args.epochs,
-               "seeds": len(seeds), "diverged": diverged}
-        for k, scale in (("best_accuracy", 100), ("best_loss", 1), ("final_accuracy", 100), ("final_loss", 1)):
+        row = {
+            "table": table,
+            "dataset": ds,
+            "optimizer": label(opt, sch),
+            "lr": lr,
+            "meta_lr": meta_lr,
+            "epochs": args.epochs,
+            "seeds": len(seeds),
+            "diverged": diverged,
+        }
+        for k, scale in (
+            ("best_accuracy", 100),
+            ("best_loss", 1),
+            ("final_accuracy", 100),
+            ("final_loss", 1),
+        ):
             row[k + "_mean"], row[k + "_std"] = ms(k, scale)
         row["thesis_accuracy"], row["thesis_loss"] = thesis if thesis else (None, None)
         rows.append(row)
-        print(f"{table} {ds:8s} {row['optimizer']:18s} best acc {row['best_accuracy_mean']:.2f} ± {row['best_accuracy_std']:.2f}"
-              f"  best loss {row['best_loss_mean']:.3f} ± {row['best_loss_std']:.3f}", flush=True)
+        print(
+            f"{table} {ds:8s} {row['optimizer']:18s} best acc {row['best_accuracy_mean']:.2f} ± {row['best_accuracy_std']:.2f}"
+            f"  best loss {row['best_loss_mean']:.3f} ± {row['best_loss_std']:.3f}",
+            flush=True,
+        )
     with open(out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = [f"# Classic training (thesis Tables 1 and 2), {args.epochs} epochs, seeds {args.seeds}", "",
-             "Mean ± std over seeds of the best test accuracy / loss over epochs (as the thesis reports), and the "
-             "final epoch's. Backbone: toolkit conv4 (not the thesis's ImageNet ResNet18). Thesis numbers for reference.", ""]
+    lines = [
+        f"# Classic training (thesis Tables 1 and 2), {args.epochs} epochs, seeds {args.seeds}",
+        "",
+        "Mean ± std over seeds of the best test accuracy / loss over epochs (as the thesis reports), and the "
+        "final epoch's. Backbone: toolkit conv4 (not the thesis's ImageNet ResNet18). Thesis numbers for reference.",
+        "",
+    ]
     for table in ("table1", "table2", "table3"):
-        lines += [f"## {table.capitalize()}", "", "| dataset | optimizer | α | β | best acc (%) | best loss | final acc (%) | final loss | thesis acc / loss |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {table.capitalize()}",
+            "",
+            "| dataset | optimizer | α | β | best acc (%) | best loss | final acc (%) | final loss | thesis acc / loss |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             if r["table"] != table:
                 continue
-            th = "—" if r["thesis_accuracy"] is None else f"{r['thesis_accuracy']}% / {r['thesis_loss']}"
-            div = f" ({r['diverged']}/{r['seeds']} seeds diverged, excluded)" if r["diverged"] else ""
-            lines.append(f"| {r['dataset']} | {r['optimizer']}{div} | {r['lr']:g} | {r['meta_lr']:g} | {r['best_accuracy_mean']:.2f} ± {r['best_accuracy_std']:.2f} | "
-                         f"{r['best_loss_mean']:.3f} ± {r['best_loss_std']:.3f} | {r['final_accuracy_mean']:.2f} ± {r['final_accuracy_std']:.2f} | "
-                         f"{r['final_loss_mean']:.3f} ± {r['final_loss_std']:.3f} | {th} |")
+            th = (
+                "—"
+                if r["thesis_accuracy"] is None
+                else f"{r['thesis_accuracy']}% / {r['thesis_loss']}"
+            )
+            div = (
+                f" ({r['diverged']}/{r['seeds']} seeds diverged, excluded)" if r["diverged"] else ""
+            )
+            lines.append(
+                f"| {r['dataset']} | {r['optimizer']}{div} | {r['lr']:g} | {r['meta_lr']:g} | {r['best_accuracy_mean']:.2f} ± {r['best_accuracy_std']:.2f} | "
+                f"{r['best_loss_mean']:.3f} ± {r['best_loss_std']:.3f} | {r['final_accuracy_mean']:.2f} ± {r['final_accuracy_std']:.2f} | "
+                f"{r['final_loss_mean']:.3f} ± {r['final_loss_std']:.3f} | {th} |"
+            )
         lines.append("")
     (out / "results.md").write_text("\n".join(lines))
     print("wrote", out / "results.md")

@@ -7,6 +7,7 @@ backbone features and motivates the grids in ``gwnmo_meta.benchmark.LR_GRIDS``.
 
 Writes ``benchmarks/lr_scan/<dataset>.json`` and prints one line per (shots, method, lr, part).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for shots in (1, 5):
-        cfg = RunConfig(dataset=args.dataset, data_root=args.data_root, shots=shots,
-                        skip_integrity_check=args.skip_integrity_check, device="cpu")
+        cfg = RunConfig(
+            dataset=args.dataset,
+            data_root=args.data_root,
+            shots=shots,
+            skip_integrity_check=args.skip_integrity_check,
+            device="cpu",
+        )
         data = load_run_data(cfg, torch.device("cpu"), progress=False)
         for method, lrs in GRIDS.items():
             for lr in lrs:
@@ -43,11 +49,20 @@ def main() -> None:
                 for part in ("val", "test"):
                     sampler = data.sampler(part, task_spec(c), seed=7, device="cpu")
                     r = evaluate_tasks(model, sampler, args.tasks, progress=False)
-                    row = {"dataset": args.dataset, "shots": shots, "method": method, "inner_lr": lr, "part": part,
-                           **r.to_dict()}
+                    row = {
+                        "dataset": args.dataset,
+                        "shots": shots,
+                        "method": method,
+                        "inner_lr": lr,
+                        "part": part,
+                        **r.to_dict(),
+                    }
                     rows.append(row)
-                    print(f"{args.dataset} {shots}-shot {method:4s} lr {lr:<5g} {part:4s} "
-                          f"acc {100 * r.accuracy.mean:5.1f}% loss {r.loss.mean:.3f}", flush=True)
+                    print(
+                        f"{args.dataset} {shots}-shot {method:4s} lr {lr:<5g} {part:4s} "
+                        f"acc {100 * r.accuracy.mean:5.1f}% loss {r.loss.mean:.3f}",
+                        flush=True,
+                    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.dataset}.json").write_text(json.dumps(rows, indent=2))
 

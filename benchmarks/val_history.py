@@ -1,7 +1,8 @@
 """Meta-val accuracy at every validation of each GWNMO cell of a suite (from its committed result.json).
 
-    python benchmarks/val_history.py benchmarks/main
+python benchmarks/val_history.py benchmarks/main
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,11 @@ def main(suite_dir: str) -> None:
     print("|---|---|")
     for path in sorted(Path(suite_dir).glob("cells/*gwnmo*/result.json")):
         record = json.loads(path.read_text())
-        vals = [f"{int(r['step'])}: {100 * r['val_accuracy']:.1f}" for r in record.get("history", []) if "val_accuracy" in r]
+        vals = [
+            f"{int(r['step'])}: {100 * r['val_accuracy']:.1f}"
+            for r in record.get("history", [])
+            if "val_accuracy" in r
+        ]
         print(f"| {path.parent.name} | {', '.join(vals)} |")
 
 

@@ -2,6 +2,7 @@
 
 Heavy modules (torch, learn2learn) load lazily so that ``gwnmo-meta --help`` starts fast.
 """
+
 from __future__ import annotations
 
 import importlib

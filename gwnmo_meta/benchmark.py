@@ -7,6 +7,7 @@ one cell per inner step size in its grid (the same number of values for every me
 value with the best meta-val accuracy is the one reported. Cells are resumable: a finished cell
 (``result.json`` present) is never re-run, an unfinished one resumes from its ``last.pt``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -82,7 +83,11 @@ def _variants(methods: tuple[str, ...], schedules: tuple[str, ...]) -> list[tupl
 
 
 def grid_cells(
-    datasets: tuple[str, ...], shots: tuple[int, ...], methods: tuple[str, ...], schedules: tuple[str, ...], lr_values: int
+    datasets: tuple[str, ...],
+    shots: tuple[int, ...],
+    methods: tuple[str, ...],
+    schedules: tuple[str, ...],
+    lr_values: int,
 ) -> list[Cell]:
     """The full grid; ``lr_values`` takes the first N values of each method's grid (N equal for all)."""
     cells = []
@@ -110,25 +115,55 @@ def build_suite(
     """Named suites: ``quick`` (minutes), ``main`` (issue table), ``transfer`` (3×3 cross-dataset)."""
     base = base or RunConfig()
     if name == "quick":
-        d = dict(datasets=("mnist",), shots=(1,), methods=("gwnmo", "maml", "sgd"), schedules=("alg1", "alg2"),
-                 meta_steps=60, test_tasks=100, lr_values=1)
+        d = dict(
+            datasets=("mnist",),
+            shots=(1,),
+            methods=("gwnmo", "maml", "sgd"),
+            schedules=("alg1", "alg2"),
+            meta_steps=60,
+            test_tasks=100,
+            lr_values=1,
+        )
         base = replace(base, val_every=30, val_tasks=50)
     elif name == "main":
-        d = dict(datasets=("mnist", "fmnist", "cifar10"), shots=(1, 5), methods=ALL_METHODS,
-                 schedules=("alg1", "alg2"), meta_steps=200, test_tasks=600, lr_values=2)
+        d = dict(
+            datasets=("mnist", "fmnist", "cifar10"),
+            shots=(1, 5),
+            methods=ALL_METHODS,
+            schedules=("alg1", "alg2"),
+            meta_steps=200,
+            test_tasks=600,
+            lr_values=2,
+        )
         base = replace(base, val_every=100, val_tasks=100)
     elif name == "transfer":
-        d = dict(datasets=("mnist", "fmnist", "cifar10"), shots=(1,), methods=("gwnmo", "sgd", "adam"),
-                 schedules=("alg2",), meta_steps=200, test_tasks=600, lr_values=2)
+        d = dict(
+            datasets=("mnist", "fmnist", "cifar10"),
+            shots=(1,),
+            methods=("gwnmo", "sgd", "adam"),
+            schedules=("alg2",),
+            meta_steps=200,
+            test_tasks=600,
+            lr_values=2,
+        )
         base = replace(base, val_every=100, val_tasks=100)
     else:
         raise ConfigError(f"unknown suite {name!r}; choose quick, main or transfer")
-    given = dict(datasets=datasets, shots=shots, methods=methods, schedules=schedules, meta_steps=meta_steps,
-                 test_tasks=test_tasks, lr_values=lr_values)
+    given = dict(
+        datasets=datasets,
+        shots=shots,
+        methods=methods,
+        schedules=schedules,
+        meta_steps=meta_steps,
+        test_tasks=test_tasks,
+        lr_values=lr_values,
+    )
     d.update({k: v for k, v in given.items() if v is not None})
     for m in d["methods"]:
         if m not in LR_GRIDS:
-            raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(ALL_METHODS)}")
+            raise ConfigError(
+                f"unknown method {m!r} in --methods; choose from {', '.join(ALL_METHODS)}"
+            )
     if not 1 <= d["lr_values"] <= 3:
         raise ConfigError("--lr-values must be 1, 2 or 3")
     base = replace(base, meta_steps=d["meta_steps"])
@@ -139,7 +174,13 @@ def build_suite(
         # GWNMO's transfer is compared with SGD/Adam fine-tuning under identical conditions.
         all_ds = tuple(d["datasets"])
         cells = [replace(c, eval_datasets=all_ds) for c in cells]
-    return Suite(name, cells, base, d["test_tasks"], extra={k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()})
+    return Suite(
+        name,
+        cells,
+        base,
+        d["test_tasks"],
+        extra={k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()},
+    )
 
 
 def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> dict[str, Any]:
@@ -152,15 +193,28 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     m_net, default = "", RunConfig()
     if cell.method in SCHEDULED:  # M's settings key GWNMO cells only (baselines have no M)
         m_net += f"-{suite.base.weighting}" if suite.base.weighting != default.weighting else ""
-        m_net += f"-m{suite.base.weighting_hidden}" if suite.base.weighting_hidden != default.weighting_hidden else ""
-    if suite.base.task_batch and cell.method not in L2L_METHODS:  # learn2learn cells are unaffected;
+        m_net += (
+            f"-m{suite.base.weighting_hidden}"
+            if suite.base.weighting_hidden != default.weighting_hidden
+            else ""
+        )
+    if (
+        suite.base.task_batch and cell.method not in L2L_METHODS
+    ):  # learn2learn cells are unaffected;
         m_net += "-tb"  # unsuffixed cells (e.g. the committed ones) adapted one task at a time
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     if done.exists():
         return json.loads(done.read_text())
-    cfg = replace(suite.base, dataset=cell.dataset, shots=cell.shots, method=cell.method, schedule=cell.schedule,
-                  inner_lr=cell.inner_lr, learn_init=cell.learn_init)
+    cfg = replace(
+        suite.base,
+        dataset=cell.dataset,
+        shots=cell.shots,
+        method=cell.method,
+        schedule=cell.schedule,
+        inner_lr=cell.inner_lr,
+        learn_init=cell.learn_init,
+    )
     t0 = time.perf_counter()
     result = meta_train(cfg, cell_dir, resume=(cell_dir / "last.pt").exists(), progress=progress)
     if result.interrupted:
@@ -168,17 +222,31 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     train_s = time.perf_counter() - t0
     evals = []
     for ds in cell.eval_datasets:
-        ev = evaluate_checkpoint(cell_dir / "best.pt", dataset=ds, data_root=cfg.data_root,
-                                 skip_integrity_check=cfg.skip_integrity_check, tasks=suite.test_tasks,
-                                 device=cfg.device, progress=progress)
+        ev = evaluate_checkpoint(
+            cell_dir / "best.pt",
+            dataset=ds,
+            data_root=cfg.data_root,
+            skip_integrity_check=cfg.skip_integrity_check,
+            tasks=suite.test_tasks,
+            device=cfg.device,
+            progress=progress,
+        )
         ev.pop("text")
         evals.append(ev)
     record = {
-        "cell": cell.cell_id, "variant": cell.variant, "train_dataset": cell.dataset, "shots": cell.shots,
-        "method": cell.method, "schedule": cell.schedule if cell.method in SCHEDULED else "",
-        "inner_lr": cell.inner_lr, "learn_init": cell.learn_init, "meta_steps": cfg.meta_steps,
-        "val_accuracy": result.best_val_accuracy, "train_seconds": round(train_s, 2),
-        "history": result.history, "evals": evals,
+        "cell": cell.cell_id,
+        "variant": cell.variant,
+        "train_dataset": cell.dataset,
+        "shots": cell.shots,
+        "method": cell.method,
+        "schedule": cell.schedule if cell.method in SCHEDULED else "",
+        "inner_lr": cell.inner_lr,
+        "learn_init": cell.learn_init,
+        "meta_steps": cfg.meta_steps,
+        "val_accuracy": result.best_val_accuracy,
+        "train_seconds": round(train_s, 2),
+        "history": result.history,
+        "evals": evals,
     }
     done.write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -200,20 +268,35 @@ def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in select_best(records):
         for ev in r["evals"]:
-            rows.append({
-                "train_dataset": r["train_dataset"], "test_dataset": ev["dataset"], "ways": ev["ways"],
-                "shots": r["shots"], "query": ev["query"], "variant": r["variant"], "method": r["method"],
-                "schedule": r["schedule"], "inner_lr": r["inner_lr"], "learn_init": r["learn_init"],
-                "meta_steps": r["meta_steps"], "val_accuracy": r["val_accuracy"],
-                "accuracy_mean": ev["accuracy_mean"], "accuracy_ci95": ev["accuracy_ci95"],
-                "loss_mean": ev["loss_mean"], "loss_ci95": ev["loss_ci95"], "tasks": ev["tasks"],
-                "train_seconds": r["train_seconds"],
-            })
+            rows.append(
+                {
+                    "train_dataset": r["train_dataset"],
+                    "test_dataset": ev["dataset"],
+                    "ways": ev["ways"],
+                    "shots": r["shots"],
+                    "query": ev["query"],
+                    "variant": r["variant"],
+                    "method": r["method"],
+                    "schedule": r["schedule"],
+                    "inner_lr": r["inner_lr"],
+                    "learn_init": r["learn_init"],
+                    "meta_steps": r["meta_steps"],
+                    "val_accuracy": r["val_accuracy"],
+                    "accuracy_mean": ev["accuracy_mean"],
+                    "accuracy_ci95": ev["accuracy_ci95"],
+                    "loss_mean": ev["loss_mean"],
+                    "loss_ci95": ev["loss_ci95"],
+                    "tasks": ev["tasks"],
+                    "train_seconds": r["train_seconds"],
+                }
+            )
     rows.sort(key=lambda x: (x["train_dataset"], x["test_dataset"], x["shots"], x["variant"]))
     return rows
 
 
-def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], suite: Suite, out: Path) -> list[Path]:
+def write_reports(
+    rows: list[dict[str, Any]], records: list[dict[str, Any]], suite: Suite, out: Path
+) -> list[Path]:
     """results.csv / results.json / results.md and accuracy.png / curves.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.csv", out / "results.json", out / "results.md"]
@@ -221,17 +304,29 @@ def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], sui
         writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()) if rows else ["empty"])
         writer.writeheader()
         writer.writerows(rows)
-    paths[1].write_text(json.dumps({"suite": suite.name, "settings": suite.extra, "base": suite.base.to_dict(),
-                                    "rows": rows, "cells": [{k: v for k, v in r.items() if k != "history"} for r in records]},
-                                   indent=2) + "\n")
+    paths[1].write_text(
+        json.dumps(
+            {
+                "suite": suite.name,
+                "settings": suite.extra,
+                "base": suite.base.to_dict(),
+                "rows": rows,
+                "cells": [{k: v for k, v in r.items() if k != "history"} for r in records],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     lines = [
-        f"# Benchmark suite `{suite.name}`", "",
+        f"# Benchmark suite `{suite.name}`",
+        "",
         f"{suite.test_tasks} meta-test tasks per row; accuracy mean ± 95% CI; inner lr chosen by meta-val accuracy "
         f"from an equal-size grid per method; {suite.base.meta_steps} meta-steps × {suite.base.meta_batch} tasks; "
         f"backbone {suite.base.backbone}; target head "
         f"{'linear' if not suite.base.head_hidden else f'two-layer, hidden {suite.base.head_hidden}'}; "
         f"weighting {suite.base.weighting} (hidden {suite.base.weighting_hidden}); seed {suite.base.seed}"
-        f"; {'task-batched inner loops' if suite.base.task_batch else 'one task at a time (--no-task-batch)'}.", "",
+        f"; {'task-batched inner loops' if suite.base.task_batch else 'one task at a time (--no-task-batch)'}.",
+        "",
         "| train → test | shots | method | inner lr | accuracy (%) | query loss | val acc (%) | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -246,7 +341,9 @@ def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], sui
     return paths
 
 
-def plot_results(rows: list[dict[str, Any]], records: list[dict[str, Any]], out: Path) -> list[Path]:
+def plot_results(
+    rows: list[dict[str, Any]], records: list[dict[str, Any]], out: Path
+) -> list[Path]:
     """Accuracy bars with 95% CI error bars per (train → test, shots); meta-val curves of selected cells."""
     import matplotlib
 
@@ -260,14 +357,20 @@ def plot_results(rows: list[dict[str, Any]], records: list[dict[str, Any]], out:
     for i, v in enumerate(variants):
         xs, ys, es = [], [], []
         for g, key in enumerate(groups):
-            match = [r for r in rows if (r["train_dataset"], r["test_dataset"], r["shots"]) == key and r["variant"] == v]
+            match = [
+                r
+                for r in rows
+                if (r["train_dataset"], r["test_dataset"], r["shots"]) == key and r["variant"] == v
+            ]
             if match:
                 xs.append(g + i * width)
                 ys.append(100 * match[0]["accuracy_mean"])
                 es.append(100 * match[0]["accuracy_ci95"])
         ax.bar(xs, ys, width, yerr=es, capsize=2, label=v)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
-    ax.set_xticklabels([f"{a}\n→ {b}\n{k}-shot" if a != b else f"{a}\n{k}-shot" for a, b, k in groups], fontsize=8)
+    ax.set_xticklabels(
+        [f"{a}\n→ {b}\n{k}-shot" if a != b else f"{a}\n{k}-shot" for a, b, k in groups], fontsize=8
+    )
     ax.set_ylabel("meta-test accuracy (%) ± 95% CI")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
@@ -277,9 +380,18 @@ def plot_results(rows: list[dict[str, Any]], records: list[dict[str, Any]], out:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in select_best(records):
-        pts = [(h["step"], 100 * h["val_accuracy"]) for h in r.get("history", []) if "val_accuracy" in h]
+        pts = [
+            (h["step"], 100 * h["val_accuracy"])
+            for h in r.get("history", [])
+            if "val_accuracy" in h
+        ]
         if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r['train_dataset']} {r['shots']}-shot {r['variant']}")
+            ax.plot(
+                *zip(*pts),
+                marker="o",
+                ms=3,
+                label=f"{r['train_dataset']} {r['shots']}-shot {r['variant']}",
+            )
     ax.set_xlabel("meta-step")
     ax.set_ylabel("meta-val accuracy (%)")
     ax.legend(fontsize=6, ncol=2)
@@ -290,7 +402,9 @@ def plot_results(rows: list[dict[str, Any]], records: list[dict[str, Any]], out:
     return [acc_png, curves_png]
 
 
-def run_suite(suite: Suite, out: Path, *, progress: bool = True) -> tuple[list[dict[str, Any]], list[Path]]:
+def run_suite(
+    suite: Suite, out: Path, *, progress: bool = True
+) -> tuple[list[dict[str, Any]], list[Path]]:
     """Run (or resume) every cell of ``suite`` and write the reports."""
     from tqdm.auto import tqdm
 
@@ -298,7 +412,9 @@ def run_suite(suite: Suite, out: Path, *, progress: bool = True) -> tuple[list[d
 
     check_writable(out)
     records = []
-    for cell in tqdm(suite.cells, desc=f"suite {suite.name}", disable=not progress, dynamic_ncols=True):
+    for cell in tqdm(
+        suite.cells, desc=f"suite {suite.name}", disable=not progress, dynamic_ncols=True
+    ):
         records.append(run_cell(cell, suite, out, progress=False))
     rows = result_rows(records)
     return rows, write_reports(rows, records, suite, out)

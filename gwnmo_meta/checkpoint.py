@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes, a format version, clear errors on bad files."""
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,17 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         body = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a gwnmo-meta checkpoint ({type(exc).__name__})") from None
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        EOFError,
+        RuntimeError,
+        OSError,
+        ValueError,
+    ) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a gwnmo-meta checkpoint ({type(exc).__name__})"
+        ) from None
     if not isinstance(body, dict) or "format_version" not in body:
         raise CheckpointError(f"{path} is not a gwnmo-meta checkpoint")
     if body["format_version"] != FORMAT_VERSION:
@@ -51,7 +61,9 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
             f"checkpoint {path} has format version {body['format_version']}, this gwnmo-meta reads {FORMAT_VERSION}"
         )
     if kind is not None and body.get("kind") != kind:
-        raise CheckpointError(f"checkpoint {path} is a {body.get('kind')!r} checkpoint, expected {kind!r}")
+        raise CheckpointError(
+            f"checkpoint {path} is a {body.get('kind')!r} checkpoint, expected {kind!r}"
+        )
     return body
 
 

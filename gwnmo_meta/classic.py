@@ -18,6 +18,7 @@ Baselines: ``adam``, ``sgd`` and ``hg`` (per-element hypergradient step sizes) a
 optimizers on T. Test accuracy and loss are measured after every epoch; the thesis reports the
 best test accuracy/loss reached, we report those and the final ones.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,19 +66,29 @@ class ClassicConfig:
 
     def validate(self) -> "ClassicConfig":
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
+            )
         if self.schedule not in ("alg1", "alg2"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose alg1 or alg2")
         for name in ("epochs", "batch_size", "hidden", "reps"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
         for name in ("meta_lr", "hg_beta"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.optimizer not in ("gwnmo", "gwnmo-prime") and (self.weighting_from or self.freeze_weighting):
-            raise ConfigError("--weighting-from/--freeze-weighting need --optimizer gwnmo or gwnmo-prime")
+        if self.optimizer not in ("gwnmo", "gwnmo-prime") and (
+            self.weighting_from or self.freeze_weighting
+        ):
+            raise ConfigError(
+                "--weighting-from/--freeze-weighting need --optimizer gwnmo or gwnmo-prime"
+            )
         if self.freeze_weighting and not self.weighting_from:
             raise ConfigError("--freeze-weighting needs --weighting-from CHECKPOINT")
         return self
@@ -121,7 +132,9 @@ def make_target(feature_dim: int, hidden: int, classes: int) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate_target(target: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, batch: int = 4096) -> tuple[float, float]:
+def evaluate_target(
+    target: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, batch: int = 4096
+) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of ``target`` with ``params`` on (x, y)."""
     correct, loss = 0.0, 0.0
     for i in range(0, len(x), batch):
@@ -141,9 +154,11 @@ def load_weighting_state(path: str | Path) -> dict[str, Tensor]:
     else:
         method_state = body.get("method", {})
         prefix = "weighting."
-        state = {k[len(prefix):]: v for k, v in method_state.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in method_state.items() if k.startswith(prefix)}
     if not state:
-        raise CheckpointError(f"checkpoint {path} holds no GWNMO weighting network (was it meta-trained with --method gwnmo?)")
+        raise CheckpointError(
+            f"checkpoint {path} holds no GWNMO weighting network (was it meta-trained with --method gwnmo?)"
+        )
     return state
 
 
@@ -158,7 +173,13 @@ class OnlineGWNMO:
     (a one-step-delayed meta-update).
     """
 
-    def __init__(self, target: nn.Module, weighting: nn.Module, cfg: ClassicConfig, meta_opt: Optional[torch.optim.Optimizer]):
+    def __init__(
+        self,
+        target: nn.Module,
+        weighting: nn.Module,
+        cfg: ClassicConfig,
+        meta_opt: Optional[torch.optim.Optimizer],
+    ):
         from gwnmo_meta.weighting import gwnmo_direction
 
         self.direction = gwnmo_direction
@@ -171,14 +192,19 @@ class OnlineGWNMO:
     def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(self.target, params, (x,)), y)
 
-    def _update(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    def _update(
+        self, params: dict[str, Tensor], x: Tensor, y: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
         """φ' = φ − αΔ(θ') from φ (detached), differentiable in a fresh snapshot θ'. Returns (φ', loss at φ)."""
         leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         loss = self._loss(leaf, x, y)
         grads = torch.autograd.grad(loss, [leaf[n] for n in self.names])
         plist = [leaf[n].detach() for n in self.names]
         glist = [g.detach() for g in grads]
-        self.snapshot = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in self.weighting.named_parameters()}
+        self.snapshot = {
+            n: p.detach().clone().requires_grad_(p.requires_grad)
+            for n, p in self.weighting.named_parameters()
+        }
         raw = functional_call(self.weighting, self.snapshot, (x, plist, glist))
         h = [torch.sigmoid(r) for r in raw] if self.normalize else list(raw)
         delta = self.direction(glist, h, normalize=self.normalize)
@@ -217,17 +243,30 @@ class OnlineGWNMO:
         return {n: p.detach() for n, p in self.params.items()}
 
 
-def _load_features(cfg: ClassicConfig, device: torch.device, progress: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _load_features(
+    cfg: ClassicConfig, device: torch.device, progress: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     from gwnmo_meta.tasks.fewshot import classic_features
 
     return classic_features(
-        dataset=cfg.dataset, data_root=cfg.data_root, download=cfg.download,
-        skip_integrity_check=cfg.skip_integrity_check, backbone=cfg.backbone, seed=cfg.seed,
-        device=device, progress=progress,
+        dataset=cfg.dataset,
+        data_root=cfg.data_root,
+        download=cfg.download,
+        skip_integrity_check=cfg.skip_integrity_check,
+        backbone=cfg.backbone,
+        seed=cfg.seed,
+        device=device,
+        progress=progress,
     )
 
 
-def train_classic(cfg: ClassicConfig, out: Optional[Path] = None, *, progress: bool = True, features: Optional[tuple] = None) -> list[RepResult]:
+def train_classic(
+    cfg: ClassicConfig,
+    out: Optional[Path] = None,
+    *,
+    progress: bool = True,
+    features: Optional[tuple] = None,
+) -> list[RepResult]:
     """Train ``cfg.reps`` fresh targets in sequence (M persists across them); log to ``out``."""
     from gwnmo_meta.device import resolve_device
 
@@ -264,12 +303,19 @@ def train_classic(cfg: ClassicConfig, out: Optional[Path] = None, *, progress: b
                 order = torch.randperm(len(xtr), generator=gen).to(device)
                 losses = []
                 batches = range(0, len(xtr), cfg.batch_size)
-                for i in tqdm(batches, desc=f"rep {rep + 1}/{cfg.reps} epoch {epoch + 1}/{cfg.epochs}",
-                              disable=not progress, leave=False, dynamic_ncols=True):
+                for i in tqdm(
+                    batches,
+                    desc=f"rep {rep + 1}/{cfg.reps} epoch {epoch + 1}/{cfg.epochs}",
+                    disable=not progress,
+                    leave=False,
+                    dynamic_ncols=True,
+                ):
                     idx = order[i : i + cfg.batch_size]
                     loss = learner.step(xtr[idx], ytr[idx])
                     if not math.isfinite(loss):
-                        raise ConfigError(f"training loss became {loss} (rep {rep + 1}, epoch {epoch + 1}); try a smaller --lr or --meta-lr")
+                        raise ConfigError(
+                            f"training loss became {loss} (rep {rep + 1}, epoch {epoch + 1}); try a smaller --lr or --meta-lr"
+                        )
                     losses.append(loss)
                     global_step += 1
                 acc, tloss = evaluate_target(target, learner.current(), xte, yte)
@@ -289,8 +335,14 @@ def train_classic(cfg: ClassicConfig, out: Optional[Path] = None, *, progress: b
     if out is not None and weighting is not None:
         from gwnmo_meta.checkpoint import save_checkpoint
 
-        save_checkpoint(Path(out) / "weighting.pt", {"kind": "gwnmo-meta/classic", "config": dataclasses.asdict(cfg),
-                                                     "weighting": weighting.state_dict()})
+        save_checkpoint(
+            Path(out) / "weighting.pt",
+            {
+                "kind": "gwnmo-meta/classic",
+                "config": dataclasses.asdict(cfg),
+                "weighting": weighting.state_dict(),
+            },
+        )
     return results
 
 
@@ -298,7 +350,9 @@ def _build_weighting(cfg: ClassicConfig, target: nn.Module, feature_dim: int, de
     from gwnmo_meta.nets import build_weighting
 
     shapes = [tuple(p.shape) for p in target.parameters()]
-    weighting = build_weighting(cfg.weighting, feature_dim, shapes, prime=cfg.optimizer == "gwnmo-prime").to(device)
+    weighting = build_weighting(
+        cfg.weighting, feature_dim, shapes, prime=cfg.optimizer == "gwnmo-prime"
+    ).to(device)
     if cfg.weighting_from:
         state = load_weighting_state(cfg.weighting_from)
         try:

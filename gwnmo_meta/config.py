@@ -1,4 +1,5 @@
 """The resolved configuration of a meta-training run (written to RUN_DIR/config.json)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,9 +51,20 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Check counts; method/data specifics are validated by their own modules."""
-        for name in ("ways", "shots", "query", "inner_steps", "meta_batch", "meta_steps", "val_every", "val_tasks"):
+        for name in (
+            "ways",
+            "shots",
+            "query",
+            "inner_steps",
+            "meta_batch",
+            "meta_steps",
+            "val_every",
+            "val_tasks",
+        ):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
         if self.meta_lr <= 0:
             raise ConfigError(f"--meta-lr must be positive, got {self.meta_lr}")
         if self.weighting_hidden <= 0:

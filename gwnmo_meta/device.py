@@ -1,4 +1,5 @@
 """Device selection for ``--device auto|cpu|cuda``."""
+
 from __future__ import annotations
 
 import torch
@@ -15,5 +16,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
+        raise ConfigError(
+            "--device cuda was requested but no CUDA device is available; use --device cpu or auto"
+        )
     return torch.device(name)

@@ -1,4 +1,5 @@
 """Accuracy and loss over held-out few-shot tasks, reported as mean ± 95% CI."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -34,8 +35,15 @@ class EvalSummary:
         )
 
 
-def evaluate_tasks(method: Any, sampler: Any, tasks: int, *, progress: bool = True, desc: str = "evaluate",
-                   task_batch: int = 1) -> EvalSummary:
+def evaluate_tasks(
+    method: Any,
+    sampler: Any,
+    tasks: int,
+    *,
+    progress: bool = True,
+    desc: str = "evaluate",
+    task_batch: int = 1,
+) -> EvalSummary:
     """Adapt ``method`` on each of ``tasks`` episodes from ``sampler`` and score its query set.
 
     A task-batched method (``method.task_batched``) adapts up to ``task_batch`` tasks at a time;
@@ -47,7 +55,9 @@ def evaluate_tasks(method: Any, sampler: Any, tasks: int, *, progress: bool = Tr
     chunk = max(1, task_batch) if getattr(method, "task_batched", False) else 1
     method.eval()
     try:
-        with tqdm(total=tasks, desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=tasks, desc=desc, disable=not progress, leave=False, dynamic_ncols=True
+        ) as bar:
             done = 0
             while done < tasks:
                 n = min(chunk, tasks - done)
@@ -93,8 +103,18 @@ def evaluate_checkpoint(
         raise ConfigError(f"--tasks must be positive, got {tasks}")
     ckpt = load_checkpoint(checkpoint, KIND_META)
     trained = RunConfig.from_dict(ckpt["config"])
-    overrides = {k: v for k, v in dict(ways=ways, shots=shots, query=query, inner_steps=inner_steps).items() if v is not None}
-    cfg = replace(trained, device=device, download=download, skip_integrity_check=skip_integrity_check or trained.skip_integrity_check, **overrides)
+    overrides = {
+        k: v
+        for k, v in dict(ways=ways, shots=shots, query=query, inner_steps=inner_steps).items()
+        if v is not None
+    }
+    cfg = replace(
+        trained,
+        device=device,
+        download=download,
+        skip_integrity_check=skip_integrity_check or trained.skip_integrity_check,
+        **overrides,
+    )
     if data_root is not None:
         cfg.data_root = data_root
     cfg.validate()
@@ -114,7 +134,9 @@ def evaluate_checkpoint(
         ) from None
     method.to(dev)
     sampler = data.sampler("test", task_spec(cfg), seed, dev)
-    summary = evaluate_tasks(method, sampler, tasks, progress=progress, desc="meta-test", task_batch=cfg.meta_batch)
+    summary = evaluate_tasks(
+        method, sampler, tasks, progress=progress, desc="meta-test", task_batch=cfg.meta_batch
+    )
     return {
         **summary.to_dict(),
         "dataset": dataset or trained.dataset,

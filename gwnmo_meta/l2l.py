@@ -1,4 +1,5 @@
 """One place that imports learn2learn (lazily: it is a heavy import)."""
+
 from __future__ import annotations
 
 import contextlib

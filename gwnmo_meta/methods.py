@@ -24,6 +24,7 @@ tasks in one task-batched inner loop (``schedules.run_episodes``) — the same p
 fewer, larger tensor ops; ``False`` adapts them one at a time (how the committed benchmark results
 were computed). learn2learn's MAML/Meta-SGD adapt one task at a time either way.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +44,15 @@ METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
 L2L_METHODS = ("maml", "meta-sgd")  # adapted by learn2learn, one task at a time
 SCHEDULED_METHODS = ("gwnmo", "gwnmo-prime")
 # Defaults for unit-norm features (see tasks/fewshot.py); the benchmark tunes them per method.
-DEFAULT_INNER_LR = {"gwnmo": 3.0, "gwnmo-prime": 3.0, "maml": 3.0, "meta-sgd": 3.0, "hg": 3.0, "sgd": 3.0, "adam": 0.1}
+DEFAULT_INNER_LR = {
+    "gwnmo": 3.0,
+    "gwnmo-prime": 3.0,
+    "maml": 3.0,
+    "meta-sgd": 3.0,
+    "hg": 3.0,
+    "sgd": 3.0,
+    "adam": 0.1,
+}
 
 
 @dataclass
@@ -72,13 +81,19 @@ class MethodConfig:
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+            raise ConfigError(
+                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+            )
         if self.weighting not in WEIGHTINGS:
-            raise ConfigError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+            raise ConfigError(
+                f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}"
+            )
         if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
             raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
         if self.method in ("maml", "meta-sgd") and not self.learn_init:
-            raise ConfigError(f"--method {self.method} always meta-learns the init; drop --no-learn-init")
+            raise ConfigError(
+                f"--method {self.method} always meta-learns the init; drop --no-learn-init"
+            )
         return self
 
 
@@ -110,7 +125,9 @@ class MetaMethod(nn.Module):
     def episode(self, ep: Any, train: bool) -> EpisodeOutcome:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def episodes(self, eps: Sequence[Any], train: bool) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+    def episodes(
+        self, eps: Sequence[Any], train: bool
+    ) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
         """Adapt on several episodes: (mean meta-loss or ``None``, one outcome per episode)."""
         outcomes = [self.episode(ep, train) for ep in eps]
         losses = [o.meta_loss for o in outcomes if o.meta_loss is not None]
@@ -129,8 +146,12 @@ class HigherMethod(MetaMethod):
         if cfg.method in SCHEDULED_METHODS:
             prime = cfg.method == "gwnmo-prime"
             shapes = [tuple(p.shape) for p in params]
-            self.weighting = build_weighting(cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=prime)
-            self.inner_opt: torch.optim.Optimizer = GWNMO(params, self.weighting, lr=cfg.lr, normalize=not prime)
+            self.weighting = build_weighting(
+                cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=prime
+            )
+            self.inner_opt: torch.optim.Optimizer = GWNMO(
+                params, self.weighting, lr=cfg.lr, normalize=not prime
+            )
         elif cfg.method == "hg":
             self.inner_opt = HG(params, lr=cfg.lr, beta=cfg.hg_beta)
         elif cfg.method == "sgd":
@@ -149,16 +170,25 @@ class HigherMethod(MetaMethod):
 
     def _schedule_kwargs(self, train: bool) -> dict[str, Any]:
         schedule = self.cfg.schedule if self.cfg.method in SCHEDULED_METHODS else "alg2"
-        return dict(steps=self.cfg.inner_steps, schedule=schedule, train=train and bool(self.meta_parameters()),
-                    learn_init=self.cfg.learn_init, first_order=self.cfg.first_order)
+        return dict(
+            steps=self.cfg.inner_steps,
+            schedule=schedule,
+            train=train and bool(self.meta_parameters()),
+            learn_init=self.cfg.learn_init,
+            first_order=self.cfg.first_order,
+        )
 
     def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
         return run_episode(self.head, self.inner_opt, ep, **self._schedule_kwargs(train))
 
-    def episodes(self, eps: Sequence[Any], train: bool) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+    def episodes(
+        self, eps: Sequence[Any], train: bool
+    ) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
         if not self.cfg.task_batch:
             return super().episodes(eps, train)
-        return run_episodes(self.head, self.inner_opt, stack_episodes(eps), **self._schedule_kwargs(train))
+        return run_episodes(
+            self.head, self.inner_opt, stack_episodes(eps), **self._schedule_kwargs(train)
+        )
 
 
 class L2LMethod(MetaMethod):
@@ -187,11 +217,17 @@ class L2LMethod(MetaMethod):
             with torch.no_grad():
                 q_loss, q_acc = query_metrics(learner(ep.query_x), ep.query_y)
         nums = torch.stack([q_loss.detach(), q_acc] + inner).tolist()
-        return EpisodeOutcome(meta_loss=q_loss if train else None, query_loss=nums[0], query_acc=nums[1],
-                              inner_losses=nums[2:])
+        return EpisodeOutcome(
+            meta_loss=q_loss if train else None,
+            query_loss=nums[0],
+            query_acc=nums[1],
+            inner_losses=nums[2:],
+        )
 
 
-def build_method(cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu") -> MetaMethod:
+def build_method(
+    cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu"
+) -> MetaMethod:
     """The :class:`MetaMethod` for ``cfg.method`` on ``device``."""
     cfg.validate()
     cls = L2LMethod if cfg.method in L2L_METHODS else HigherMethod

@@ -16,6 +16,7 @@ then weighted exactly as it would be alone.
 Both start near plain gradient descent: the last layer is initialised to output ``init`` (0 for
 GWNMO → h ≈ 0.5 everywhere → Δ ≈ g after normalisation; 1 for GWNMO' → Δ ≈ g).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,9 @@ from torch.autograd.function import once_differentiable
 from gwnmo_meta.errors import ConfigError
 
 WEIGHTINGS = ("mlp", "coordinate")
-MLP_MEMORY_LIMIT_BYTES = 24 * 1024**3  # this project's machines: refuse a thesis MLP whose training state exceeds it
+MLP_MEMORY_LIMIT_BYTES = (
+    24 * 1024**3
+)  # this project's machines: refuse a thesis MLP whose training state exceeds it
 
 
 class TaskLinear(nn.Linear):
@@ -63,10 +66,12 @@ def split_like(flat: Tensor, shapes: Sequence[torch.Size]) -> list[Tensor]:
     return out
 
 
-def _task_shapes(features: Tensor, params: Sequence[Tensor]) -> tuple[tuple[int, ...], list[torch.Size]]:
+def _task_shapes(
+    features: Tensor, params: Sequence[Tensor]
+) -> tuple[tuple[int, ...], list[torch.Size]]:
     """(leading task dims, per-task parameter shapes): ``features`` is [B, D], or [T, B, D] with params [T, ...]."""
     lead = tuple(features.shape[:-2])
-    return lead, [p.shape[len(lead):] for p in params]
+    return lead, [p.shape[len(lead) :] for p in params]
 
 
 def _init_last(layer: nn.Linear, init: float) -> None:
@@ -77,29 +82,50 @@ def _init_last(layer: nn.Linear, init: float) -> None:
 class ThesisMLPWeighting(nn.Module):
     """M(θ; [pool(E(X)), φ, ∇φ]) with three linear layers (thesis §4.3)."""
 
-    def __init__(self, feature_dim: int, param_shapes: Sequence[Sequence[int]], hidden: int = 32, init: float = 0.0):
+    def __init__(
+        self,
+        feature_dim: int,
+        param_shapes: Sequence[Sequence[int]],
+        hidden: int = 32,
+        init: float = 0.0,
+    ):
         super().__init__()
         self.shapes = [torch.Size(s) for s in param_shapes]
         self.num_params = sum(math.prod(s) for s in self.shapes)
         self.net = nn.Sequential(
-            nn.Linear(feature_dim + 2 * self.num_params, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(feature_dim + 2 * self.num_params, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, self.num_params),
         )
         _init_last(self.net[-1], init)
 
     @staticmethod
     def parameter_count(feature_dim: int, num_params: int, hidden: int) -> int:
-        return (feature_dim + 2 * num_params + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * num_params
+        return (
+            (feature_dim + 2 * num_params + 1) * hidden
+            + (hidden + 1) * hidden
+            + (hidden + 1) * num_params
+        )
 
-    def forward_flat(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+    def forward_flat(
+        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+    ) -> Tensor:
         """Raw outputs for the whole target as one [..., P] tensor."""
         lead, _ = _task_shapes(features, params)
         pooled = features.mean(-2)  # the batch's features, averaged over examples
-        x = torch.cat([pooled] + [p.reshape(*lead, -1) for p in params] + [g.reshape(*lead, -1) for g in grads], -1)
+        x = torch.cat(
+            [pooled]
+            + [p.reshape(*lead, -1) for p in params]
+            + [g.reshape(*lead, -1) for g in grads],
+            -1,
+        )
         return self.net(x)
 
-    def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
+    def forward(
+        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+    ) -> list[Tensor]:
         return split_like(self.forward_flat(features, params, grads), self.shapes)
 
 
@@ -113,7 +139,9 @@ class _FusedTrunk(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, c: Tensor, w1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, c: Tensor, w1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor
+    ) -> Tensor:
         tasks, coords, _ = x.shape
         h1 = torch.baddbmm(c, x, w1.t().expand(tasks, -1, -1)).relu_().view(tasks * coords, -1)
         h2 = torch.addmm(b2, h1, w2.t()).relu_()
@@ -151,8 +179,13 @@ class CoordinateWeighting(nn.Module):
         self.out = nn.Linear(hidden, 1)
         _init_last(self.out, init)
 
-    def _layout(self, shapes: Sequence[torch.Size], feature_dim: int, device: torch.device,
-                dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _layout(
+        self,
+        shapes: Sequence[torch.Size],
+        feature_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Per-coordinate constants of a target layout, cached.
 
         (segment of each entry of [g-tensors…, φ-tensors…] flattened, those segments' sizes,
@@ -163,16 +196,31 @@ class CoordinateWeighting(nn.Module):
             dev, dt = device, dtype
             n = len(shapes)
             sizes = [math.prod(s) for s in shapes]
-            seg = torch.repeat_interleave(torch.arange(n, device=dev), torch.tensor(sizes, device=dev))
+            seg = torch.repeat_interleave(
+                torch.arange(n, device=dev), torch.tensor(sizes, device=dev)
+            )
             seg = torch.cat([seg, seg + n])
             depth_den = max(1, n - 1)
-            const = torch.tensor([[1.0 if len(s) == 1 else 0.0, i / depth_den] for i, s in enumerate(shapes)], device=dev, dtype=dt)
+            const = torch.tensor(
+                [[1.0 if len(s) == 1 else 0.0, i / depth_den] for i, s in enumerate(shapes)],
+                device=dev,
+                dtype=dt,
+            )
             # which feature column each first-layer weight reads (-1: not a first-layer weight)
-            cols = [torch.arange(feature_dim, device=dev).repeat(s[0]) if len(s) == 2 and s[1] == feature_dim
-                    else torch.full((k,), -1, device=dev) for s, k in zip(shapes, sizes)]
+            cols = [
+                torch.arange(feature_dim, device=dev).repeat(s[0])
+                if len(s) == 2 and s[1] == feature_dim
+                else torch.full((k,), -1, device=dev)
+                for s, k in zip(shapes, sizes)
+            ]
             col = torch.cat(cols)
             self._layout_key = key
-            self._layout_val = (seg, torch.tensor(sizes + sizes, device=dev, dtype=dt), const[seg[: col.shape[0]]], col)
+            self._layout_val = (
+                seg,
+                torch.tensor(sizes + sizes, device=dev, dtype=dt),
+                const[seg[: col.shape[0]]],
+                col,
+            )
         return self._layout_val
 
     def _column_scale(self, features: Tensor, col: Tensor) -> Tensor:
@@ -182,53 +230,98 @@ class CoordinateWeighting(nn.Module):
         passes the same features tensor at every step.
         """
         cached = getattr(self, "_scale_cache", None)
-        if cached is not None and cached[0] is features and cached[1] == features._version and cached[2] is col:
+        if (
+            cached is not None
+            and cached[0] is features
+            and cached[1] == features._version
+            and cached[2] is col
+        ):
             return cached[3]
         col_rms = features.pow(2).mean(-2).add(1e-16).sqrt()
         col_scale = torch.log(col_rms / col_rms.mean(-1, keepdim=True))
-        scale = torch.where(col >= 0, col_scale[..., col.clamp_min(0)], torch.zeros((), dtype=features.dtype, device=features.device))
+        scale = torch.where(
+            col >= 0,
+            col_scale[..., col.clamp_min(0)],
+            torch.zeros((), dtype=features.dtype, device=features.device),
+        )
         if not features.requires_grad:
             self._scale_cache = (features, features._version, col, scale)
         return scale
 
-    def _coord_features(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+    def _coord_features(
+        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+    ) -> Tensor:
         lead, shapes = _task_shapes(features, params)
-        seg, sizes, const, col = self._layout(shapes, features.shape[-1], params[0].device, params[0].dtype)
+        seg, sizes, const, col = self._layout(
+            shapes, features.shape[-1], params[0].device, params[0].dtype
+        )
         # g and φ side by side, each scaled by its tensor's (per-task) RMS
         gp = torch.cat([x.reshape(*lead, -1) for x in list(grads) + list(params)], -1)
-        if lead:  # segments are contiguous: sum and broadcast them through views (no scatter/gather)
+        if (
+            lead
+        ):  # segments are contiguous: sum and broadcast them through views (no scatter/gather)
             counts = [math.prod(s) for s in shapes] * 2
             sums = torch.stack([part.pow(2).sum(-1) for part in gp.split(counts, -1)], -1)
             rms = (sums / sizes).add_(1e-16).sqrt_()
-            gpn = gp / torch.cat([rms[..., i : i + 1].expand(*lead, c) for i, c in enumerate(counts)], -1)
+            gpn = gp / torch.cat(
+                [rms[..., i : i + 1].expand(*lead, c) for i, c in enumerate(counts)], -1
+            )
         else:  # one task: kept op for op (the recorded benchmark results were computed this way)
-            rms = (torch.zeros(sizes.shape, device=gp.device, dtype=gp.dtype).index_add_(0, seg, gp * gp) / sizes).add(1e-16).sqrt()
+            rms = (
+                (
+                    torch.zeros(sizes.shape, device=gp.device, dtype=gp.dtype).index_add_(
+                        0, seg, gp * gp
+                    )
+                    / sizes
+                )
+                .add(1e-16)
+                .sqrt()
+            )
             gpn = gp / rms[seg]
         num = col.shape[0]
         g, gn, pn = gp[..., :num], gpn[..., :num], gpn[..., num:]
         scale = self._column_scale(features, col).expand_as(gn)
         columns = [gn, pn, gn.abs(), scale, torch.log(g.abs() + 1e-8) / 10.0]
-        return torch.cat([c.unsqueeze(-1) for c in columns] + [const.expand(*lead, *const.shape)], -1)
+        return torch.cat(
+            [c.unsqueeze(-1) for c in columns] + [const.expand(*lead, *const.shape)], -1
+        )
 
-    def forward(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
-        return split_like(self.forward_flat(features, params, grads), _task_shapes(features, params)[1])
+    def forward(
+        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+    ) -> list[Tensor]:
+        return split_like(
+            self.forward_flat(features, params, grads), _task_shapes(features, params)[1]
+        )
 
-    def forward_flat(self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+    def forward_flat(
+        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+    ) -> Tensor:
         """Raw outputs for the whole target as one [..., P] tensor."""
         lead, _ = _task_shapes(features, params)
         ctx = torch.tanh(self.context(features.mean(-2)))  # task summary of the batch
         x = self._coord_features(features, params, grads)
-        w_coord, w_ctx = self.inp.weight[:, : self.coord_inputs], self.inp.weight[:, self.coord_inputs :]
+        w_coord, w_ctx = (
+            self.inp.weight[:, : self.coord_inputs],
+            self.inp.weight[:, self.coord_inputs :],
+        )
         if lead:  # task batch: one context row per task, broadcast over that task's coordinates
             ctx_term = (ctx @ w_ctx.t() + self.inp.bias).unsqueeze(-2)
-            return _FusedTrunk.apply(x, ctx_term, w_coord, self.mid.weight, self.mid.bias, self.out.weight, self.out.bias)
+            return _FusedTrunk.apply(
+                x, ctx_term, w_coord, self.mid.weight, self.mid.bias, self.out.weight, self.out.bias
+            )
         hidden = torch.relu(x @ w_coord.t() + (w_ctx @ ctx + self.inp.bias))
         hidden = torch.relu(self.mid(hidden))
         return self.out(hidden).reshape(-1)
 
 
-def build_weighting(kind: str, feature_dim: int, param_shapes: Sequence[Sequence[int]], *, hidden: int = 32,
-                    prime: bool = False) -> nn.Module:
+def build_weighting(
+    kind: str,
+    feature_dim: int,
+    param_shapes: Sequence[Sequence[int]],
+    *,
+    hidden: int = 32,
+    prime: bool = False,
+) -> nn.Module:
     """M for ``kind`` in {mlp, coordinate}; ``prime`` (GWNMO') starts at output 1 instead of 0.
 
     The thesis MLP is refused with a ``ConfigError`` when its weights and Adam state would exceed

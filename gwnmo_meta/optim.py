@@ -10,6 +10,7 @@ For a task-batched loop (fast weights with a leading task dimension T, see
 taken per task. Gradients reach θ (M's parameters) through the updates. M is kept as an attribute of the torch
 optimizer (higher deep-copies param groups, which would detach a module stored there).
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Sequence
@@ -20,11 +21,21 @@ from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
 from gwnmo_meta.nets import split_like
-from gwnmo_meta.weighting import direction_stats, flat_direction_stats, gwnmo_direction, task_normalised_direction
+from gwnmo_meta.weighting import (
+    direction_stats,
+    flat_direction_stats,
+    gwnmo_direction,
+    task_normalised_direction,
+)
 
 
-def gwnmo_delta(weighting_net: nn.Module, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor],
-                normalize: bool = True) -> tuple[list[Tensor], list[Tensor]]:
+def gwnmo_delta(
+    weighting_net: nn.Module,
+    features: Tensor,
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    normalize: bool = True,
+) -> tuple[list[Tensor], list[Tensor]]:
     """(Δ, h) for one step: h = sigmoid(M(...)) and the normalised direction (GWNMO), or h = M(...) and Δ = h∘g (GWNMO')."""
     raw = weighting_net(features, params, grads)
     h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
@@ -38,7 +49,13 @@ class GWNMO(torch.optim.Optimizer):
     training M itself is the job of a schedule (see ``gwnmo_meta.schedules`` / ``classic``).
     """
 
-    def __init__(self, params: Iterable[Tensor], weighting_net: nn.Module, lr: float = 0.1, normalize: bool = True):
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        weighting_net: nn.Module,
+        lr: float = 0.1,
+        normalize: bool = True,
+    ):
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         super().__init__(params, dict(lr=lr, normalize=normalize, features=None))
@@ -68,11 +85,15 @@ class GWNMO(torch.optim.Optimizer):
 class DifferentiableGWNMO(DifferentiableOptimizer):
     """higher's differentiable counterpart of :class:`GWNMO` (registered with ``higher.register_optim``)."""
 
-    def __init__(self, other: GWNMO, reference_params: Iterable[Tensor], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, other: GWNMO, reference_params: Iterable[Tensor], *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(other, reference_params, *args, **kwargs)
         self.weighting_net = other.weighting_net
         self._features: Optional[Tensor] = None
-        self.last_h: Optional[Tensor] = None  # h of the latest step, flattened ([T, P] when task-batched)
+        self.last_h: Optional[Tensor] = (
+            None  # h of the latest step, flattened ([T, P] when task-batched)
+        )
         # Detached flat (g, h, Δ) of recent steps; folded into running sums every TRACE_FOLD steps,
         # so statistics cost a few batched ops per episode and memory stays bounded on long loops.
         self._trace: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -108,14 +129,25 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         net = self.weighting_net
         if hasattr(net, "forward_flat"):
             return net.forward_flat(features, params, grads)
-        return torch.cat([r.reshape(features.shape[0], -1) for r in net(features, params, grads)], -1)
+        return torch.cat(
+            [r.reshape(features.shape[0], -1) for r in net(features, params, grads)], -1
+        )
 
-    def step(self, loss: Tensor, params: Any = None, override: Any = None, grad_callback: Any = None,
-             features: Optional[Tensor] = None, **kwargs: Any) -> Any:
+    def step(
+        self,
+        loss: Tensor,
+        params: Any = None,
+        override: Any = None,
+        grad_callback: Any = None,
+        features: Optional[Tensor] = None,
+        **kwargs: Any,
+    ) -> Any:
         """higher's step, plus ``features=``: the batch features M sees at this step."""
         self._features = features
         try:
-            return super().step(loss, params=params, override=override, grad_callback=grad_callback, **kwargs)
+            return super().step(
+                loss, params=params, override=override, grad_callback=grad_callback, **kwargs
+            )
         finally:
             self._features = None
 
@@ -146,7 +178,9 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                 raw = self.weighting_net(features, m_params, m_grads)
                 h = [torch.sigmoid(r) for r in raw] if group["normalize"] else list(raw)
                 delta = gwnmo_direction(gs, h, normalize=group["normalize"])
-                self._record(*(torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta)))
+                self._record(
+                    *(torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta))
+                )
             for i, p, d in zip(idx, ps, delta):
                 group["params"][i] = p - group["lr"] * d
 

@@ -1,4 +1,5 @@
 """Glue between a RunConfig and the tasks/ and methods modules."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,14 +18,20 @@ def task_spec(cfg: RunConfig) -> Any:
     return TaskSpec(ways=cfg.ways, shots=cfg.shots, query=cfg.query)
 
 
-def fewshot_config(cfg: RunConfig, eval_dataset: Optional[str] = None, progress: bool = True) -> Any:
+def fewshot_config(
+    cfg: RunConfig, eval_dataset: Optional[str] = None, progress: bool = True
+) -> Any:
     """The tasks module's FewShotConfig for ``cfg`` (``eval_dataset``: cross-dataset meta-test)."""
     from gwnmo_meta.tasks.fewshot import FewShotConfig
     from gwnmo_meta.tasks.splits import ClassSplit
 
     cross = eval_dataset is not None and eval_dataset != cfg.dataset
     given = any(c is not None for c in (cfg.train_classes, cfg.val_classes, cfg.test_classes))
-    train_split = ClassSplit.from_strings(cfg.train_classes, cfg.val_classes, cfg.test_classes) if given else None
+    train_split = (
+        ClassSplit.from_strings(cfg.train_classes, cfg.val_classes, cfg.test_classes)
+        if given
+        else None
+    )
     return FewShotConfig(
         dataset=eval_dataset if cross else cfg.dataset,
         data_root=cfg.data_root,
@@ -40,7 +47,13 @@ def fewshot_config(cfg: RunConfig, eval_dataset: Optional[str] = None, progress:
     )
 
 
-def load_run_data(cfg: RunConfig, device: torch.device, *, eval_dataset: Optional[str] = None, progress: bool = True) -> Any:
+def load_run_data(
+    cfg: RunConfig,
+    device: torch.device,
+    *,
+    eval_dataset: Optional[str] = None,
+    progress: bool = True,
+) -> Any:
     """Features and task samplers for ``cfg`` (cached features; backbone from ``cfg.dataset``)."""
     from gwnmo_meta.tasks.fewshot import prepare_fewshot
 
@@ -52,7 +65,11 @@ def method_config(cfg: RunConfig) -> Any:
     from gwnmo_meta.methods import MethodConfig
 
     fields = {f.name for f in dataclasses.fields(MethodConfig)}
-    values = {k: v for k, v in cfg.to_dict().items() if k in fields and not (k == "inner_lr" and v is None)}
+    values = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k in fields and not (k == "inner_lr" and v is None)
+    }
     return MethodConfig(**values)
 
 

@@ -19,6 +19,7 @@ enters the meta-gradient. The query set is only used to report accuracy. Since �
 detached, its gradient g_t is a constant for θ; those inner steps are taken first-order, which
 gives the same meta-gradient (bit for bit, tested) at lower cost.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -68,20 +69,46 @@ def _step(diffopt: Any, loss: Tensor, x: Tensor, first_order: bool) -> None:
     diffopt.step(loss, **kwargs)
 
 
-def run_episode(head: nn.Module, opt: torch.optim.Optimizer, ep: Any, *, steps: int, schedule: str, train: bool,
-                learn_init: bool, first_order: bool = False) -> EpisodeOutcome:
+def run_episode(
+    head: nn.Module,
+    opt: torch.optim.Optimizer,
+    ep: Any,
+    *,
+    steps: int,
+    schedule: str,
+    train: bool,
+    learn_init: bool,
+    first_order: bool = False,
+) -> EpisodeOutcome:
     """Adapt ``head`` with ``opt`` (through higher) on the support set and score the query set.
 
     ``train=True`` returns the schedule's meta-loss with its graph to θ (and to the init when
     ``learn_init``); ``train=False`` keeps no meta-graph.
     """
-    _, (outcome,) = _adapt(head, opt, ep, steps=steps, schedule=schedule, train=train, learn_init=learn_init,
-                           first_order=first_order)
+    _, (outcome,) = _adapt(
+        head,
+        opt,
+        ep,
+        steps=steps,
+        schedule=schedule,
+        train=train,
+        learn_init=learn_init,
+        first_order=first_order,
+    )
     return outcome
 
 
-def run_episodes(head: nn.Module, opt: torch.optim.Optimizer, batch: Any, *, steps: int, schedule: str, train: bool,
-                 learn_init: bool, first_order: bool = False) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+def run_episodes(
+    head: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: Any,
+    *,
+    steps: int,
+    schedule: str,
+    train: bool,
+    learn_init: bool,
+    first_order: bool = False,
+) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
     """:func:`run_episode` for T tasks at once, in one task-batched inner loop.
 
     ``batch`` holds T episodes stacked along a leading dimension (``stack_episodes``). All tasks
@@ -94,21 +121,41 @@ def run_episodes(head: nn.Module, opt: torch.optim.Optimizer, batch: Any, *, ste
     ``train``) and one :class:`EpisodeOutcome` per task.
     """
     if batch.support_x.dim() != 3:
-        raise ValueError("run_episodes needs stacked episodes (support_x [T, n, D]); use run_episode for one")
-    return _adapt(head, opt, batch, steps=steps, schedule=schedule, train=train, learn_init=learn_init,
-                  first_order=first_order)
+        raise ValueError(
+            "run_episodes needs stacked episodes (support_x [T, n, D]); use run_episode for one"
+        )
+    return _adapt(
+        head,
+        opt,
+        batch,
+        steps=steps,
+        schedule=schedule,
+        train=train,
+        learn_init=learn_init,
+        first_order=first_order,
+    )
 
 
-def _adapt(head: nn.Module, opt: torch.optim.Optimizer, ep: Any, *, steps: int, schedule: str, train: bool,
-           learn_init: bool, first_order: bool) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+def _adapt(
+    head: nn.Module,
+    opt: torch.optim.Optimizer,
+    ep: Any,
+    *,
+    steps: int,
+    schedule: str,
+    train: bool,
+    learn_init: bool,
+    first_order: bool,
+) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
     sx, sy, qx, qy = ep.support_x, ep.support_y, ep.query_x, ep.query_y
     batched = sx.dim() == 3
     inner: list[Tensor] = []
     meta_terms: list[Tensor] = []
-    with higher.innerloop_ctx(head, opt, copy_initial_weights=not (train and learn_init),
-                              track_higher_grads=train) as (fmodel, diffopt):
+    with higher.innerloop_ctx(
+        head, opt, copy_initial_weights=not (train and learn_init), track_higher_grads=train
+    ) as (fmodel, diffopt):
         if batched:  # every task starts from the (shared) init
             fmodel.update_params([p.expand(sx.shape[0], *p.shape) for p in fmodel.parameters()])
         for t in range(steps):
@@ -140,7 +187,9 @@ def _adapt(head: nn.Module, opt: torch.optim.Optimizer, ep: Any, *, steps: int, 
     outcomes = [
         EpisodeOutcome(
             meta_loss=None if meta is None else (meta[i] if batched else meta),
-            query_loss=nums[0], query_acc=nums[1], inner_losses=nums[2 : 2 + n_inner],
+            query_loss=nums[0],
+            query_acc=nums[1],
+            inner_losses=nums[2 : 2 + n_inner],
             stats=dict(zip(stats.keys(), nums[2 + n_inner :])),
             weights=None if weights is None else (weights[i] if batched else weights),
         )

@@ -1,4 +1,5 @@
 """Summary statistics for results: mean with a 95% confidence interval."""
+
 from __future__ import annotations
 
 import math

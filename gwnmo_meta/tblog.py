@@ -1,4 +1,5 @@
 """TensorBoard logging of a meta-training run (scalars, histograms, hparams)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,13 @@ class RunLogger:
         self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
     def train_step(
-        self, step: int, outcomes: Sequence[Any], meta_loss: float, tasks_per_s: float, inner_lr: float, meta_opt: Any
+        self,
+        step: int,
+        outcomes: Sequence[Any],
+        meta_loss: float,
+        tasks_per_s: float,
+        inner_lr: float,
+        meta_opt: Any,
     ) -> dict[str, float]:
         """Log one meta-step; return the scalars as a dict (kept in the run history)."""
         w = self.writer
@@ -35,7 +42,9 @@ class RunLogger:
             w.add_scalar(f"inner/loss_step{i}", _mean([x[i] for x in inner]), step)
         keys = sorted({k for o in outcomes for k in o.stats})
         for key in keys:
-            w.add_scalar(f"gwnmo/{key}", _mean([o.stats[key] for o in outcomes if key in o.stats]), step)
+            w.add_scalar(
+                f"gwnmo/{key}", _mean([o.stats[key] for o in outcomes if key in o.stats]), step
+            )
         if meta_opt is not None:
             w.add_scalar("lr/meta", meta_opt.param_groups[0]["lr"], step)
         w.add_scalar("lr/inner", inner_lr, step)  # α as resolved (Meta-SGD: its initial value)
@@ -49,7 +58,9 @@ class RunLogger:
                 self.writer.add_histogram(f"params/{name}", p.detach().float().cpu(), step)
         hs = [o.weights for o in outcomes if getattr(o, "weights", None) is not None]
         if hs:
-            self.writer.add_histogram("gwnmo/h", torch.cat([h.reshape(-1).float().cpu() for h in hs]), step)
+            self.writer.add_histogram(
+                "gwnmo/h", torch.cat([h.reshape(-1).float().cpu() for h in hs]), step
+            )
 
     def validation(self, step: int, summary: Any) -> None:
         w = self.writer
@@ -59,7 +70,10 @@ class RunLogger:
 
     def hparams(self, cfg: Any, best_acc: Optional[float], last_val: Any) -> None:
         """The hparams summary linking the config to final metrics, in the same event file."""
-        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in cfg.to_dict().items()}
+        hp = {
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+            for k, v in cfg.to_dict().items()
+        }
         metrics = {"hparam/best_val_accuracy": float("nan") if best_acc is None else best_acc}
         if last_val is not None:
             metrics["hparam/final_val_accuracy"] = last_val.accuracy.mean

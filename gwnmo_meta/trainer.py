@@ -7,6 +7,7 @@ RUN_DIR layout::
     best.pt          checkpoint with the best meta-val accuracy so far
     events.out.tfevents.*   TensorBoard scalars, histograms and the hparams summary
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,13 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
-from gwnmo_meta.checkpoint import KIND_META, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from gwnmo_meta.checkpoint import (
+    KIND_META,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.device import resolve_device
 from gwnmo_meta.errors import ConfigError, GwnmoError
@@ -59,11 +66,17 @@ def check_writable(out: Path) -> None:
 
 def _resume_config(cfg: RunConfig, ckpt: dict[str, Any]) -> RunConfig:
     saved = RunConfig.from_dict(ckpt["config"])
-    diff = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved.to_dict()[k] != v]
+    diff = [
+        k
+        for k, v in cfg.to_dict().items()
+        if k not in RESUMABLE_CHANGES and saved.to_dict()[k] != v
+    ]
     if diff:
         raise ConfigError(
             "--resume with options that differ from the checkpoint's: "
-            + ", ".join(f"{k} (checkpoint {saved.to_dict()[k]!r}, given {getattr(cfg, k)!r})" for k in diff)
+            + ", ".join(
+                f"{k} (checkpoint {saved.to_dict()[k]!r}, given {getattr(cfg, k)!r})" for k in diff
+            )
         )
     return cfg
 
@@ -90,7 +103,9 @@ def meta_train(
         ckpt = load_checkpoint(last, KIND_META)
         cfg = _resume_config(cfg, ckpt)
     elif (out / "last.pt").exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        raise ConfigError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
 
     data = load_run_data(cfg, device, progress=progress)
     torch.manual_seed(cfg.seed)  # after data loading, which may pre-train a backbone
@@ -106,7 +121,11 @@ def meta_train(
             meta_opt.load_state_dict(ckpt["meta_optimizer"])
         train_sampler.load_state_dict(ckpt["sampler"])
         restore_rng_states(ckpt["rng"])
-        start, best_acc, history = ckpt["step"], ckpt.get("best_val_accuracy"), ckpt.get("history", [])
+        start, best_acc, history = (
+            ckpt["step"],
+            ckpt.get("best_val_accuracy"),
+            ckpt.get("history", []),
+        )
     cfg.save(out / "config.json")
 
     def checkpoint_payload(step: int) -> dict[str, Any]:
@@ -126,7 +145,9 @@ def meta_train(
     def validate() -> EvalSummary:
         val_sampler = data.sampler("val", spec, cfg.seed + 1, device)  # same val tasks every time
         rng = rng_states()  # validation must not perturb the training stream
-        summary = evaluate_tasks(method, val_sampler, cfg.val_tasks, progress=False, task_batch=cfg.meta_batch)
+        summary = evaluate_tasks(
+            method, val_sampler, cfg.val_tasks, progress=False, task_batch=cfg.meta_batch
+        )
         restore_rng_states(rng)
         return summary
 
@@ -135,7 +156,13 @@ def meta_train(
     step = start
     interrupted = False
     step_start_state = None
-    bar = tqdm(total=cfg.meta_steps, initial=start, desc="meta-train", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.meta_steps,
+        initial=start,
+        desc="meta-train",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         while step < cfg.meta_steps:
             t0 = time.perf_counter()
@@ -143,8 +170,12 @@ def meta_train(
             if meta_opt is not None:
                 meta_opt.zero_grad(set_to_none=True)
             if method.task_batched:  # the meta-batch's tasks in one task-batched inner loop
-                batch_loss, outcomes = method.episodes([train_sampler.sample() for _ in range(cfg.meta_batch)], train=True)
-                meta_losses = [] if batch_loss is None else [float(batch_loss.detach())]  # what is back-propagated
+                batch_loss, outcomes = method.episodes(
+                    [train_sampler.sample() for _ in range(cfg.meta_batch)], train=True
+                )
+                meta_losses = (
+                    [] if batch_loss is None else [float(batch_loss.detach())]
+                )  # what is back-propagated
                 if batch_loss is not None:
                     batch_loss.backward()
             else:  # one task at a time, each graph freed after its backward
@@ -154,7 +185,9 @@ def meta_train(
                     if outcome.meta_loss is not None:
                         (outcome.meta_loss / cfg.meta_batch).backward()
                     outcomes.append(outcome)
-                meta_losses = [float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None]
+                meta_losses = [
+                    float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None
+                ]
             meta_loss = sum(meta_losses) / len(meta_losses) if meta_losses else float("nan")
             if meta_losses and not math.isfinite(meta_loss):
                 raise TrainingDiverged(
@@ -171,7 +204,9 @@ def meta_train(
             if step % cfg.val_every == 0 or step == cfg.meta_steps:
                 last_val = validate()
                 log.validation(step, last_val)
-                record.update(val_accuracy=last_val.accuracy.mean, val_accuracy_ci95=last_val.accuracy.ci95)
+                record.update(
+                    val_accuracy=last_val.accuracy.mean, val_accuracy_ci95=last_val.accuracy.ci95
+                )
                 if best_acc is None or last_val.accuracy.mean > best_acc:
                     best_acc = last_val.accuracy.mean
                     history.append(record)
@@ -179,7 +214,11 @@ def meta_train(
                 else:
                     history.append(record)
                 save_checkpoint(out / "last.pt", checkpoint_payload(step))
-                bar.set_postfix(meta_loss=f"{meta_loss:.3f}", val_acc=f"{last_val.accuracy.mean:.3f}", tasks_s=f"{tasks_per_s:.0f}")
+                bar.set_postfix(
+                    meta_loss=f"{meta_loss:.3f}",
+                    val_acc=f"{last_val.accuracy.mean:.3f}",
+                    tasks_s=f"{tasks_per_s:.0f}",
+                )
             else:
                 bar.set_postfix(meta_loss=f"{meta_loss:.3f}", tasks_s=f"{tasks_per_s:.0f}")
             bar.update(1)

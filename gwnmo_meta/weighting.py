@@ -1,4 +1,5 @@
 """The GWNMO update direction as a pure function (thesis Definition 4.1)."""
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, TypeVar, Union
@@ -24,8 +25,13 @@ def _per_task(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def gwnmo_direction(grad: Union[Tensor, Sequence[Tensor]], weights: Union[Tensor, Sequence[Tensor]],
-                    normalize: bool = True, eps: float = EPS, batched: bool = False) -> Union[Tensor, list[Tensor]]:
+def gwnmo_direction(
+    grad: Union[Tensor, Sequence[Tensor]],
+    weights: Union[Tensor, Sequence[Tensor]],
+    normalize: bool = True,
+    eps: float = EPS,
+    batched: bool = False,
+) -> Union[Tensor, list[Tensor]]:
     """Δ such that x_{t+1} = x_t − α·Δ.
 
     ``normalize=True`` (GWNMO): Δ = (‖g‖/‖h∘g‖)·(h∘g), with ``weights`` = h ∈ (0, 1) (already
@@ -89,10 +95,14 @@ def task_normalised_direction(grad: Tensor, weights: Tensor, eps: float = EPS) -
     return _TaskNormalisedDirection.apply(grad, weights, eps)
 
 
-def direction_stats(grads: Sequence[Tensor], h: Sequence[Tensor], delta: Sequence[Tensor]) -> dict[str, Tensor]:
+def direction_stats(
+    grads: Sequence[Tensor], h: Sequence[Tensor], delta: Sequence[Tensor]
+) -> dict[str, Tensor]:
     """Detached diagnostics of one step: mean/std of h, cos(Δ, g), ‖Δ‖/‖g‖ (0-dim tensors, no host sync)."""
     with torch.no_grad():
-        return flat_direction_stats(*(torch.cat([x.reshape(-1) for x in xs]) for xs in (grads, h, delta)))
+        return flat_direction_stats(
+            *(torch.cat([x.reshape(-1) for x in xs]) for xs in (grads, h, delta))
+        )
 
 
 def flat_direction_stats(g: Tensor, h: Tensor, delta: Tensor) -> dict[str, Tensor]:

@@ -5,6 +5,7 @@ channel with mean 0.5 / std 0.5 (values in [-1, 1]); MNIST/FMNIST are zero-padde
 replicated to 3 channels. One format for all datasets keeps feature dimensions equal, so
 cross-dataset transfer works with any backbone.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,13 +46,26 @@ def _tqdm(iterable, *, progress: bool, desc: str, total: Optional[int] = None):
     from tqdm.auto import tqdm
 
     # disable=None: tqdm hides itself when stderr is not a terminal
-    return tqdm(iterable, desc=desc, total=total, disable=None if progress else True, leave=False, dynamic_ncols=True)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        disable=None if progress else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def canonical(images: Tensor) -> Tensor:
     """uint8 [N,C,H,W] (C in {1,3}, H,W in {28,32}) → float [N,3,32,32] in [-1, 1]."""
-    if images.dim() != 4 or images.shape[1] not in (1, 3) or tuple(images.shape[-2:]) not in ((28, 28), (32, 32)):
-        raise DataError(f"unexpected image shape {tuple(images.shape)}; expected N×1×28×28 or N×3×32×32")
+    if (
+        images.dim() != 4
+        or images.shape[1] not in (1, 3)
+        or tuple(images.shape[-2:]) not in ((28, 28), (32, 32))
+    ):
+        raise DataError(
+            f"unexpected image shape {tuple(images.shape)}; expected N×1×28×28 or N×3×32×32"
+        )
     x = images.float().div_(255.0)
     if x.shape[-1] == 28:
         x = F.pad(x, (2, 2, 2, 2))
@@ -68,13 +82,26 @@ class Conv4(nn.Sequential):
     def __init__(self) -> None:
         layers: list[nn.Module] = []
         for c_in in (3, 64, 64, 64):
-            layers += [nn.Conv2d(c_in, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c_in, 64, 3, padding=1),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
         super().__init__(*layers, nn.Flatten())
 
 
-def pretrain_conv4(images: Tensor, labels: Tensor, classes: Sequence[int], *, seed: int, progress: bool = True,
-                   epochs: int = CONV4_EPOCHS, max_per_class: int = CONV4_MAX_PER_CLASS,
-                   device: torch.device | str = "cpu") -> Conv4:
+def pretrain_conv4(
+    images: Tensor,
+    labels: Tensor,
+    classes: Sequence[int],
+    *,
+    seed: int,
+    progress: bool = True,
+    epochs: int = CONV4_EPOCHS,
+    max_per_class: int = CONV4_MAX_PER_CLASS,
+    device: torch.device | str = "cpu",
+) -> Conv4:
     """Supervised pre-training of conv4 (+ a linear head, then dropped) on ``classes`` only.
 
     At most ``max_per_class`` images per class (seeded choice), ``epochs`` epochs of Adam with
@@ -88,7 +115,9 @@ def pretrain_conv4(images: Tensor, labels: Tensor, classes: Sequence[int], *, se
         picked.append(idx[torch.randperm(len(idx), generator=g)[:max_per_class]])
     idx = torch.cat(picked)
     if len(idx) == 0:
-        raise DataError(f"no images of the meta-train classes {list(classes)} to pre-train conv4 on")
+        raise DataError(
+            f"no images of the meta-train classes {list(classes)} to pre-train conv4 on"
+        )
     x = canonical(images[idx]).contiguous()
     remap = torch.full((int(labels.max()) + 1,), -1, dtype=torch.int64)
     remap[torch.tensor(list(classes))] = torch.arange(len(classes))
@@ -141,8 +170,15 @@ def resnet_input(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def extract(fn: Callable[[Tensor], Tensor], images: Tensor, device: torch.device | str, *, batch: int = 512,
-            progress: bool = True, desc: str = "features") -> Tensor:
+def extract(
+    fn: Callable[[Tensor], Tensor],
+    images: Tensor,
+    device: torch.device | str,
+    *,
+    batch: int = 512,
+    progress: bool = True,
+    desc: str = "features",
+) -> Tensor:
     """Apply ``fn`` to canonical images in batches on ``device``; float32 features [N, D] on the CPU."""
     device = torch.device(device)
     out = []

@@ -10,6 +10,7 @@ CIFAR-10: torchvision checks the md5 of every original batch file. A re-packed o
 ``--skip-integrity-check``) loads it anyway through :class:`CIFAR10Repacked`, which only requires
 the batch files to exist and reads them exactly as torchvision does. It is never applied silently.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,15 @@ DATASETS = ("mnist", "fmnist", "cifar10")
 NUM_CLASSES = {"mnist": 10, "fmnist": 10, "cifar10": 10}
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "gwnmo-meta" / "data"
 # the folder below the data root that torchvision reads for each dataset
-FOLDERS = {"mnist": Path("MNIST") / "raw", "fmnist": Path("FashionMNIST") / "raw", "cifar10": Path("cifar-10-batches-py")}
+FOLDERS = {
+    "mnist": Path("MNIST") / "raw",
+    "fmnist": Path("FashionMNIST") / "raw",
+    "cifar10": Path("cifar-10-batches-py"),
+}
 _CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-_MNIST_FILES = [f"{p}-{k}-idx{d}-ubyte" for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))]
+_MNIST_FILES = [
+    f"{p}-{k}-idx{d}-ubyte" for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))
+]
 
 
 @dataclass
@@ -105,7 +112,9 @@ def _repacked_class():
     return CIFAR10Repacked
 
 
-def _torchvision_split(name: str, root: Path, train: bool, download: bool, skip_integrity_check: bool):
+def _torchvision_split(
+    name: str, root: Path, train: bool, download: bool, skip_integrity_check: bool
+):
     from torchvision import datasets
 
     if name == "mnist":
@@ -130,7 +139,9 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _data_error(name: str, root: Path, download: bool, skip_integrity_check: bool, exc: BaseException) -> DataError:
+def _data_error(
+    name: str, root: Path, download: bool, skip_integrity_check: bool, exc: BaseException
+) -> DataError:
     folder = root / FOLDERS[name]
     present = _files_present(name, root)
     if name == "cifar10" and present and not skip_integrity_check and isinstance(exc, RuntimeError):
@@ -148,7 +159,9 @@ def _data_error(name: str, root: Path, download: bool, skip_integrity_check: boo
             f"{name} not found in {folder} (data root {root}); pass --data-root DIR pointing at a folder "
             f"holding {FOLDERS[name].as_posix()}, or --download"
         )
-    return DataError(f"cannot read {name} in {folder}: {_one_line(exc)}; pass --data-root DIR with an intact copy, or --download")
+    return DataError(
+        f"cannot read {name} in {folder}: {_one_line(exc)}; pass --data-root DIR with an intact copy, or --download"
+    )
 
 
 def _as_tensors(ds) -> tuple[Tensor, Tensor]:
@@ -161,7 +174,9 @@ def _as_tensors(ds) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
-def load_images(name: str, root: str | Path, *, download: bool = False, skip_integrity_check: bool = False) -> LabeledImages:
+def load_images(
+    name: str, root: str | Path, *, download: bool = False, skip_integrity_check: bool = False
+) -> LabeledImages:
     """Both torchvision splits of ``name`` from ``root`` (pooled; ``is_test`` marks torchvision's test split).
 
     Raises a one-line :class:`DataError` when the data is missing (naming the folder searched and
@@ -174,17 +189,28 @@ def load_images(name: str, root: str | Path, *, download: bool = False, skip_int
     for train in (True, False):
         try:
             splits.append(_torchvision_split(name, root, train, download, skip_integrity_check))
-        except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as exc:
+        except (
+            RuntimeError,
+            OSError,
+            ValueError,
+            EOFError,
+            KeyError,
+            pickle.UnpicklingError,
+        ) as exc:
             raise _data_error(name, root, download, skip_integrity_check, exc) from None
     (xtr, ytr), (xte, yte) = (_as_tensors(s) for s in splits)
     images, labels = torch.cat([xtr, xte]), torch.cat([ytr, yte])
     n = NUM_CLASSES[name]
     if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= n:
-        raise DataError(f"{name} in {root / FOLDERS[name]} has labels outside 0-{n - 1} or no images; is it the right dataset?")
+        raise DataError(
+            f"{name} in {root / FOLDERS[name]} has labels outside 0-{n - 1} or no images; is it the right dataset?"
+        )
     return LabeledImages(
         name=name,
         images=images,
         labels=labels,
-        is_test=torch.cat([torch.zeros(len(ytr), dtype=torch.bool), torch.ones(len(yte), dtype=torch.bool)]),
+        is_test=torch.cat(
+            [torch.zeros(len(ytr), dtype=torch.bool), torch.ones(len(yte), dtype=torch.bool)]
+        ),
         class_names=list(splits[0].classes),
     )

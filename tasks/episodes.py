@@ -15,6 +15,7 @@ around each draw and back out afterwards, so the task stream depends only on the
 (same seed → same tasks, in any process), and user code using ``random`` neither changes nor is
 changed by it. Not thread-safe: do not use ``random`` from another thread while sampling.
 """
+
 from __future__ import annotations
 
 import random
@@ -61,16 +62,22 @@ class Episode:
     image_ids: Optional[Tensor] = field(default=None, repr=False, compare=False)
 
     def to(self, device: torch.device | str) -> "Episode":
-        return Episode(*(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y)),
-                       image_ids=self.image_ids)
+        return Episode(
+            *(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y)),
+            image_ids=self.image_ids,
+        )
 
 
 def stack_episodes(eps: Sequence[Episode]) -> Episode:
     """T episodes of one spec as one task batch: every tensor gains a leading task dimension T."""
     if not eps:
         raise ValueError("stack_episodes needs at least one episode")
-    return Episode(*(torch.stack([getattr(e, name) for e in eps])
-                     for name in ("support_x", "support_y", "query_x", "query_y")))
+    return Episode(
+        *(
+            torch.stack([getattr(e, name) for e in eps])
+            for name in ("support_x", "support_y", "query_x", "query_y")
+        )
+    )
 
 
 class EpisodeSampler:
@@ -81,17 +88,29 @@ class EpisodeSampler:
     episode is then one index transfer and one ``index_select`` there.
     """
 
-    def __init__(self, features: Tensor, labels: Tensor, indices: Tensor, spec: TaskSpec, seed: int,
-                 device: torch.device | str = "cpu", part: str = "tasks") -> None:
+    def __init__(
+        self,
+        features: Tensor,
+        labels: Tensor,
+        indices: Tensor,
+        spec: TaskSpec,
+        seed: int,
+        device: torch.device | str = "cpu",
+        part: str = "tasks",
+    ) -> None:
         spec.validate()
         if features.dim() != 2 or len(features) != len(labels):
-            raise DataError(f"features must be [N, D] with one row per label; got {tuple(features.shape)} for {len(labels)} labels")
+            raise DataError(
+                f"features must be [N, D] with one row per label; got {tuple(features.shape)} for {len(labels)} labels"
+            )
         self.spec, self.device, self.part = spec, torch.device(device), part
         indices = torch.as_tensor(indices, dtype=torch.int64).cpu()
         part_labels = labels.cpu()[indices]
         classes = sorted(set(part_labels.tolist()))
         if spec.ways > len(classes):
-            raise ConfigError(f"--ways {spec.ways} exceeds the {len(classes)} classes available for {part} ({classes})")
+            raise ConfigError(
+                f"--ways {spec.ways} exceeds the {len(classes)} classes available for {part} ({classes})"
+            )
         labels_to_indices = {c: (part_labels == c).nonzero().flatten().tolist() for c in classes}
         counts = {c: len(v) for c, v in labels_to_indices.items()}
         smallest = min(classes, key=lambda c: counts[c])
@@ -106,9 +125,15 @@ class EpisodeSampler:
         l2l = learn2learn()
 
         self._labels_dataset = torch.utils.data.TensorDataset(part_labels)
-        self.meta_dataset = l2l.data.MetaDataset(self._labels_dataset, labels_to_indices=labels_to_indices)
-        self.task_transform = l2l.data.transforms.FusedNWaysKShots(self.meta_dataset, n=spec.ways, k=need)
-        self.taskset = l2l.data.Taskset(self.meta_dataset, task_transforms=[self.task_transform], num_tasks=-1)
+        self.meta_dataset = l2l.data.MetaDataset(
+            self._labels_dataset, labels_to_indices=labels_to_indices
+        )
+        self.task_transform = l2l.data.transforms.FusedNWaysKShots(
+            self.meta_dataset, n=spec.ways, k=need
+        )
+        self.taskset = l2l.data.Taskset(
+            self.meta_dataset, task_transforms=[self.task_transform], num_tasks=-1
+        )
         self.part_labels = part_labels
         self._global_ids = indices
         self._features = features[indices].to(self.device, torch.float32).contiguous()

@@ -6,6 +6,7 @@ images into meta-train / meta-val / meta-test parts by class. ``FewShotData.samp
 seed, device)`` then gives a seeded learn2learn episode stream over one part; sampling is tensor
 indexing. See docs/TASKS.md.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,13 @@ from gwnmo_meta.tasks.backbones import (
     resnet18_imagenet,
     resnet_input,
 )
-from gwnmo_meta.tasks.data import NUM_CLASSES, LabeledImages, check_dataset, load_images, resolve_data_root
+from gwnmo_meta.tasks.data import (
+    NUM_CLASSES,
+    LabeledImages,
+    check_dataset,
+    load_images,
+    resolve_data_root,
+)
 from gwnmo_meta.tasks.episodes import EpisodeSampler, TaskSpec
 from gwnmo_meta.tasks.splits import ClassSplit, default_split, split_indices
 
@@ -61,7 +68,9 @@ class FewShotConfig:
     cache_dir: Optional[str] = None
     progress: bool = True
     device: Optional[str] = None
-    pretrain_epochs: int = CONV4_EPOCHS  # conv4 pre-training epochs (part of the weights' cache key)
+    pretrain_epochs: int = (
+        CONV4_EPOCHS  # conv4 pre-training epochs (part of the weights' cache key)
+    )
 
 
 @dataclass
@@ -83,14 +92,23 @@ class FewShotData:
         """Original class ids present in ``part``."""
         return tuple(sorted(set(self.labels[self.indices[part]].tolist())))
 
-    def sampler(self, part: str, spec: TaskSpec, seed: int, device: torch.device | str = "cpu") -> EpisodeSampler:
+    def sampler(
+        self, part: str, spec: TaskSpec, seed: int, device: torch.device | str = "cpu"
+    ) -> EpisodeSampler:
         """A seeded episode stream over the ``part`` (train/val/test) images."""
         if part not in PARTS:
             raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
         if len(self.indices[part]) == 0:
             raise ConfigError(f"the meta-{part} part of {self.name} is empty")
-        return EpisodeSampler(self.features, self.labels, self.indices[part], spec, seed, device,
-                              part=f"meta-{part} of {self.name}")
+        return EpisodeSampler(
+            self.features,
+            self.labels,
+            self.indices[part],
+            spec,
+            seed,
+            device,
+            part=f"meta-{part} of {self.name}",
+        )
 
 
 def _digest(*parts: object) -> str:
@@ -114,10 +132,25 @@ def _try_load(path: Path) -> Optional[object]:
         return None
 
 
-def conv4_key(dataset: str, split: ClassSplit, keep_image_split: bool, seed: int, fingerprint: str,
-              epochs: int = CONV4_EPOCHS) -> str:
+def conv4_key(
+    dataset: str,
+    split: ClassSplit,
+    keep_image_split: bool,
+    seed: int,
+    fingerprint: str,
+    epochs: int = CONV4_EPOCHS,
+) -> str:
     """Cache key of a pre-trained conv4: dataset, meta-train (and val) classes, image split, seed, data, epochs."""
-    digest = _digest(CACHE_VERSION, split.train, split.val, keep_image_split, seed, fingerprint, epochs, CONV4_MAX_PER_CLASS)
+    digest = _digest(
+        CACHE_VERSION,
+        split.train,
+        split.val,
+        keep_image_split,
+        seed,
+        fingerprint,
+        epochs,
+        CONV4_MAX_PER_CLASS,
+    )
     return f"conv4-{dataset}-{digest}"
 
 
@@ -127,9 +160,16 @@ def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: Labeled
 
     src = cfg.backbone_dataset or cfg.dataset
     split = (cfg.backbone_split or default_split(NUM_CLASSES[src])).validate(NUM_CLASSES[src])
-    imgs = target if src == cfg.dataset else load_images(
-        src, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check)
-    key = conv4_key(src, split, cfg.keep_image_split, cfg.seed, imgs.fingerprint(), cfg.pretrain_epochs)
+    imgs = (
+        target
+        if src == cfg.dataset
+        else load_images(
+            src, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check
+        )
+    )
+    key = conv4_key(
+        src, split, cfg.keep_image_split, cfg.seed, imgs.fingerprint(), cfg.pretrain_epochs
+    )
     path = cache_dir(cfg.cache_dir) / "backbones" / f"{key}.pt"
     net = Conv4()
     state = _try_load(path)
@@ -137,10 +177,19 @@ def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: Labeled
         net.load_state_dict(state)
     else:
         # never pre-train on images the meta-val part holds out: only meta-train images of meta-train classes
-        parts = split_indices(imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed)
+        parts = split_indices(
+            imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
+        )
         tr = parts["train"]
-        net = pretrain_conv4(imgs.images[tr], imgs.labels[tr], split.train, seed=cfg.seed, progress=cfg.progress,
-                             epochs=cfg.pretrain_epochs, device=device)
+        net = pretrain_conv4(
+            imgs.images[tr],
+            imgs.labels[tr],
+            split.train,
+            seed=cfg.seed,
+            progress=cfg.progress,
+            epochs=cfg.pretrain_epochs,
+            device=device,
+        )
         _atomic_save(net.state_dict(), path)
     net = net.eval().to(device)
     return net, key
@@ -159,17 +208,23 @@ def _features(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, 
 
 def _features_impl(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
     root = resolve_data_root(cfg.data_root)
-    imgs = load_images(cfg.dataset, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check)
+    imgs = load_images(
+        cfg.dataset, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check
+    )
     desc = f"{cfg.dataset} features ({cfg.backbone})"
     if cfg.backbone == "none":  # raw canonical pixels: cheap, not worth a disk cache
-        feats = extract(lambda x: x.flatten(1), imgs.images, "cpu", progress=cfg.progress, desc=desc)
+        feats = extract(
+            lambda x: x.flatten(1), imgs.images, "cpu", progress=cfg.progress, desc=desc
+        )
     else:
         if cfg.backbone == "resnet18-imagenet":
             key = f"resnet18-imagenet-v{CACHE_VERSION}"
             fn = None
         else:
             fn, key = _conv4(cfg, root, device, imgs)
-        path = cache_dir(cfg.cache_dir) / "features" / f"{cfg.dataset}-{imgs.fingerprint()}-{key}.pt"
+        path = (
+            cache_dir(cfg.cache_dir) / "features" / f"{cfg.dataset}-{imgs.fingerprint()}-{key}.pt"
+        )
         feats = _try_load(path)
         if not (isinstance(feats, Tensor) and feats.dim() == 2 and len(feats) == len(imgs.labels)):
             if fn is None:
@@ -206,13 +261,24 @@ def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str | None = None
         cfg.backbone_split.validate(NUM_CLASSES[cfg.backbone_dataset or cfg.dataset])
     device = torch.device(device if device is not None else (cfg.device or "cpu"))
     imgs, feats = _features(cfg, device)
-    parts = split_indices(imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed)
+    parts = split_indices(
+        imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
+    )
     return FewShotData(feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test)
 
 
-def classic_features(*, dataset: str, data_root: Optional[str], download: bool, skip_integrity_check: bool,
-                     backbone: str, seed: int, device: torch.device, progress: bool = True,
-                     cache: Optional[str] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def classic_features(
+    *,
+    dataset: str,
+    data_root: Optional[str],
+    download: bool,
+    skip_integrity_check: bool,
+    backbone: str,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+    cache: Optional[str] = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Features of torchvision's train and test splits for classic (non-few-shot) training.
 
     conv4 is pre-trained on the default meta-train classes' *train-split* images only
@@ -220,15 +286,30 @@ def classic_features(*, dataset: str, data_root: Optional[str], download: bool, 
     """
     check_dataset(dataset)
     check_backbone(backbone)
-    cfg = FewShotConfig(dataset=dataset, data_root=data_root, download=download, skip_integrity_check=skip_integrity_check,
-                        backbone=backbone, keep_image_split=True, seed=seed, cache_dir=cache, progress=progress)
+    cfg = FewShotConfig(
+        dataset=dataset,
+        data_root=data_root,
+        download=download,
+        skip_integrity_check=skip_integrity_check,
+        backbone=backbone,
+        keep_image_split=True,
+        seed=seed,
+        cache_dir=cache,
+        progress=progress,
+    )
     imgs, feats = _features(cfg, torch.device(device))
     tr, te = ~imgs.is_test, imgs.is_test
     return feats[tr], imgs.labels[tr], feats[te], imgs.labels[te]
 
 
-def synthetic_fewshot(num_classes: int = 10, per_class: int = 40, dim: int = 16, seed: int = 0,
-                      noise: float = 1.0, split: Optional[ClassSplit] = None) -> FewShotData:
+def synthetic_fewshot(
+    num_classes: int = 10,
+    per_class: int = 40,
+    dim: int = 16,
+    seed: int = 0,
+    noise: float = 1.0,
+    split: Optional[ClassSplit] = None,
+) -> FewShotData:
     """Class-separable Gaussian features in memory (for tests and quick experiments); default split."""
     if min(num_classes, per_class, dim) <= 0:
         raise ConfigError("synthetic_fewshot needs positive num_classes, per_class and dim")

@@ -5,6 +5,7 @@ Default for a 10-class dataset: meta-train classes 0-4, meta-test classes 5-9. T
 classes but on a held-out 20% of their images (never used for meta-training; seeded); it serves
 only checkpoint selection. Pass explicit ``val`` classes for class-disjoint validation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ class ClassSplit:
     test: tuple[int, ...]
 
     @classmethod
-    def from_strings(cls, train: Optional[str], val: Optional[str], test: Optional[str], num_classes: int = 10) -> "ClassSplit":
+    def from_strings(
+        cls, train: Optional[str], val: Optional[str], test: Optional[str], num_classes: int = 10
+    ) -> "ClassSplit":
         d = default_split(num_classes)
         return cls(
             parse_classes(train) if train else d.train,
@@ -73,7 +76,9 @@ class ClassSplit:
             for b in names[i + 1 :]:
                 common = sorted(set(parts[a]) & set(parts[b]))
                 if common:
-                    raise ConfigError(f"--{a}-classes and --{b}-classes overlap on classes {common}")
+                    raise ConfigError(
+                        f"--{a}-classes and --{b}-classes overlap on classes {common}"
+                    )
         return self
 
     def key(self) -> str:
@@ -92,7 +97,12 @@ def _cls(classes: Sequence[int]) -> Tensor:
 
 
 def split_indices(
-    labels: Tensor, is_test: Tensor, split: ClassSplit, *, keep_image_split: bool = False, seed: int = 0
+    labels: Tensor,
+    is_test: Tensor,
+    split: ClassSplit,
+    *,
+    keep_image_split: bool = False,
+    seed: int = 0,
 ) -> dict[str, Tensor]:
     """Image indices (sorted, int64) of each part ``train`` / ``val`` / ``test``.
 

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny datasets in torchvision's on-disk formats, an isolated cache, tiny episodes."""
+
 from __future__ import annotations
 
 import pickle
@@ -14,7 +15,9 @@ PER_CLASS_TEST = 8
 CIFAR_PER_CLASS_BATCH = 3  # per class in each of data_batch_1..5 (15 per class in all)
 
 
-def _class_images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def _class_images(
+    rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
     """Noise plus a class-specific pattern, so a backbone has something to learn."""
     patterns = np.random.default_rng(123).integers(0, 255, size=(10, *shape))
     noise = rng.integers(0, 60, size=(len(labels), *shape))
@@ -24,8 +27,12 @@ def _class_images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int
 def _write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     n, h, w = images.shape
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.astype(np.uint8).tobytes())
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 0x803, n, h, w) + images.tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 0x801, n) + labels.astype(np.uint8).tobytes()
+    )
 
 
 def _labels(per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +62,9 @@ def write_tiny_datasets(root: Path, seed: int = 0) -> Path:
         labels = _labels(per, rng)
         data = _class_images(rng, labels, (3, 32, 32)).reshape(len(labels), -1)
         with open(cifar / name, "wb") as fh:
-            pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": name, "filenames": []}, fh)
+            pickle.dump(
+                {"data": data, "labels": labels.tolist(), "batch_label": name, "filenames": []}, fh
+            )
     with open(cifar / "batches.meta", "wb") as fh:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": 0}, fh)
     return root

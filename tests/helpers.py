@@ -1,4 +1,5 @@
 """Small synthetic task distributions for tests."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,13 @@ from gwnmo_meta.tasks.fewshot import FewShotData
 from gwnmo_meta.tasks.splits import ClassSplit, split_indices
 
 
-def noisy_fewshot(seed: int = 0, informative: int = 4, noise_dims: int = 12, classes: int = 20,
-                  per_class: int = 30) -> FewShotData:
+def noisy_fewshot(
+    seed: int = 0,
+    informative: int = 4,
+    noise_dims: int = 12,
+    classes: int = 20,
+    per_class: int = 30,
+) -> FewShotData:
     """Classes separable on a few coordinates; the other coordinates are loud, class-independent noise.
 
     Plain (uniformly weighted) gradient steps are misled by the noise; an optimizer that learns to

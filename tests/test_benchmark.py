@@ -1,4 +1,5 @@
 """Benchmark suites: equal tuning budgets, best-by-val selection, reports, resumability."""
+
 import csv
 import dataclasses
 import json
@@ -15,8 +16,17 @@ def test_main_suite_gives_every_variant_the_same_number_of_step_sizes():
     suite = build_suite("main")
     per_variant = Counter((c.dataset, c.shots, c.variant) for c in suite.cells)
     assert set(per_variant.values()) == {2}
-    assert {v for _, _, v in per_variant} == {"gwnmo alg1", "gwnmo alg2", "gwnmo-prime alg1", "gwnmo-prime alg2",
-                                               "maml", "meta-sgd", "hg", "sgd", "adam"}
+    assert {v for _, _, v in per_variant} == {
+        "gwnmo alg1",
+        "gwnmo alg2",
+        "gwnmo-prime alg1",
+        "gwnmo-prime alg2",
+        "maml",
+        "meta-sgd",
+        "hg",
+        "sgd",
+        "adam",
+    }
     assert len(suite.cells) == 3 * 2 * 9 * 2
     for c in suite.cells:
         assert c.inner_lr in LR_GRIDS[c.method][:2]
@@ -30,26 +40,60 @@ def test_transfer_suite_evaluates_every_method_on_every_dataset():
         assert c.eval_datasets == ("mnist", "fmnist", "cifar10")
 
 
-@pytest.mark.parametrize("kw, message", [(dict(methods=("bogus",)), "unknown method"), (dict(lr_values=4), "--lr-values"),
-                                         ({}, "unknown suite")])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(methods=("bogus",)), "unknown method"),
+        (dict(lr_values=4), "--lr-values"),
+        ({}, "unknown suite"),
+    ],
+)
 def test_bad_suite_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         build_suite("nope" if not kw else "quick", **kw)
 
 
 def _record(variant, lr, val):
-    return {"train_dataset": "mnist", "shots": 1, "variant": variant, "learn_init": True, "inner_lr": lr, "val_accuracy": val}
+    return {
+        "train_dataset": "mnist",
+        "shots": 1,
+        "variant": variant,
+        "learn_init": True,
+        "inner_lr": lr,
+        "val_accuracy": val,
+    }
 
 
 def test_select_best_keeps_the_best_meta_val_cell_per_variant():
-    recs = [_record("maml", 3.0, 0.5), _record("maml", 1.0, 0.7), _record("sgd", 3.0, 0.6), _record("sgd", 1.0, None)]
+    recs = [
+        _record("maml", 3.0, 0.5),
+        _record("maml", 1.0, 0.7),
+        _record("sgd", 3.0, 0.6),
+        _record("sgd", 1.0, None),
+    ]
     best = {r["variant"]: r["inner_lr"] for r in select_best(recs)}
     assert best == {"maml": 1.0, "sgd": 3.0}
 
 
-def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(tiny_data_root, tmp_path, monkeypatch):
-    base = RunConfig(data_root=str(tiny_data_root), backbone="none", query=3, inner_steps=2, meta_batch=2, device="cpu")
-    suite = build_suite("quick", methods=("gwnmo", "sgd"), schedules=("alg2",), meta_steps=2, test_tasks=4, base=base)
+def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(
+    tiny_data_root, tmp_path, monkeypatch
+):
+    base = RunConfig(
+        data_root=str(tiny_data_root),
+        backbone="none",
+        query=3,
+        inner_steps=2,
+        meta_batch=2,
+        device="cpu",
+    )
+    suite = build_suite(
+        "quick",
+        methods=("gwnmo", "sgd"),
+        schedules=("alg2",),
+        meta_steps=2,
+        test_tasks=4,
+        base=base,
+    )
     rows, paths = run_suite(suite, tmp_path, progress=False)
     assert {r["variant"] for r in rows} == {"gwnmo alg2", "sgd"}
     for r in rows:
@@ -70,9 +114,23 @@ def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(tiny_data_r
 
 
 def test_weighting_hidden_reaches_m_and_keys_only_gwnmo_cells(tiny_data_root, tmp_path):
-    base = RunConfig(data_root=str(tiny_data_root), backbone="none", query=3, inner_steps=1, meta_batch=1, device="cpu",
-                     weighting_hidden=8)
-    suite = build_suite("quick", methods=("gwnmo", "sgd"), schedules=("alg2",), meta_steps=1, test_tasks=2, base=base)
+    base = RunConfig(
+        data_root=str(tiny_data_root),
+        backbone="none",
+        query=3,
+        inner_steps=1,
+        meta_batch=1,
+        device="cpu",
+        weighting_hidden=8,
+    )
+    suite = build_suite(
+        "quick",
+        methods=("gwnmo", "sgd"),
+        schedules=("alg2",),
+        meta_steps=1,
+        test_tasks=2,
+        base=base,
+    )
     run_suite(suite, tmp_path, progress=False)
     cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
     gwnmo = [c for c in cells if "gwnmo" in c]
@@ -95,19 +153,42 @@ def test_weighting_hidden_sets_the_width_of_m_and_must_be_positive():
 
 
 def test_task_batch_keys_only_cells_it_changes(tiny_data_root, tmp_path):
-    base = RunConfig(data_root=str(tiny_data_root), backbone="none", query=3, inner_steps=1, meta_batch=2, device="cpu",
-                     task_batch=True)
-    suite = build_suite("quick", methods=("gwnmo", "maml"), schedules=("alg2",), meta_steps=1, test_tasks=2, base=base)
+    base = RunConfig(
+        data_root=str(tiny_data_root),
+        backbone="none",
+        query=3,
+        inner_steps=1,
+        meta_batch=2,
+        device="cpu",
+        task_batch=True,
+    )
+    suite = build_suite(
+        "quick",
+        methods=("gwnmo", "maml"),
+        schedules=("alg2",),
+        meta_steps=1,
+        test_tasks=2,
+        base=base,
+    )
     run_suite(suite, tmp_path, progress=False)
     cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
     gwnmo = [c for c in cells if "gwnmo" in c]
     assert gwnmo and all("-tb-" in c for c in gwnmo)
     assert not any("-tb" in c for c in cells if "maml" in c)
-    assert json.loads((tmp_path / "cells" / gwnmo[0] / "config.json").read_text())["task_batch"] is True
+    assert (
+        json.loads((tmp_path / "cells" / gwnmo[0] / "config.json").read_text())["task_batch"]
+        is True
+    )
     assert "task-batched inner loops" in (tmp_path / "results.md").read_text()
     assert RunConfig().task_batch  # the default; --no-task-batch cells carry no suffix:
-    plain = build_suite("quick", methods=("gwnmo",), schedules=("alg2",), meta_steps=1, test_tasks=2,
-                        base=dataclasses.replace(base, task_batch=False))
+    plain = build_suite(
+        "quick",
+        methods=("gwnmo",),
+        schedules=("alg2",),
+        meta_steps=1,
+        test_tasks=2,
+        base=dataclasses.replace(base, task_batch=False),
+    )
     run_suite(plain, tmp_path / "plain", progress=False)
     assert [p.name for p in (tmp_path / "plain" / "cells").iterdir() if "-tb" in p.name] == []
     assert "one task at a time (--no-task-batch)" in (tmp_path / "plain" / "results.md").read_text()

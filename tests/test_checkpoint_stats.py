@@ -1,4 +1,5 @@
 """Checkpoint I/O, confidence intervals and device selection."""
+
 import math
 import random
 

@@ -1,4 +1,5 @@
 """Classic training mode: each optimizer, Algorithms 1/2 online, reusing a meta-trained M."""
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -19,11 +20,23 @@ def _features(seed=0, n=256, dim=12, classes=4):
 
 @pytest.mark.parametrize(
     "optimizer, schedule",
-    [(o, s) for o in OPTIMIZERS for s in (("alg1", "alg2") if o.startswith("gwnmo") else ("alg1",))],
+    [
+        (o, s)
+        for o in OPTIMIZERS
+        for s in (("alg1", "alg2") if o.startswith("gwnmo") else ("alg1",))
+    ],
 )
 def test_each_optimizer_learns_in_one_epoch(optimizer, schedule):
     lr = {"adam": 0.01}.get(optimizer, 0.1)
-    cfg = ClassicConfig(optimizer=optimizer, schedule=schedule, epochs=1, batch_size=16, hidden=8, lr=lr, device="cpu")
+    cfg = ClassicConfig(
+        optimizer=optimizer,
+        schedule=schedule,
+        epochs=1,
+        batch_size=16,
+        hidden=8,
+        lr=lr,
+        device="cpu",
+    )
     (res,) = train_classic(cfg, progress=False, features=_features())
     assert res.epochs[0].test_accuracy > 0.6  # 4 classes: chance is 0.25
 
@@ -68,25 +81,68 @@ def test_reps_keep_the_weighting_network():
 def test_weighting_from_checkpoint_is_used(tiny_data_root, tmp_path):
     runner = CliRunner()
     run = tmp_path / "meta"
-    res = runner.invoke(app, ["meta-train", "--data-root", str(tiny_data_root), "--backbone", "none", "--out", str(run),
-                              "--meta-steps", "2", "--val-every", "2", "--val-tasks", "4", "--query", "3",
-                              "--meta-batch", "1", "--inner-steps", "1", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "meta-train",
+            "--data-root",
+            str(tiny_data_root),
+            "--backbone",
+            "none",
+            "--out",
+            str(run),
+            "--meta-steps",
+            "2",
+            "--val-every",
+            "2",
+            "--val-tasks",
+            "4",
+            "--query",
+            "3",
+            "--meta-batch",
+            "1",
+            "--inner-steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    base = ["train", "--data-root", str(tiny_data_root), "--backbone", "none", "--epochs", "1", "--hidden", "8",
-            "--weighting", "coordinate", "--device", "cpu", "--freeze-weighting"]
-    res = runner.invoke(app, base + ["--weighting-from", str(run / "best.pt"), "--out", str(tmp_path / "a")])
+    base = [
+        "train",
+        "--data-root",
+        str(tiny_data_root),
+        "--backbone",
+        "none",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--weighting",
+        "coordinate",
+        "--device",
+        "cpu",
+        "--freeze-weighting",
+    ]
+    res = runner.invoke(
+        app, base + ["--weighting-from", str(run / "best.pt"), "--out", str(tmp_path / "a")]
+    )
     assert res.exit_code == 0, res.output
     acc_a = res.output.split("best test accuracy")[1].split("%")[0]
     # the same checkpoint with a changed M must change the trajectory
     ckpt = torch.load(run / "best.pt", weights_only=False)
     for k in ckpt["method"]:
         if k.startswith("weighting.") and k.endswith("bias"):
-            ckpt["method"][k] = ckpt["method"][k] + torch.linspace(-3, 3, ckpt["method"][k].numel()).view_as(ckpt["method"][k])
+            ckpt["method"][k] = ckpt["method"][k] + torch.linspace(
+                -3, 3, ckpt["method"][k].numel()
+            ).view_as(ckpt["method"][k])
     from gwnmo_meta.checkpoint import save_checkpoint
 
     ckpt.pop("format_version")
     save_checkpoint(tmp_path / "changed.pt", ckpt)
-    res_b = runner.invoke(app, base + ["--weighting-from", str(tmp_path / "changed.pt"), "--out", str(tmp_path / "b")])
+    res_b = runner.invoke(
+        app, base + ["--weighting-from", str(tmp_path / "changed.pt"), "--out", str(tmp_path / "b")]
+    )
     assert res_b.exit_code == 0, res_b.output
     import json
 
@@ -98,12 +154,54 @@ def test_weighting_from_checkpoint_is_used(tiny_data_root, tmp_path):
 def test_weighting_from_incompatible_mlp_fails_cleanly(tiny_data_root, tmp_path):
     runner = CliRunner()
     run = tmp_path / "meta"
-    runner.invoke(app, ["meta-train", "--data-root", str(tiny_data_root), "--backbone", "none", "--out", str(run),
-                        "--meta-steps", "1", "--val-every", "1", "--val-tasks", "2", "--query", "3", "--meta-batch", "1",
-                        "--inner-steps", "1", "--weighting", "mlp", "--device", "cpu"])
-    res = runner.invoke(app, ["train", "--data-root", str(tiny_data_root), "--backbone", "none", "--epochs", "1",
-                              "--weighting", "mlp", "--weighting-from", str(run / "best.pt"), "--out", str(tmp_path / "t"),
-                              "--device", "cpu"])
+    runner.invoke(
+        app,
+        [
+            "meta-train",
+            "--data-root",
+            str(tiny_data_root),
+            "--backbone",
+            "none",
+            "--out",
+            str(run),
+            "--meta-steps",
+            "1",
+            "--val-every",
+            "1",
+            "--val-tasks",
+            "2",
+            "--query",
+            "3",
+            "--meta-batch",
+            "1",
+            "--inner-steps",
+            "1",
+            "--weighting",
+            "mlp",
+            "--device",
+            "cpu",
+        ],
+    )
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data-root",
+            str(tiny_data_root),
+            "--backbone",
+            "none",
+            "--epochs",
+            "1",
+            "--weighting",
+            "mlp",
+            "--weighting-from",
+            str(run / "best.pt"),
+            "--out",
+            str(tmp_path / "t"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 2 and "does not fit" in res.output
 
 
@@ -122,5 +220,8 @@ def test_bad_classic_configs(cfg, message):
 
 
 def test_classic_cli_bad_input_exit_2(tiny_data_root, tmp_path):
-    res = CliRunner().invoke(app, ["train", "--optimizer", "adam", "--schedule", "alg2", "--data-root", str(tiny_data_root)])
+    res = CliRunner().invoke(
+        app,
+        ["train", "--optimizer", "adam", "--schedule", "alg2", "--data-root", str(tiny_data_root)],
+    )
     assert res.exit_code == 2 and "--schedule applies" in res.output

@@ -1,4 +1,5 @@
 """The Typer CLI end to end on tiny on-disk data: meta-train, evaluate, resume, bad input."""
+
 import json
 from pathlib import Path
 
@@ -9,7 +10,20 @@ from typer.testing import CliRunner
 from gwnmo_meta.cli.app import app
 
 runner = CliRunner()
-BASE = ["--backbone", "none", "--meta-batch", "2", "--val-tasks", "10", "--query", "3", "--inner-steps", "2", "--device", "cpu"]
+BASE = [
+    "--backbone",
+    "none",
+    "--meta-batch",
+    "2",
+    "--val-tasks",
+    "10",
+    "--query",
+    "3",
+    "--inner-steps",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 def invoke(*args):
@@ -39,7 +53,9 @@ def event_tags(run_dir: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def trained_run(tiny_data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "gwnmo"
-    res = meta_train(tiny_data_root, out, "--meta-steps", "6", "--val-every", "3", "--test-tasks", "5")
+    res = meta_train(
+        tiny_data_root, out, "--meta-steps", "6", "--val-every", "3", "--test-tasks", "5"
+    )
     assert res.exit_code == 0, res.output
     return out, res
 
@@ -50,9 +66,22 @@ def test_meta_train_writes_checkpoints_config_and_events(trained_run):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method"] == "gwnmo" and cfg["meta_steps"] == 6 and cfg["backbone"] == "none"
     tags = event_tags(out)
-    for tag in ("meta-train/loss", "meta-train/accuracy", "meta-val/accuracy", "meta-val/accuracy_ci95",
-                "inner/loss_step0", "gwnmo/h_mean", "gwnmo/h_std", "gwnmo/cos_delta_g", "gwnmo/delta_over_g",
-                "lr/meta", "lr/inner", "speed/tasks_per_s", "gwnmo/h", "hparam/best_val_accuracy"):
+    for tag in (
+        "meta-train/loss",
+        "meta-train/accuracy",
+        "meta-val/accuracy",
+        "meta-val/accuracy_ci95",
+        "inner/loss_step0",
+        "gwnmo/h_mean",
+        "gwnmo/h_std",
+        "gwnmo/cos_delta_g",
+        "gwnmo/delta_over_g",
+        "lr/meta",
+        "lr/inner",
+        "speed/tasks_per_s",
+        "gwnmo/h",
+        "hparam/best_val_accuracy",
+    ):
         assert tag in tags, (tag, sorted(tags))
     assert any(t.startswith("params/weighting.") for t in tags)
     assert "hparams:_hparams_/experiment" in tags and "hparams:_hparams_/session_start_info" in tags
@@ -62,19 +91,43 @@ def test_meta_train_writes_checkpoints_config_and_events(trained_run):
 def test_evaluate_writes_documented_json(trained_run, tiny_data_root, tmp_path):
     out, _ = trained_run
     path = tmp_path / "eval.json"
-    res = invoke("evaluate", out / "best.pt", "--data-root", tiny_data_root, "--tasks", "8", "--json", path, "--device", "cpu")
+    res = invoke(
+        "evaluate",
+        out / "best.pt",
+        "--data-root",
+        tiny_data_root,
+        "--tasks",
+        "8",
+        "--json",
+        path,
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     body = json.loads(path.read_text())
     for key in ("accuracy_mean", "accuracy_ci95", "loss_mean", "tasks", "dataset", "ways", "shots"):
         assert key in body
     assert body["tasks"] == 8 and body["dataset"] == "mnist" and body["ways"] == 5
-    assert 0.0 <= body["accuracy_mean"] <= 1.0 and body["accuracy_ci95"] >= 0 and body["loss_mean"] > 0
+    assert (
+        0.0 <= body["accuracy_mean"] <= 1.0 and body["accuracy_ci95"] >= 0 and body["loss_mean"] > 0
+    )
     assert "±" in res.output
 
 
 def test_evaluate_cross_dataset(trained_run, tiny_data_root):
     out, _ = trained_run
-    res = invoke("evaluate", out / "best.pt", "--data-root", tiny_data_root, "--dataset", "fmnist", "--tasks", "4", "--device", "cpu")
+    res = invoke(
+        "evaluate",
+        out / "best.pt",
+        "--data-root",
+        tiny_data_root,
+        "--dataset",
+        "fmnist",
+        "--tasks",
+        "4",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     assert "fmnist 5-way 1-shot, gwnmo: accuracy" in res.output
 
@@ -97,8 +150,17 @@ def test_keyboard_interrupt_checkpoints_and_resumes(tiny_data_root, tmp_path, mo
     import gwnmo_meta.trainer as trainer
     from gwnmo_meta.config import RunConfig
 
-    cfg = RunConfig(data_root=str(tiny_data_root), backbone="none", meta_batch=2, val_tasks=5, query=3,
-                    inner_steps=2, meta_steps=5, val_every=5, device="cpu")
+    cfg = RunConfig(
+        data_root=str(tiny_data_root),
+        backbone="none",
+        meta_batch=2,
+        val_tasks=5,
+        query=3,
+        inner_steps=2,
+        meta_steps=5,
+        val_every=5,
+        device="cpu",
+    )
 
     def interrupt(step):
         if step == 2:
@@ -112,11 +174,15 @@ def test_keyboard_interrupt_checkpoints_and_resumes(tiny_data_root, tmp_path, mo
 
 
 @pytest.mark.parametrize("batched", [True, False])
-def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(tiny_data_root, tmp_path, monkeypatch, batched):
+def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(
+    tiny_data_root, tmp_path, monkeypatch, batched
+):
     from gwnmo_meta import schedules
 
     flag = "--task-batch" if batched else "--no-task-batch"
-    good = meta_train(tiny_data_root, tmp_path / "run", "--meta-steps", "2", "--val-every", "2", flag)
+    good = meta_train(
+        tiny_data_root, tmp_path / "run", "--meta-steps", "2", "--val-every", "2", flag
+    )
     assert good.exit_code == 0
     before = (tmp_path / "run" / "last.pt").read_bytes()
     real_one, real_many = schedules.run_episode, schedules.run_episodes
@@ -133,10 +199,14 @@ def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(tiny_data_root, tmp_
 
     monkeypatch.setattr("gwnmo_meta.methods.run_episode", poisoned_one)
     monkeypatch.setattr("gwnmo_meta.methods.run_episodes", poisoned_many)
-    res = meta_train(tiny_data_root, tmp_path / "run", "--meta-steps", "4", "--val-every", "2", "--resume", flag)
+    res = meta_train(
+        tiny_data_root, tmp_path / "run", "--meta-steps", "4", "--val-every", "2", "--resume", flag
+    )
     assert res.exit_code == 1
     assert "nan" in res.output.lower() and "Traceback" not in res.output
-    assert "meta-step 3" in res.output  # caught at the first poisoned step, before the meta-optimizer steps
+    assert (
+        "meta-step 3" in res.output
+    )  # caught at the first poisoned step, before the meta-optimizer steps
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
@@ -153,16 +223,31 @@ def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(tiny_data_root, tmp_
     ],
 )
 def test_bad_input_exits_2_with_message(tiny_data_root, tmp_path, args, message):
-    res = invoke(*args, "--data-root", tiny_data_root, "--out", tmp_path / "r", "--backbone", "none",
-                 "--meta-steps", "1", "--device", "cpu")
+    res = invoke(
+        *args,
+        "--data-root",
+        tiny_data_root,
+        "--out",
+        tmp_path / "r",
+        "--backbone",
+        "none",
+        "--meta-steps",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
 
 
 def test_missing_data_and_bad_checkpoints_exit_2(tmp_path):
-    res = invoke("meta-train", "--data-root", tmp_path / "empty", "--out", tmp_path / "r", "--device", "cpu")
-    assert res.exit_code == 2 and "--data-root" in res.output and str(tmp_path / "empty") in res.output
+    res = invoke(
+        "meta-train", "--data-root", tmp_path / "empty", "--out", tmp_path / "r", "--device", "cpu"
+    )
+    assert (
+        res.exit_code == 2 and "--data-root" in res.output and str(tmp_path / "empty") in res.output
+    )
     res = invoke("evaluate", tmp_path / "missing.pt")
     assert res.exit_code == 2 and "not found" in res.output
     bad = tmp_path / "bad.pt"
@@ -177,7 +262,9 @@ def test_unwritable_out_and_absent_cuda_exit_2(tiny_data_root, tmp_path):
     res = meta_train(tiny_data_root, blocker / "sub", "--meta-steps", "1")
     assert res.exit_code == 2 and "cannot write" in res.output
     if not torch.cuda.is_available():
-        res = invoke("meta-train", "--data-root", tiny_data_root, "--out", tmp_path / "r", "--device", "cuda")
+        res = invoke(
+            "meta-train", "--data-root", tiny_data_root, "--out", tmp_path / "r", "--device", "cuda"
+        )
         assert res.exit_code == 2 and "no CUDA" in res.output
 
 
@@ -185,25 +272,56 @@ def test_existing_run_needs_resume_and_resume_checks_options(trained_run, tiny_d
     out, _ = trained_run
     res = meta_train(tiny_data_root, out, "--meta-steps", "6")
     assert res.exit_code == 2 and "--resume" in res.output
-    res = meta_train(tiny_data_root, out, "--meta-steps", "8", "--val-every", "3", "--ways", "4", "--resume")
+    res = meta_train(
+        tiny_data_root, out, "--meta-steps", "8", "--val-every", "3", "--ways", "4", "--resume"
+    )
     assert res.exit_code == 2 and "ways" in res.output
 
 
 def test_evaluate_with_incompatible_ways(trained_run, tiny_data_root):
     out, _ = trained_run
-    res = invoke("evaluate", out / "best.pt", "--data-root", tiny_data_root, "--ways", "3", "--tasks", "2", "--device", "cpu")
+    res = invoke(
+        "evaluate",
+        out / "best.pt",
+        "--data-root",
+        tiny_data_root,
+        "--ways",
+        "3",
+        "--tasks",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 2 and "5-way" in res.output
 
 
-def test_task_batch_run_tracks_one_task_at_a_time_and_can_be_switched_on_resume(tiny_data_root, tmp_path):
+def test_task_batch_run_tracks_one_task_at_a_time_and_can_be_switched_on_resume(
+    tiny_data_root, tmp_path
+):
     one, many = tmp_path / "one", tmp_path / "many"
-    assert meta_train(tiny_data_root, one, "--meta-steps", "4", "--val-every", "2", "--no-task-batch").exit_code == 0
-    assert meta_train(tiny_data_root, many, "--meta-steps", "2", "--val-every", "2", "--no-task-batch").exit_code == 0
-    res = meta_train(tiny_data_root, many, "--meta-steps", "4", "--val-every", "2", "--resume")  # default: batched
+    assert (
+        meta_train(
+            tiny_data_root, one, "--meta-steps", "4", "--val-every", "2", "--no-task-batch"
+        ).exit_code
+        == 0
+    )
+    assert (
+        meta_train(
+            tiny_data_root, many, "--meta-steps", "2", "--val-every", "2", "--no-task-batch"
+        ).exit_code
+        == 0
+    )
+    res = meta_train(
+        tiny_data_root, many, "--meta-steps", "4", "--val-every", "2", "--resume"
+    )  # default: batched
     assert res.exit_code == 0, res.output
     assert json.loads((many / "config.json").read_text())["task_batch"] is True
     a = torch.load(one / "last.pt", weights_only=False)
     b = torch.load(many / "last.pt", weights_only=False)
-    assert [r["meta_loss"] for r in a["history"]] == pytest.approx([r["meta_loss"] for r in b["history"]], rel=1e-3)
-    assert [r["val_accuracy"] for r in a["history"]] == pytest.approx([r["val_accuracy"] for r in b["history"]], abs=1e-6)
+    assert [r["meta_loss"] for r in a["history"]] == pytest.approx(
+        [r["meta_loss"] for r in b["history"]], rel=1e-3
+    )
+    assert [r["val_accuracy"] for r in a["history"]] == pytest.approx(
+        [r["val_accuracy"] for r in b["history"]], abs=1e-6
+    )
     assert event_tags(many) == event_tags(one)  # same scalars, histograms (h per task) and hparams

@@ -1,4 +1,5 @@
 """Every method runs on the same episodes; baselines meta-learn what they should."""
+
 import pytest
 import torch
 

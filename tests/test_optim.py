@@ -1,4 +1,5 @@
 """GWNMO as torch and higher optimizers; HG; weighting network sizes."""
+
 import higher
 import pytest
 import torch
@@ -35,7 +36,9 @@ def test_higher_step_matches_torch_step(kind, normalize):
     popt.step(features=x)
     for a, b in zip(fast, plain.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
-    assert not torch.allclose(fast[0], head.weight if hasattr(head, "weight") else list(head.parameters())[0])
+    assert not torch.allclose(
+        fast[0], head.weight if hasattr(head, "weight") else list(head.parameters())[0]
+    )
 
 
 def test_override_channel_also_carries_features():
@@ -90,7 +93,9 @@ def test_hg_adapts_step_sizes_and_matches_higher():
     twin = make_head(5, 2)
     twin.load_state_dict(head.state_dict())
     opt = HG(head.parameters(), lr=0.1, beta=0.01)
-    with higher.innerloop_ctx(twin, HG(twin.parameters(), lr=0.1, beta=0.01), copy_initial_weights=True) as (f, d):
+    with higher.innerloop_ctx(
+        twin, HG(twin.parameters(), lr=0.1, beta=0.01), copy_initial_weights=True
+    ) as (f, d):
         for _ in range(3):
             opt.zero_grad()
             F.cross_entropy(head(x), y).backward()
@@ -109,7 +114,11 @@ def test_coordinate_net_size_independent_of_target():
     big_head = make_head(16, 1000, hidden=1000)
     net = build_weighting("coordinate", 16, [tuple(p.shape) for p in big_head.parameters()])
     assert sum(p.numel() for p in net.parameters()) == n_small
-    out = net(torch.randn(4, 16), list(big_head.parameters()), [torch.randn_like(p) for p in big_head.parameters()])
+    out = net(
+        torch.randn(4, 16),
+        list(big_head.parameters()),
+        [torch.randn_like(p) for p in big_head.parameters()],
+    )
     assert [o.shape for o in out] == [p.shape for p in big_head.parameters()]
 
 
@@ -130,7 +139,9 @@ def test_differentiable_gwnmo_step_stats_average_every_step_with_bounded_memory(
     net = CoordinateWeighting(6)
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
     per_step = []
-    with higher.innerloop_ctx(head, GWNMO(head.parameters(), net, lr=0.1), track_higher_grads=False) as (f, d):
+    with higher.innerloop_ctx(
+        head, GWNMO(head.parameters(), net, lr=0.1), track_higher_grads=False
+    ) as (f, d):
         steps = d.TRACE_FOLD + 3
         for _ in range(steps):
             params = list(f.parameters())
@@ -142,4 +153,6 @@ def test_differentiable_gwnmo_step_stats_average_every_step_with_bounded_memory(
             assert len(d._trace) < d.TRACE_FOLD
         stats = d.step_stats()
     for k in per_step[0]:
-        assert float(stats[k]) == pytest.approx(float(torch.stack([s[k] for s in per_step]).mean()), rel=1e-5, abs=1e-7), k
+        assert float(stats[k]) == pytest.approx(
+            float(torch.stack([s[k] for s in per_step]).mean()), rel=1e-5, abs=1e-7
+        ), k

@@ -1,4 +1,5 @@
 """Algorithms 1 and 2 as meta-training schedules; meta-training actually helps."""
+
 import dataclasses
 
 import pytest
@@ -23,7 +24,9 @@ def _meta_grad(method, ep):
 
 
 def _method(schedule, weighting="coordinate", **kw):
-    cfg = MethodConfig(method="gwnmo", schedule=schedule, weighting=weighting, inner_steps=3, inner_lr=0.3, **kw)
+    cfg = MethodConfig(
+        method="gwnmo", schedule=schedule, weighting=weighting, inner_steps=3, inner_lr=0.3, **kw
+    )
     return build_method(cfg, 16, 5)
 
 
@@ -38,7 +41,9 @@ def test_alg1_and_alg2_give_different_meta_gradients(weighting):
 
 def test_alg1_meta_gradient_uses_support_data_only():
     _, ep = _episode()
-    other_query = Episode(ep.support_x, ep.support_y, torch.randn_like(ep.query_x) * 5, ep.query_y.flip(0))
+    other_query = Episode(
+        ep.support_x, ep.support_y, torch.randn_like(ep.query_x) * 5, ep.query_y.flip(0)
+    )
     m = _method("alg1")
     assert torch.equal(_meta_grad(m, ep), _meta_grad(m, other_query))
     m2 = _method("alg2")  # alg2's meta-gradient does depend on the query set
@@ -100,12 +105,21 @@ def _meta_train(m, data, steps):
 def test_alg2_meta_training_beats_untrained_optimizer(weighting):
     """200 meta-steps on the noisy task family raise meta-test accuracy well above the untrained GWNMO."""
     data = noisy_fewshot(seed=0)
-    cfg = MethodConfig(method="gwnmo", schedule="alg2", weighting=weighting, inner_steps=2, inner_lr=0.3,
-                       meta_lr=3e-3, learn_init=False)
+    cfg = MethodConfig(
+        method="gwnmo",
+        schedule="alg2",
+        weighting=weighting,
+        inner_steps=2,
+        inner_lr=0.3,
+        meta_lr=3e-3,
+        learn_init=False,
+    )
     m = build_method(cfg, data.feature_dim, 5)
 
     def test_acc():
-        return evaluate_tasks(m, data.sampler("test", TaskSpec(5, 1, 10), seed=99), 200, progress=False).accuracy.mean
+        return evaluate_tasks(
+            m, data.sampler("test", TaskSpec(5, 1, 10), seed=99), 200, progress=False
+        ).accuracy.mean
 
     before = test_acc()
     _meta_train(m, data, 200)
@@ -122,8 +136,15 @@ def test_alg1_meta_training_lowers_its_same_batch_objective(weighting):
     docs/ALGORITHMS.md); GWNMO' can also learn the step length, which the objective rewards here.
     """
     data = noisy_fewshot(seed=0)
-    cfg = MethodConfig(method="gwnmo-prime", schedule="alg1", weighting=weighting, inner_steps=2, inner_lr=0.02,
-                       meta_lr=3e-3, learn_init=False)
+    cfg = MethodConfig(
+        method="gwnmo-prime",
+        schedule="alg1",
+        weighting=weighting,
+        inner_steps=2,
+        inner_lr=0.02,
+        meta_lr=3e-3,
+        learn_init=False,
+    )
     m = build_method(cfg, data.feature_dim, 5)
 
     def support_loss_after_first_step():
@@ -136,7 +157,9 @@ def test_alg1_meta_training_lowers_its_same_batch_objective(weighting):
 
 
 @pytest.mark.parametrize("task_batch", [False, True])
-def test_alg1_first_order_inner_steps_after_the_first_leave_its_meta_gradient_unchanged(task_batch, monkeypatch):
+def test_alg1_first_order_inner_steps_after_the_first_leave_its_meta_gradient_unchanged(
+    task_batch, monkeypatch
+):
     """alg1 takes its t >= 1 inner gradients as constants; with full second-order steps the meta-gradient is identical."""
     import gwnmo_meta.schedules as schedules
 
@@ -153,7 +176,9 @@ def test_alg1_first_order_inner_steps_after_the_first_leave_its_meta_gradient_un
     fast = meta_grad()
     seen = []
     original = schedules._step
-    monkeypatch.setattr(schedules, "_step", lambda d, loss, x, fo: (seen.append(fo), original(d, loss, x, False))[1])
+    monkeypatch.setattr(
+        schedules, "_step", lambda d, loss, x, fo: (seen.append(fo), original(d, loss, x, False))[1]
+    )
     full = meta_grad()
     # the fast path asks for constant gradients at t >= 1 only; the reference overrode that to second-order
     assert seen == ([False, True, True] if task_batch else [False, True, True] * 2)

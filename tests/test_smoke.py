@@ -1,4 +1,5 @@
 """Smoke test: the environment imports and the CLI answers --help."""
+
 from typer.testing import CliRunner
 
 
@@ -30,7 +31,15 @@ def test_learn2learn_import_is_quiet():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "from gwnmo_meta.l2l import learn2learn; print(learn2learn().__version__)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from gwnmo_meta.l2l import learn2learn; print(learn2learn().__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip().startswith("0.2")
     assert "Gym" not in out.stderr

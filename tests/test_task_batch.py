@@ -1,4 +1,5 @@
 """The task-batched inner loop (``--task-batch``) computes, per task, what one task alone computes."""
+
 import dataclasses
 
 import pytest
@@ -56,8 +57,15 @@ def test_fused_direction_matches_autograd_version_including_zero_gradients():
 
 def test_fused_trunk_gradcheck():
     d = dict(dtype=torch.double, requires_grad=True)
-    args = (torch.randn(2, 5, 4, **d), torch.randn(2, 1, 6, **d), torch.randn(6, 4, **d), torch.randn(6, 6, **d),
-            torch.randn(6, **d), torch.randn(1, 6, **d), torch.randn(1, **d))
+    args = (
+        torch.randn(2, 5, 4, **d),
+        torch.randn(2, 1, 6, **d),
+        torch.randn(6, 4, **d),
+        torch.randn(6, 6, **d),
+        torch.randn(6, **d),
+        torch.randn(1, 6, **d),
+        torch.randn(1, **d),
+    )
     assert gradcheck(_FusedTrunk.apply, args)
 
 
@@ -143,10 +151,15 @@ def test_learn2learn_methods_adapt_one_task_at_a_time_even_with_task_batch():
 def test_evaluation_in_task_batches_scores_the_same_tasks():
     data = noisy_fewshot(0)
     cfg = MethodConfig(method="gwnmo", inner_steps=2, inner_lr=0.5, task_batch=False)
-    one, many = build_method(cfg, 16, 5), build_method(dataclasses.replace(cfg, task_batch=True), 16, 5)
+    one, many = (
+        build_method(cfg, 16, 5),
+        build_method(dataclasses.replace(cfg, task_batch=True), 16, 5),
+    )
     spec = TaskSpec(5, 1, 4)
     a = evaluate_tasks(one, data.sampler("test", spec, seed=7), 11, progress=False)
-    b = evaluate_tasks(many, data.sampler("test", spec, seed=7), 11, progress=False, task_batch=4)  # 4 + 4 + 3
+    b = evaluate_tasks(
+        many, data.sampler("test", spec, seed=7), 11, progress=False, task_batch=4
+    )  # 4 + 4 + 3
     assert b.tasks == a.tasks == 11
     assert b.accuracy.mean == pytest.approx(a.accuracy.mean, abs=1e-6)
     assert b.loss.mean == pytest.approx(a.loss.mean, rel=1e-4)

@@ -1,4 +1,5 @@
 """Loading through torchvision's classes, data roots, error messages, class splits."""
+
 import pickle
 import urllib.error
 
@@ -13,7 +14,9 @@ from gwnmo_meta.tasks.splits import ClassSplit, default_split, parse_classes, sp
 from tests.conftest import PER_CLASS_TEST, write_tiny_datasets
 
 
-@pytest.mark.parametrize("name, channels, size", [("mnist", 1, 28), ("fmnist", 1, 28), ("cifar10", 3, 32)])
+@pytest.mark.parametrize(
+    "name, channels, size", [("mnist", 1, 28), ("fmnist", 1, 28), ("cifar10", 3, 32)]
+)
 def test_load_images_through_torchvision(tiny_data_root, name, channels, size):
     imgs = load_images(name, tiny_data_root, skip_integrity_check=(name == "cifar10"))
     assert imgs.images.dtype == torch.uint8
@@ -40,11 +43,15 @@ def test_cifar_repacked_loads_the_pickles_unchanged(tiny_data_root):
 def test_cifar_integrity_check_needs_explicit_option(tiny_data_root):
     with pytest.raises(DataError, match="--skip-integrity-check") as exc:
         load_images("cifar10", tiny_data_root)
-    assert "\n" not in str(exc.value) and str(tiny_data_root / "cifar-10-batches-py") in str(exc.value)
+    assert "\n" not in str(exc.value) and str(tiny_data_root / "cifar-10-batches-py") in str(
+        exc.value
+    )
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "MNIST/raw"), ("fmnist", "FashionMNIST/raw"),
-                                          ("cifar10", "cifar-10-batches-py")])
+@pytest.mark.parametrize(
+    "name, folder",
+    [("mnist", "MNIST/raw"), ("fmnist", "FashionMNIST/raw"), ("cifar10", "cifar-10-batches-py")],
+)
 @pytest.mark.parametrize("skip", [False, True])
 def test_missing_data_names_folder_and_flag(tmp_path, name, folder, skip):
     root = tmp_path / "nowhere"
@@ -68,7 +75,11 @@ def test_failed_download_is_a_data_error(tmp_path, monkeypatch):
     for name in ("fmnist", "cifar10"):
         with pytest.raises(DataError, match="could not download") as exc:
             load_images(name, tmp_path, download=True)
-        assert str(tmp_path) in str(exc.value) and "--data-root" in str(exc.value) and "\n" not in str(exc.value)
+        assert (
+            str(tmp_path) in str(exc.value)
+            and "--data-root" in str(exc.value)
+            and "\n" not in str(exc.value)
+        )
 
 
 def test_truncated_file_is_a_data_error(tmp_path):
@@ -139,14 +150,24 @@ def test_parts_are_disjoint_and_respect_classes(keep_image_split):
     tr, va, te = (set(parts[k].tolist()) for k in ("train", "val", "test"))
     assert not (tr & te) and not (tr & va) and not (va & te)
     assert set(labels[parts["train"]].tolist()) == set(split.train)
-    assert set(labels[parts["val"]].tolist()) == set(split.train)  # default: held-out images of train classes
+    assert set(labels[parts["val"]].tolist()) == set(
+        split.train
+    )  # default: held-out images of train classes
     assert set(labels[parts["test"]].tolist()) == set(split.test)
-    pool = (torch.isin(labels, torch.tensor(split.train)) & (~is_test if keep_image_split else True)).sum()
+    pool = (
+        torch.isin(labels, torch.tensor(split.train)) & (~is_test if keep_image_split else True)
+    ).sum()
     assert len(tr) + len(va) == pool and abs(len(va) - 0.2 * pool) <= 5  # 20% held out per class
     if keep_image_split:
-        assert not is_test[parts["train"]].any() and not is_test[parts["val"]].any() and is_test[parts["test"]].all()
+        assert (
+            not is_test[parts["train"]].any()
+            and not is_test[parts["val"]].any()
+            and is_test[parts["test"]].all()
+        )
     else:
-        assert len(te) == torch.isin(labels, torch.tensor(split.test)).sum()  # pooled: all images of test classes
+        assert (
+            len(te) == torch.isin(labels, torch.tensor(split.test)).sum()
+        )  # pooled: all images of test classes
     # the held-out choice is seeded
     again = split_indices(labels, is_test, split, keep_image_split=keep_image_split, seed=0)
     other = split_indices(labels, is_test, split, keep_image_split=keep_image_split, seed=1)

@@ -1,4 +1,5 @@
 """Episodes: structure, learn2learn equivalence, seeding and isolation, resume, validation."""
+
 import json
 import random
 import subprocess
@@ -20,12 +21,20 @@ def _rows(x):
 def check_episode(ep: Episode, data: FewShotData, part: str, spec: TaskSpec) -> None:
     """Exactly N classes of ``part``, K support + Q query per class, labels 0..N-1, disjoint images."""
     n, k, q = spec.ways, spec.shots, spec.query
-    assert ep.support_x.shape == (n * k, data.feature_dim) and ep.query_x.shape == (n * q, data.feature_dim)
-    assert ep.support_x.dtype == torch.float32 and ep.support_y.dtype == ep.query_y.dtype == torch.int64
+    assert ep.support_x.shape == (n * k, data.feature_dim) and ep.query_x.shape == (
+        n * q,
+        data.feature_dim,
+    )
+    assert (
+        ep.support_x.dtype == torch.float32
+        and ep.support_y.dtype == ep.query_y.dtype == torch.int64
+    )
     assert torch.equal(ep.support_y, torch.arange(n).repeat_interleave(k))
     assert torch.equal(ep.query_y, torch.arange(n).repeat_interleave(q))
     ids = ep.image_ids
-    assert ids is not None and len(ids) == n * (k + q) and len(set(ids.tolist())) == len(ids)  # disjoint
+    assert (
+        ids is not None and len(ids) == n * (k + q) and len(set(ids.tolist())) == len(ids)
+    )  # disjoint
     assert set(ids.tolist()) <= set(data.indices[part].tolist())
     assert torch.equal(data.features[ids], torch.cat([ep.support_x, ep.query_x]))
     original = data.labels[ids]
@@ -62,11 +71,15 @@ def test_matches_learn2learn_load_data_pipeline():
     idx = data.indices["train"]
     part = torch.utils.data.TensorDataset(data.features[idx], data.labels[idx])
     meta = l2l.data.MetaDataset(part)
-    taskset = l2l.data.Taskset(meta, task_transforms=[
-        l2l.data.transforms.FusedNWaysKShots(meta, n=spec.ways, k=spec.shots + spec.query),
-        l2l.data.transforms.LoadData(meta),
-        l2l.data.transforms.RemapLabels(meta, shuffle=False),
-    ], num_tasks=-1)
+    taskset = l2l.data.Taskset(
+        meta,
+        task_transforms=[
+            l2l.data.transforms.FusedNWaysKShots(meta, n=spec.ways, k=spec.shots + spec.query),
+            l2l.data.transforms.LoadData(meta),
+            l2l.data.transforms.RemapLabels(meta, shuffle=False),
+        ],
+        num_tasks=-1,
+    )
     ours = data.sampler("train", spec, seed=11)
     outer = random.getstate()
     random.seed(11)
@@ -81,7 +94,9 @@ def test_matches_learn2learn_load_data_pipeline():
         assert torch.equal(ep.support_x, blocks[:, : spec.shots].reshape(-1, x_ref.shape[1]))
         assert torch.equal(ep.query_x, blocks[:, spec.shots :].reshape(-1, x_ref.shape[1]))
         labels_ref = y_ref.view(spec.ways, need)
-        assert (labels_ref == labels_ref[:, :1]).all() and len(set(labels_ref[:, 0].tolist())) == spec.ways
+        assert (labels_ref == labels_ref[:, :1]).all() and len(
+            set(labels_ref[:, 0].tolist())
+        ) == spec.ways
 
 
 def test_same_seed_same_tasks_and_isolated_from_global_random():
@@ -98,7 +113,10 @@ def test_same_seed_same_tasks_and_isolated_from_global_random():
     random.random()
     eb = [b.sample() for _ in range(5)]
     ec = [c.sample() for _ in range(5)]
-    assert all(torch.equal(x.image_ids, y.image_ids) and torch.equal(x.query_x, y.query_x) for x, y in zip(ea, eb))
+    assert all(
+        torch.equal(x.image_ids, y.image_ids) and torch.equal(x.query_x, y.query_x)
+        for x, y in zip(ea, eb)
+    )
     assert not all(torch.equal(x.image_ids, y.image_ids) for x, y in zip(ea, ec))
     assert len({tuple(e.image_ids.tolist()) for e in ea}) == 5  # the stream moves on
 
@@ -137,7 +155,9 @@ def test_too_few_images_names_smallest_class():
     feats = torch.randn(len(labels), 4)
     with pytest.raises(DataError, match=r"class 1 has only 7 images"):
         EpisodeSampler(feats, labels, torch.arange(len(labels)), TaskSpec(2, 3, 5), seed=0)
-    EpisodeSampler(feats, labels, torch.arange(len(labels)), TaskSpec(2, 2, 5), seed=0).sample()  # 7 suffice
+    EpisodeSampler(
+        feats, labels, torch.arange(len(labels)), TaskSpec(2, 2, 5), seed=0
+    ).sample()  # 7 suffice
 
 
 def test_synthetic_fewshot_is_separable_and_typed():
@@ -169,11 +189,19 @@ def test_same_seed_same_tasks_across_processes(tiny_data_root):
     here = {"synthetic": None, "mnist": None}
     s = synthetic_fewshot().sampler("test", TaskSpec(), seed=3)
     here["synthetic"] = [s.sample().image_ids.tolist() for _ in range(3)]
-    d = prepare_fewshot(FewShotConfig(dataset="mnist", data_root=str(tiny_data_root), backbone="none", progress=False))
+    d = prepare_fewshot(
+        FewShotConfig(
+            dataset="mnist", data_root=str(tiny_data_root), backbone="none", progress=False
+        )
+    )
     s = d.sampler("train", TaskSpec(5, 1, 3), seed=4)
     here["mnist"] = [s.sample().image_ids.tolist() for _ in range(3)]
     random.seed(0)  # a different global `random` state in this process must not matter
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(tiny_data_root)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONHASHSEED": "123"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tiny_data_root)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONHASHSEED": "123"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == here

@@ -1,4 +1,5 @@
 """Properties of the GWNMO update rule (thesis Definition 4.1, Theorem 4.1)."""
+
 import pytest
 import torch
 
