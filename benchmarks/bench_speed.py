@@ -233,7 +233,8 @@ def main() -> None:
         results["inner_steps_scaling"][k] = row
         lines.append(
             f"| {k} | {1e3 * row['gwnmo']:.1f} | {row['gwnmo'] / row['gwnmo_maml']:.2f} | "
-            f"{1e3 * row['gwnmo_task_batched']:.1f} | {row['gwnmo_task_batched'] / row['gwnmo_task_batched_maml']:.2f} |"
+            f"{1e3 * row['gwnmo_task_batched']:.1f} | {row['gwnmo_task_batched'] / row['gwnmo_task_batched_maml']:.2f} "
+            f"|"
         )
     lines += [
         "",
@@ -265,9 +266,10 @@ def main() -> None:
                 row[label + "_error"] = str(exc)[:120]
         results["target_scaling"][params] = row
         fmt = lambda v: "n/a" if v is None else f"{1e3 * v:.1f}"  # noqa: E731
-        ratio = lambda k: (
-            "n/a" if not row.get(k) or not row.get("maml") else f"{row[k] / row['maml']:.2f}"
-        )  # noqa: E731
+
+        def ratio(k, row=row):
+            return "n/a" if not row.get(k) or not row.get("maml") else f"{row[k] / row['maml']:.2f}"
+
         lines.append(
             f"| {hidden or '-'} | {params:,} | {fmt(row.get('coordinate'))} | {fmt(row.get('coordinate_tb'))} | "
             f"{fmt(row.get('coordinate_h8'))} | {fmt(row.get('mlp'))} | {fmt(row.get('maml'))} | "

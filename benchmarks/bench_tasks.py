@@ -118,7 +118,8 @@ def main() -> None:
         sampler, data.feature_dim, args.ways, args.inner_steps, args.meta_steps, device
     )
     print(
-        f"data: {source}; {len(data.labels)} images, D={data.feature_dim}; prepare {prep:.2f}s, sampler build {build:.2f}s"
+        f"data: {source}; {len(data.labels)} images, D={data.feature_dim}; "
+        f"prepare {prep:.2f}s, sampler build {build:.2f}s"
     )
     print(
         f"threads={torch.get_num_threads()} device={device} task={args.ways}-way {args.shots}-shot {args.query}-query "

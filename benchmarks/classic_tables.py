@@ -130,7 +130,7 @@ def main() -> None:
         diverged = sum("diverged" in r for r in runs)
         runs = [r for r in runs if "diverged" not in r]
 
-        def ms(k: str, scale: float = 1.0) -> tuple[float, float]:
+        def ms(k: str, scale: float = 1.0, runs: list = runs) -> tuple[float, float]:
             vals = [scale * r[k] for r in runs]
             if not vals:
                 return float("nan"), float("nan")
@@ -157,7 +157,8 @@ def main() -> None:
         row["thesis_accuracy"], row["thesis_loss"] = thesis if thesis else (None, None)
         rows.append(row)
         print(
-            f"{table} {ds:8s} {row['optimizer']:18s} best acc {row['best_accuracy_mean']:.2f} ± {row['best_accuracy_std']:.2f}"
+            f"{table} {ds:8s} {row['optimizer']:18s} best acc "
+            f"{row['best_accuracy_mean']:.2f} ± {row['best_accuracy_std']:.2f}"
             f"  best loss {row['best_loss_mean']:.3f} ± {row['best_loss_std']:.3f}",
             flush=True,
         )
@@ -177,7 +178,8 @@ def main() -> None:
         lines += [
             f"## {table.capitalize()}",
             "",
-            "| dataset | optimizer | α | β | best acc (%) | best loss | final acc (%) | final loss | thesis acc / loss |",
+            "| dataset | optimizer | α | β | best acc (%) "
+            "| best loss | final acc (%) | final loss | thesis acc / loss |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
@@ -192,8 +194,10 @@ def main() -> None:
                 f" ({r['diverged']}/{r['seeds']} seeds diverged, excluded)" if r["diverged"] else ""
             )
             lines.append(
-                f"| {r['dataset']} | {r['optimizer']}{div} | {r['lr']:g} | {r['meta_lr']:g} | {r['best_accuracy_mean']:.2f} ± {r['best_accuracy_std']:.2f} | "
-                f"{r['best_loss_mean']:.3f} ± {r['best_loss_std']:.3f} | {r['final_accuracy_mean']:.2f} ± {r['final_accuracy_std']:.2f} | "
+                f"| {r['dataset']} | {r['optimizer']}{div} | {r['lr']:g} | {r['meta_lr']:g} "
+                f"| {r['best_accuracy_mean']:.2f} ± {r['best_accuracy_std']:.2f} | "
+                f"{r['best_loss_mean']:.3f} ± {r['best_loss_std']:.3f} "
+                f"| {r['final_accuracy_mean']:.2f} ± {r['final_accuracy_std']:.2f} | "
                 f"{r['final_loss_mean']:.3f} ± {r['final_loss_std']:.3f} | {th} |"
             )
         lines.append("")

@@ -25,7 +25,10 @@ DATASETS = ["mnist", "fmnist", "cifar10"]
 
 
 def cell(r: dict) -> str:
-    return f"{100 * float(r['accuracy_mean']):.2f} ± {100 * float(r['accuracy_ci95']):.2f} ({float(r['loss_mean']):.2f})"
+    return (
+        f"{100 * float(r['accuracy_mean']):.2f} ± {100 * float(r['accuracy_ci95']):.2f} "
+        f"({float(r['loss_mean']):.2f})"
+    )
 
 
 def main(path: str) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -127,7 +128,7 @@ def meta_train_cmd(
     dataset: Dataset = typer.Option(
         Dataset.mnist, "--dataset", help="Dataset the tasks are drawn from."
     ),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: Path | None = DATA_ROOT,
     download: bool = DOWNLOAD,
     skip_integrity_check: bool = SKIP_CHECK,
     backbone: Backbone = typer.Option(
@@ -135,15 +136,15 @@ def meta_train_cmd(
         "--backbone",
         help="Frozen feature extractor E (conv4 is pre-trained on the meta-train classes only).",
     ),
-    train_classes: Optional[str] = typer.Option(
+    train_classes: str | None = typer.Option(
         None, "--train-classes", help="Meta-train classes, e.g. 0-4 (default split: see README)."
     ),
-    val_classes: Optional[str] = typer.Option(
+    val_classes: str | None = typer.Option(
         None,
         "--val-classes",
         help="Class-disjoint meta-val classes (default: held-out images of the meta-train classes).",
     ),
-    test_classes: Optional[str] = typer.Option(
+    test_classes: str | None = typer.Option(
         None, "--test-classes", help="Meta-test classes, e.g. 5-9."
     ),
     keep_image_split: bool = typer.Option(
@@ -155,10 +156,13 @@ def meta_train_cmd(
     shots: int = typer.Option(1, "--shots", help="K: support examples per class."),
     query: int = typer.Option(15, "--query", help="Q: query examples per class."),
     method: Method = typer.Option(Method.gwnmo, "--method", help="Learned optimizer or baseline."),
-    schedule: Optional[Schedule] = typer.Option(
+    schedule: Schedule | None = typer.Option(
         None,
         "--schedule",
-        help="GWNMO meta-training schedule: alg1 (same-batch hypergradient) or alg2 (look-ahead on the query set). Default alg2; only for gwnmo/gwnmo-prime.",
+        help=(
+            "GWNMO meta-training schedule: alg1 (same-batch hypergradient) or "
+            "alg2 (look-ahead on the query set). Default alg2; only for gwnmo/gwnmo-prime."
+        ),
     ),
     weighting: Weighting = typer.Option(
         Weighting.coordinate,
@@ -171,7 +175,7 @@ def meta_train_cmd(
     inner_steps: int = typer.Option(
         5, "--inner-steps", help="Inner-loop steps on the support set."
     ),
-    inner_lr: Optional[float] = typer.Option(
+    inner_lr: float | None = typer.Option(
         None, "--inner-lr", help="Inner step size α (default: the method's, see README)."
     ),
     meta_lr: float = typer.Option(
@@ -185,7 +189,7 @@ def meta_train_cmd(
     first_order: bool = typer.Option(
         False, "--first-order", help="First-order meta-gradients (no second derivatives)."
     ),
-    head_hidden: Optional[int] = typer.Option(
+    head_hidden: int | None = typer.Option(
         None,
         "--head-hidden",
         help="Target head: two linear layers with this hidden width (default: one linear layer).",
@@ -261,7 +265,8 @@ def meta_train_cmd(
         fail(str(exc), 1)
     if result.interrupted:
         typer.echo(
-            f"interrupted at meta-step {result.steps_done}; checkpoint saved to {out / 'last.pt'} (continue with --resume)"
+            f"interrupted at meta-step {result.steps_done}; "
+            f"checkpoint saved to {out / 'last.pt'} (continue with --resume)"
         )
         raise typer.Exit(130)
     best = "n/a" if result.best_val_accuracy is None else f"{100 * result.best_val_accuracy:.2f}%"
@@ -284,24 +289,27 @@ def evaluate(
     checkpoint: Path = typer.Argument(
         ..., help="A checkpoint written by meta-train (best.pt or last.pt)."
     ),
-    dataset: Optional[Dataset] = typer.Option(
+    dataset: Dataset | None = typer.Option(
         None,
         "--dataset",
-        help="Evaluate on this dataset's meta-test tasks (default: the training dataset; another one = cross-dataset transfer).",
+        help=(
+            "Evaluate on this dataset's meta-test tasks (default: "
+            "the training dataset; another one = cross-dataset transfer)."
+        ),
     ),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: Path | None = DATA_ROOT,
     download: bool = DOWNLOAD,
     skip_integrity_check: bool = SKIP_CHECK,
     tasks: int = typer.Option(600, "--tasks", help="Number of meta-test tasks."),
-    ways: Optional[int] = typer.Option(None, "--ways", help="N (default: as trained)."),
-    shots: Optional[int] = typer.Option(None, "--shots", help="K (default: as trained)."),
-    query: Optional[int] = typer.Option(None, "--query", help="Q (default: as trained)."),
-    inner_steps: Optional[int] = typer.Option(
+    ways: int | None = typer.Option(None, "--ways", help="N (default: as trained)."),
+    shots: int | None = typer.Option(None, "--shots", help="K (default: as trained)."),
+    query: int | None = typer.Option(None, "--query", help="Q (default: as trained)."),
+    inner_steps: int | None = typer.Option(
         None, "--inner-steps", help="Inner steps (default: as trained)."
     ),
     device: Device = DEVICE,
     seed: int = typer.Option(1234, "--seed", help="Seed of the meta-test task stream."),
-    json_path: Optional[Path] = typer.Option(
+    json_path: Path | None = typer.Option(
         None, "--json", help="Also write the results as JSON here."
     ),
 ) -> None:
@@ -333,7 +341,7 @@ def evaluate(
             fail(f"cannot write --json {json_path}: {exc.strerror or exc}")
 
 
-def _csv(value: Optional[str], cast: Callable[[str], Any] = str) -> Optional[tuple]:
+def _csv(value: str | None, cast: Callable[[str], Any] = str) -> tuple | None:
     from gwnmo_meta.errors import ConfigError
 
     if value is None:
@@ -359,33 +367,33 @@ def benchmark(
         "--out",
         help="Folder for cells, results.{md,csv,json} and PNG plots.",
     ),
-    datasets: Optional[str] = typer.Option(
+    datasets: str | None = typer.Option(
         None, "--datasets", help="Comma list overriding the suite's datasets, e.g. mnist,fmnist."
     ),
-    shots: Optional[str] = typer.Option(
+    shots: str | None = typer.Option(
         None, "--shots", help="Comma list overriding the suite's shots, e.g. 1,5."
     ),
-    methods: Optional[str] = typer.Option(
+    methods: str | None = typer.Option(
         None, "--methods", help="Comma list overriding the suite's methods."
     ),
-    schedules: Optional[str] = typer.Option(
+    schedules: str | None = typer.Option(
         None, "--schedules", help="Comma list of GWNMO schedules (alg1,alg2)."
     ),
-    meta_steps: Optional[int] = typer.Option(
+    meta_steps: int | None = typer.Option(
         None, "--meta-steps", help="Meta-steps per cell (default: the suite's)."
     ),
-    test_tasks: Optional[int] = typer.Option(
+    test_tasks: int | None = typer.Option(
         None, "--test-tasks", help="Meta-test tasks per evaluation (default: the suite's)."
     ),
-    lr_values: Optional[int] = typer.Option(
+    lr_values: int | None = typer.Option(
         None, "--lr-values", help="Inner step sizes tried per method, 1-3 (equal tuning budget)."
     ),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: Path | None = DATA_ROOT,
     skip_integrity_check: bool = SKIP_CHECK,
     backbone: Backbone = typer.Option(
         Backbone.conv4, "--backbone", help="Frozen feature extractor shared by all cells."
     ),
-    head_hidden: Optional[int] = typer.Option(
+    head_hidden: int | None = typer.Option(
         None,
         "--head-hidden",
         help="Two-layer target head with this hidden width (default: linear head).",
@@ -449,7 +457,7 @@ def train(
     dataset: Dataset = typer.Option(
         Dataset.mnist, "--dataset", help="Dataset whose full train split trains the target."
     ),
-    data_root: Optional[Path] = DATA_ROOT,
+    data_root: Path | None = DATA_ROOT,
     download: bool = DOWNLOAD,
     skip_integrity_check: bool = SKIP_CHECK,
     backbone: Backbone = typer.Option(
@@ -458,7 +466,7 @@ def train(
     optimizer: ClassicOptimizer = typer.Option(
         ClassicOptimizer.gwnmo, "--optimizer", help="Optimizer of the target."
     ),
-    schedule: Optional[Schedule] = typer.Option(
+    schedule: Schedule | None = typer.Option(
         None,
         "--schedule",
         help="How M learns online: alg1 or alg2 (default alg1; gwnmo/gwnmo-prime only).",
@@ -466,7 +474,7 @@ def train(
     weighting: Weighting = typer.Option(
         Weighting.mlp, "--weighting", help="Weighting network M (the thesis uses mlp)."
     ),
-    lr: Optional[float] = typer.Option(
+    lr: float | None = typer.Option(
         None,
         "--lr",
         help="Step size α of the target (default: gwnmo 0.1, adam 0.001, hg 0.1, sgd 0.1).",
@@ -481,13 +489,13 @@ def train(
     reps: int = typer.Option(
         1, "--reps", help="Train this many fresh targets in sequence; M persists across them."
     ),
-    weighting_from: Optional[Path] = typer.Option(
+    weighting_from: Path | None = typer.Option(
         None, "--weighting-from", help="Start M from a meta-train (or classic) checkpoint."
     ),
     freeze_weighting: bool = typer.Option(
         False, "--freeze-weighting", help="Keep M fixed (needs --weighting-from)."
     ),
-    max_train_images: Optional[int] = typer.Option(
+    max_train_images: int | None = typer.Option(
         None, "--max-train-images", help="Use only the first N train images (quick runs)."
     ),
     device: Device = DEVICE,

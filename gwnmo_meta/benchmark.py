@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
@@ -103,14 +103,14 @@ def grid_cells(
 def build_suite(
     name: str,
     *,
-    datasets: Optional[tuple[str, ...]] = None,
-    shots: Optional[tuple[int, ...]] = None,
-    methods: Optional[tuple[str, ...]] = None,
-    schedules: Optional[tuple[str, ...]] = None,
-    meta_steps: Optional[int] = None,
-    test_tasks: Optional[int] = None,
-    lr_values: Optional[int] = None,
-    base: Optional[RunConfig] = None,
+    datasets: tuple[str, ...] | None = None,
+    shots: tuple[int, ...] | None = None,
+    methods: tuple[str, ...] | None = None,
+    schedules: tuple[str, ...] | None = None,
+    meta_steps: int | None = None,
+    test_tasks: int | None = None,
+    lr_values: int | None = None,
+    base: RunConfig | None = None,
 ) -> Suite:
     """Named suites: ``quick`` (minutes), ``main`` (issue table), ``transfer`` (3×3 cross-dataset)."""
     base = base or RunConfig()
@@ -387,7 +387,7 @@ def plot_results(
         ]
         if pts:
             ax.plot(
-                *zip(*pts),
+                *zip(*pts, strict=False),
                 marker="o",
                 ms=3,
                 label=f"{r['train_dataset']} {r['shots']}-shot {r['variant']}",

@@ -25,7 +25,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,27 +44,27 @@ class ClassicConfig:
     """Options of ``gwnmo-meta train``."""
 
     dataset: str = "mnist"
-    data_root: Optional[str] = None
+    data_root: str | None = None
     download: bool = False
     skip_integrity_check: bool = False
     backbone: str = "conv4"
     optimizer: str = "gwnmo"
     schedule: str = "alg1"
     weighting: str = "mlp"
-    lr: Optional[float] = None
+    lr: float | None = None
     meta_lr: float = 1e-3
     hg_beta: float = 1e-4
     epochs: int = 5
     batch_size: int = 64
     hidden: int = 64
     reps: int = 1
-    weighting_from: Optional[str] = None
+    weighting_from: str | None = None
     freeze_weighting: bool = False
-    max_train_images: Optional[int] = None
+    max_train_images: int | None = None
     device: str = "auto"
     seed: int = 0
 
-    def validate(self) -> "ClassicConfig":
+    def validate(self) -> ClassicConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
@@ -178,7 +178,7 @@ class OnlineGWNMO:
         target: nn.Module,
         weighting: nn.Module,
         cfg: ClassicConfig,
-        meta_opt: Optional[torch.optim.Optimizer],
+        meta_opt: torch.optim.Optimizer | None,
     ):
         from gwnmo_meta.weighting import gwnmo_direction
 
@@ -187,7 +187,7 @@ class OnlineGWNMO:
         self.names = [n for n, _ in target.named_parameters()]
         self.params = {n: p.detach().clone() for n, p in target.named_parameters()}
         self.normalize = cfg.optimizer == "gwnmo"
-        self.snapshot: Optional[dict[str, Tensor]] = None  # θ' used by the latest update
+        self.snapshot: dict[str, Tensor] | None = None  # θ' used by the latest update
 
     def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(self.target, params, (x,)), y)
@@ -208,23 +208,25 @@ class OnlineGWNMO:
         raw = functional_call(self.weighting, self.snapshot, (x, plist, glist))
         h = [torch.sigmoid(r) for r in raw] if self.normalize else list(raw)
         delta = self.direction(glist, h, normalize=self.normalize)
-        new = {n: p - self.cfg.step_size * d for n, p, d in zip(self.names, plist, delta)}
+        new = {
+            n: p - self.cfg.step_size * d for n, p, d in zip(self.names, plist, delta, strict=False)
+        }
         return new, loss.detach()
 
-    def _meta_grads(self, x: Tensor, y: Tensor) -> Optional[list[Optional[Tensor]]]:
+    def _meta_grads(self, x: Tensor, y: Tensor) -> list[Tensor | None] | None:
         """∇_{θ'} L(φ_t; X_t) through the latest update (None before the first update or when M is frozen)."""
         if self.meta_opt is None or self.snapshot is None:
             return None
         loss = self._loss(self.params, x, y)
         keys = [n for n, p in self.snapshot.items() if p.requires_grad]
         grads = torch.autograd.grad(loss, [self.snapshot[n] for n in keys], allow_unused=True)
-        by_name = dict(zip(keys, grads))
+        by_name = dict(zip(keys, grads, strict=False))
         return [by_name.get(n) for n, _ in self.weighting.named_parameters()]
 
-    def _apply(self, grads: Optional[list[Optional[Tensor]]]) -> None:
+    def _apply(self, grads: list[Tensor | None] | None) -> None:
         if grads is None or self.meta_opt is None:
             return
-        for p, g in zip(self.weighting.parameters(), grads):
+        for p, g in zip(self.weighting.parameters(), grads, strict=False):
             p.grad = None if g is None else g.detach()
         self.meta_opt.step()
 
@@ -262,10 +264,10 @@ def _load_features(
 
 def train_classic(
     cfg: ClassicConfig,
-    out: Optional[Path] = None,
+    out: Path | None = None,
     *,
     progress: bool = True,
-    features: Optional[tuple] = None,
+    features: tuple | None = None,
 ) -> list[RepResult]:
     """Train ``cfg.reps`` fresh targets in sequence (M persists across them); log to ``out``."""
     from gwnmo_meta.device import resolve_device
@@ -280,8 +282,9 @@ def train_classic(
     classes = int(max(ytr.max(), yte.max())) + 1
     writer = None
     if out is not None:
-        from gwnmo_meta.trainer import check_writable
         from torch.utils.tensorboard import SummaryWriter
+
+        from gwnmo_meta.trainer import check_writable
 
         check_writable(Path(out))
         writer = SummaryWriter(str(out))
@@ -314,7 +317,8 @@ def train_classic(
                     loss = learner.step(xtr[idx], ytr[idx])
                     if not math.isfinite(loss):
                         raise ConfigError(
-                            f"training loss became {loss} (rep {rep + 1}, epoch {epoch + 1}); try a smaller --lr or --meta-lr"
+                            f"training loss became {loss} (rep {rep + 1}, "
+                            f"epoch {epoch + 1}); try a smaller --lr or --meta-lr"
                         )
                     losses.append(loss)
                     global_step += 1
@@ -360,7 +364,8 @@ def _build_weighting(cfg: ClassicConfig, target: nn.Module, feature_dim: int, de
         except RuntimeError:
             raise CheckpointError(
                 f"the weighting network in {cfg.weighting_from} does not fit this target/--weighting {cfg.weighting} "
-                "(the thesis mlp is tied to the target's size; use a checkpoint meta-trained with --weighting coordinate)"
+                "(the thesis mlp is tied to the target's size; "
+                "use a checkpoint meta-trained with --weighting coordinate)"
             ) from None
     if cfg.freeze_weighting:
         weighting.requires_grad_(False)

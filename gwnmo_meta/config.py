@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from gwnmo_meta.errors import ConfigError
 
@@ -17,13 +17,13 @@ class RunConfig:
 
     # data
     dataset: str = "mnist"
-    data_root: Optional[str] = None
+    data_root: str | None = None
     download: bool = False
     skip_integrity_check: bool = False
     backbone: str = "conv4"
-    train_classes: Optional[str] = None
-    val_classes: Optional[str] = None
-    test_classes: Optional[str] = None
+    train_classes: str | None = None
+    val_classes: str | None = None
+    test_classes: str | None = None
     keep_image_split: bool = False
     # tasks
     ways: int = 5
@@ -35,11 +35,11 @@ class RunConfig:
     weighting: str = "coordinate"
     weighting_hidden: int = 32
     inner_steps: int = 5
-    inner_lr: Optional[float] = None
+    inner_lr: float | None = None
     meta_lr: float = 1e-3
     learn_init: bool = True
     first_order: bool = False
-    head_hidden: Optional[int] = None
+    head_hidden: int | None = None
     task_batch: bool = True
     # loop
     meta_batch: int = 4
@@ -49,7 +49,7 @@ class RunConfig:
     device: str = "auto"
     seed: int = 0
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Check counts; method/data specifics are validated by their own modules."""
         for name in (
             "ways",
@@ -79,7 +79,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

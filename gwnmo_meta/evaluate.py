@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -74,15 +74,15 @@ def evaluate_tasks(
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
-    dataset: Optional[str] = None,
-    data_root: Optional[str] = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
     download: bool = False,
     skip_integrity_check: bool = False,
     tasks: int = 600,
-    ways: Optional[int] = None,
-    shots: Optional[int] = None,
-    query: Optional[int] = None,
-    inner_steps: Optional[int] = None,
+    ways: int | None = None,
+    shots: int | None = None,
+    query: int | None = None,
+    inner_steps: int | None = None,
     device: str = "auto",
     seed: int = 1234,
     progress: bool = True,

@@ -28,8 +28,9 @@ were computed). learn2learn's MAML/Meta-SGD adapt one task at a time either way.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,11 +64,11 @@ class MethodConfig:
     schedule: str = "alg2"
     weighting: str = "coordinate"
     inner_steps: int = 5
-    inner_lr: Optional[float] = None
+    inner_lr: float | None = None
     meta_lr: float = 1e-3
     learn_init: bool = True
     first_order: bool = False
-    head_hidden: Optional[int] = None
+    head_hidden: int | None = None
     weighting_hidden: int = 32
     hg_beta: float = 1e-3
     task_batch: bool = True
@@ -77,7 +78,7 @@ class MethodConfig:
     def lr(self) -> float:
         return self.inner_lr if self.inner_lr is not None else DEFAULT_INNER_LR[self.method]
 
-    def validate(self) -> "MethodConfig":
+    def validate(self) -> MethodConfig:
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.schedule not in SCHEDULES:
@@ -111,7 +112,7 @@ class MetaMethod(nn.Module):
     def meta_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def make_meta_optimizer(self) -> Optional[torch.optim.Optimizer]:
+    def make_meta_optimizer(self) -> torch.optim.Optimizer | None:
         """Adam with ``meta_lr`` on everything meta-learned, or ``None`` if nothing is."""
         params = self.meta_parameters()
         # foreach: one fused pass over M's many small tensors (same numbers as the per-tensor loop)
@@ -127,7 +128,7 @@ class MetaMethod(nn.Module):
 
     def episodes(
         self, eps: Sequence[Any], train: bool
-    ) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+    ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
         """Adapt on several episodes: (mean meta-loss or ``None``, one outcome per episode)."""
         outcomes = [self.episode(ep, train) for ep in eps]
         losses = [o.meta_loss for o in outcomes if o.meta_loss is not None]
@@ -183,7 +184,7 @@ class HigherMethod(MetaMethod):
 
     def episodes(
         self, eps: Sequence[Any], train: bool
-    ) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+    ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
         if not self.cfg.task_batch:
             return super().episodes(eps, train)
         return run_episodes(

@@ -10,8 +10,9 @@ then weighted exactly as it would be alone.
   Its size grows with the target (input 2P + D, output P).
 * :class:`CoordinateWeighting` — a small MLP shared by every coordinate: per-coordinate inputs
   (g and φ scaled by their tensor's RMS, |g|/RMS, log-magnitude of g, the log-scale of the input
-  feature a weight reads (first layer only), is-bias flag, depth of the tensor in the target) plus a task context (a projection of the batch-mean features). Its size
-  does not depend on the target's size, so it scales to targets the thesis MLP cannot hold.
+  feature a weight reads (first layer only), is-bias flag, depth of the tensor in the target)
+  plus a task context (a projection of the batch-mean features). Its size does not depend on
+  the target's size, so it scales to targets the thesis MLP cannot hold.
 
 Both start near plain gradient descent: the last layer is initialised to output ``init`` (0 for
 GWNMO → h ≈ 0.5 everywhere → Δ ≈ g after normalisation; 1 for GWNMO' → Δ ≈ g).
@@ -20,7 +21,8 @@ GWNMO → h ≈ 0.5 everywhere → Δ ≈ g after normalisation; 1 for GWNMO' �
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +50,7 @@ class TaskLinear(nn.Linear):
         return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
 
 
-def make_head(feature_dim: int, ways: int, hidden: Optional[int] = None) -> nn.Module:
+def make_head(feature_dim: int, ways: int, hidden: int | None = None) -> nn.Module:
     """The target T: a linear classifier, or two linear layers with a ReLU between (thesis)."""
     if hidden is None:
         return TaskLinear(feature_dim, ways)
@@ -150,7 +152,7 @@ class _FusedTrunk(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, dout: Tensor) -> tuple[Optional[Tensor], ...]:
+    def backward(ctx: Any, dout: Tensor) -> tuple[Tensor | None, ...]:
         x, h1, h2, w1, w2, w3 = ctx.saved_tensors
         tasks, coords, k = x.shape
         d = dout.reshape(tasks * coords, 1)
@@ -211,7 +213,7 @@ class CoordinateWeighting(nn.Module):
                 torch.arange(feature_dim, device=dev).repeat(s[0])
                 if len(s) == 2 and s[1] == feature_dim
                 else torch.full((k,), -1, device=dev)
-                for s, k in zip(shapes, sizes)
+                for s, k in zip(shapes, sizes, strict=False)
             ]
             col = torch.cat(cols)
             self._layout_key = key

@@ -13,7 +13,8 @@ optimizer (higher deep-copies param groups, which would detach a module stored t
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import higher
 import torch
@@ -36,7 +37,10 @@ def gwnmo_delta(
     grads: Sequence[Tensor],
     normalize: bool = True,
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """(Δ, h) for one step: h = sigmoid(M(...)) and the normalised direction (GWNMO), or h = M(...) and Δ = h∘g (GWNMO')."""
+    """(Δ, h) for one step.
+
+    GWNMO: h = sigmoid(M(...)) and the normalised direction; GWNMO': h = M(...) and Δ = h∘g.
+    """
     raw = weighting_net(features, params, grads)
     h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
     return gwnmo_direction(list(grads), h, normalize=normalize), h
@@ -61,7 +65,7 @@ class GWNMO(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, normalize=normalize, features=None))
         self.weighting_net = weighting_net
         self.last_stats: dict[str, Tensor] = {}
-        self.last_h: Optional[Tensor] = None
+        self.last_h: Tensor | None = None
 
     @torch.no_grad()
     def step(self, closure: Any = None, *, features: Tensor) -> Any:  # type: ignore[override]
@@ -75,7 +79,7 @@ class GWNMO(torch.optim.Optimizer):
                 continue
             grads = [p.grad for p in ps]
             delta, h = gwnmo_delta(self.weighting_net, features, ps, grads, group["normalize"])
-            for p, d in zip(ps, delta):
+            for p, d in zip(ps, delta, strict=False):
                 p.sub_(group["lr"] * d)
             self.last_stats = direction_stats(grads, h, delta)
             self.last_h = torch.cat([x.reshape(-1) for x in h])
@@ -90,8 +94,8 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
     ) -> None:
         super().__init__(other, reference_params, *args, **kwargs)
         self.weighting_net = other.weighting_net
-        self._features: Optional[Tensor] = None
-        self.last_h: Optional[Tensor] = (
+        self._features: Tensor | None = None
+        self.last_h: Tensor | None = (
             None  # h of the latest step, flattened ([T, P] when task-batched)
         )
         # Detached flat (g, h, Δ) of recent steps; folded into running sums every TRACE_FOLD steps,
@@ -139,7 +143,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         params: Any = None,
         override: Any = None,
         grad_callback: Any = None,
-        features: Optional[Tensor] = None,
+        features: Tensor | None = None,
         **kwargs: Any,
     ) -> Any:
         """higher's step, plus ``features=``: the batch features M sees at this step."""
@@ -152,7 +156,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             self._features = None
 
     def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
-        for group, grads in zip(self.param_groups, grouped_grads):
+        for group, grads in zip(self.param_groups, grouped_grads, strict=False):
             features = self._features if self._features is not None else group.get("features")
             if features is None:
                 raise ValueError("GWNMO needs the batch features: diffopt.step(loss, features=x)")
@@ -181,7 +185,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                 self._record(
                     *(torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta))
                 )
-            for i, p, d in zip(idx, ps, delta):
+            for i, p, d in zip(idx, ps, delta, strict=False):
                 group["params"][i] = p - group["lr"] * d
 
 
@@ -220,8 +224,10 @@ class DifferentiableHG(DifferentiableOptimizer):
     """higher's differentiable counterpart of :class:`HG`."""
 
     def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
-        for group_idx, (group, grads) in enumerate(zip(self.param_groups, grouped_grads)):
-            for p_idx, (p, g) in enumerate(zip(group["params"], grads)):
+        for group_idx, (group, grads) in enumerate(
+            zip(self.param_groups, grouped_grads, strict=False)
+        ):
+            for p_idx, (p, g) in enumerate(zip(group["params"], grads, strict=False)):
                 if g is None:
                     continue
                 st = self.state[group_idx][p_idx]

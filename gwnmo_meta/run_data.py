@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.errors import ConfigError
 
 
 def task_spec(cfg: RunConfig) -> Any:
@@ -18,9 +17,7 @@ def task_spec(cfg: RunConfig) -> Any:
     return TaskSpec(ways=cfg.ways, shots=cfg.shots, query=cfg.query)
 
 
-def fewshot_config(
-    cfg: RunConfig, eval_dataset: Optional[str] = None, progress: bool = True
-) -> Any:
+def fewshot_config(cfg: RunConfig, eval_dataset: str | None = None, progress: bool = True) -> Any:
     """The tasks module's FewShotConfig for ``cfg`` (``eval_dataset``: cross-dataset meta-test)."""
     from gwnmo_meta.tasks.fewshot import FewShotConfig
     from gwnmo_meta.tasks.splits import ClassSplit
@@ -51,7 +48,7 @@ def load_run_data(
     cfg: RunConfig,
     device: torch.device,
     *,
-    eval_dataset: Optional[str] = None,
+    eval_dataset: str | None = None,
     progress: bool = True,
 ) -> Any:
     """Features and task samplers for ``cfg`` (cached features; backbone from ``cfg.dataset``)."""

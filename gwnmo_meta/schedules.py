@@ -23,7 +23,7 @@ gives the same meta-gradient (bit for bit, tested) at lower cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import higher
 import torch
@@ -37,12 +37,12 @@ SCHEDULES = ("alg1", "alg2")
 class EpisodeOutcome:
     """What one episode gives the trainer: the meta-loss (with its graph when training) and metrics."""
 
-    meta_loss: Optional[Tensor]
+    meta_loss: Tensor | None
     query_loss: float
     query_acc: float
     inner_losses: list[float] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
-    weights: Optional[Tensor] = None
+    weights: Tensor | None = None
 
 
 def task_losses(logits: Tensor, y: Tensor) -> Tensor:
@@ -108,7 +108,7 @@ def run_episodes(
     train: bool,
     learn_init: bool,
     first_order: bool = False,
-) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+) -> tuple[Tensor | None, list[EpisodeOutcome]]:
     """:func:`run_episode` for T tasks at once, in one task-batched inner loop.
 
     ``batch`` holds T episodes stacked along a leading dimension (``stack_episodes``). All tasks
@@ -146,7 +146,7 @@ def _adapt(
     train: bool,
     learn_init: bool,
     first_order: bool,
-) -> tuple[Optional[Tensor], list[EpisodeOutcome]]:
+) -> tuple[Tensor | None, list[EpisodeOutcome]]:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
     sx, sy, qx, qy = ep.support_x, ep.support_y, ep.query_x, ep.query_y
@@ -173,7 +173,7 @@ def _adapt(
             meta_terms.append(task_losses(fmodel(sx), sy))
         if train and schedule == "alg2":
             q_loss, q_acc = query_metrics(fmodel(qx), qy)
-            meta: Optional[Tensor] = q_loss
+            meta: Tensor | None = q_loss
         else:
             with torch.no_grad():
                 q_loss, q_acc = query_metrics(fmodel(qx), qy)
@@ -190,7 +190,7 @@ def _adapt(
             query_loss=nums[0],
             query_acc=nums[1],
             inner_losses=nums[2 : 2 + n_inner],
-            stats=dict(zip(stats.keys(), nums[2 + n_inner :])),
+            stats=dict(zip(stats.keys(), nums[2 + n_inner :], strict=False)),
             weights=None if weights is None else (weights[i] if batched else weights),
         )
         for i, nums in enumerate(table)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -17,7 +18,7 @@ def _mean(values: Sequence[float]) -> float:
 class RunLogger:
     """Thin wrapper around ``SummaryWriter`` with the tags gwnmo-meta documents (see README)."""
 
-    def __init__(self, logdir: Path, purge_step: Optional[int] = None) -> None:
+    def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
         self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
     def train_step(
@@ -68,7 +69,7 @@ class RunLogger:
         w.add_scalar("meta-val/accuracy_ci95", summary.accuracy.ci95, step)
         w.add_scalar("meta-val/loss", summary.loss.mean, step)
 
-    def hparams(self, cfg: Any, best_acc: Optional[float], last_val: Any) -> None:
+    def hparams(self, cfg: Any, best_acc: float | None, last_val: Any) -> None:
         """The hparams summary linking the config to final metrics, in the same event file."""
         hp = {
             k: (v if isinstance(v, (int, float, str, bool)) else str(v))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +29,7 @@ from gwnmo_meta.checkpoint import (
 )
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.device import resolve_device
-from gwnmo_meta.errors import ConfigError, GwnmoError
+from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.evaluate import EvalSummary, evaluate_tasks
 from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
 from gwnmo_meta.tblog import RunLogger
@@ -47,8 +48,8 @@ class TrainResult:
 
     run_dir: Path
     steps_done: int
-    best_val_accuracy: Optional[float]
-    last_val: Optional[EvalSummary]
+    best_val_accuracy: float | None
+    last_val: EvalSummary | None
     interrupted: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -88,14 +89,14 @@ def meta_train(
     resume: bool = False,
     progress: bool = True,
     hist_every: int = 100,
-    on_step: Optional[Callable[[int], None]] = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Meta-train ``cfg.method`` on ``cfg.dataset``'s meta-train tasks, writing RUN_DIR ``out``."""
     cfg.validate()
     device = resolve_device(cfg.device)
     out = Path(out)
     check_writable(out)
-    ckpt: Optional[dict[str, Any]] = None
+    ckpt: dict[str, Any] | None = None
     if resume:
         last = out / "last.pt"
         if not last.exists():
@@ -152,7 +153,7 @@ def meta_train(
         return summary
 
     log = RunLogger(out, purge_step=start if start else None)
-    last_val: Optional[EvalSummary] = None
+    last_val: EvalSummary | None = None
     step = start
     interrupted = False
     step_start_state = None

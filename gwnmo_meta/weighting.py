@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, TypeVar, Union
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -26,12 +27,12 @@ def _per_task(v: Tensor, like: Tensor) -> Tensor:
 
 
 def gwnmo_direction(
-    grad: Union[Tensor, Sequence[Tensor]],
-    weights: Union[Tensor, Sequence[Tensor]],
+    grad: Tensor | Sequence[Tensor],
+    weights: Tensor | Sequence[Tensor],
     normalize: bool = True,
     eps: float = EPS,
     batched: bool = False,
-) -> Union[Tensor, list[Tensor]]:
+) -> Tensor | list[Tensor]:
     """Δ such that x_{t+1} = x_t − α·Δ.
 
     ``normalize=True`` (GWNMO): Δ = (‖g‖/‖h∘g‖)·(h∘g), with ``weights`` = h ∈ (0, 1) (already
@@ -50,7 +51,7 @@ def gwnmo_direction(
     hs = [weights] if single else list(weights)
     if len(gs) != len(hs):
         raise ValueError(f"got {len(gs)} gradients but {len(hs)} weight tensors")
-    hg = [h * g for h, g in zip(hs, gs)]
+    hg = [h * g for h, g in zip(hs, gs, strict=False)]
     if normalize:
         g_norm = _sq_norm(gs, batched).clamp_min(eps * eps).sqrt()
         hg_norm = _sq_norm(hg, batched).clamp_min(eps * eps).sqrt()
@@ -77,7 +78,7 @@ class _TaskNormalisedDirection(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, v: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None]:
+    def backward(ctx: Any, v: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         g, h, u, a, b, a_free, b_free = ctx.saved_tensors
         uv = (u * v).sum(-1, keepdim=True)
         # Δ = (a/b)·u: through u directly, through b = ‖u‖ and through a = ‖g‖ (where not floored)

@@ -9,8 +9,8 @@ cross-dataset transfer works with any backbone.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ def check_backbone(name: str) -> str:
     return name
 
 
-def _tqdm(iterable, *, progress: bool, desc: str, total: Optional[int] = None):
+def _tqdm(iterable, *, progress: bool, desc: str, total: int | None = None):
     from tqdm.auto import tqdm
 
     # disable=None: tqdm hides itself when stderr is not a terminal
@@ -131,7 +131,7 @@ def pretrain_conv4(
         net.train()
         steps = [(e, i) for e in range(epochs) for i in range(0, len(x), CONV4_BATCH)]
         order = torch.arange(len(x))
-        for e, i in _tqdm(steps, progress=progress, desc="pre-train conv4"):
+        for _e, i in _tqdm(steps, progress=progress, desc="pre-train conv4"):
             if i == 0:
                 order = torch.randperm(len(x), generator=g)
             b = order[i : i + CONV4_BATCH]

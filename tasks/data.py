@@ -18,7 +18,6 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -63,13 +62,13 @@ class LabeledImages:
         return h.hexdigest()[:12]
 
 
-def resolve_path(flag: Optional[str | Path], env_var: str, default: Path) -> Path:
+def resolve_path(flag: str | Path | None, env_var: str, default: Path) -> Path:
     """``flag`` if given, else the environment variable ``env_var`` if set, else ``default``."""
     value = flag or os.environ.get(env_var)
     return Path(value).expanduser() if value else default
 
 
-def resolve_data_root(flag: Optional[str | Path] = None) -> Path:
+def resolve_data_root(flag: str | Path | None = None) -> Path:
     """``--data-root`` flag, else ``$GWNMO_DATA``, else ``~/.cache/gwnmo-meta/data``."""
     return resolve_path(flag, "GWNMO_DATA", DEFAULT_DATA_ROOT)
 

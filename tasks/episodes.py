@@ -19,8 +19,9 @@ changed by it. Not thread-safe: do not use ``random`` from another thread while 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +37,7 @@ class TaskSpec:
     shots: int = 1
     query: int = 15
 
-    def validate(self) -> "TaskSpec":
+    def validate(self) -> TaskSpec:
         for name in ("ways", "shots", "query"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -59,9 +60,9 @@ class Episode:
     support_y: Tensor
     query_x: Tensor
     query_y: Tensor
-    image_ids: Optional[Tensor] = field(default=None, repr=False, compare=False)
+    image_ids: Tensor | None = field(default=None, repr=False, compare=False)
 
-    def to(self, device: torch.device | str) -> "Episode":
+    def to(self, device: torch.device | str) -> Episode:
         return Episode(
             *(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y)),
             image_ids=self.image_ids,

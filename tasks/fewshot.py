@@ -13,7 +13,6 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -56,18 +55,18 @@ class FewShotConfig:
     """
 
     dataset: str = "mnist"
-    data_root: Optional[str] = None
+    data_root: str | None = None
     download: bool = False
     skip_integrity_check: bool = False
     backbone: str = "conv4"
-    backbone_dataset: Optional[str] = None
-    backbone_split: Optional[ClassSplit] = None
-    split: Optional[ClassSplit] = None
+    backbone_dataset: str | None = None
+    backbone_split: ClassSplit | None = None
+    split: ClassSplit | None = None
     keep_image_split: bool = False
     seed: int = 0
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     progress: bool = True
-    device: Optional[str] = None
+    device: str | None = None
     pretrain_epochs: int = (
         CONV4_EPOCHS  # conv4 pre-training epochs (part of the weights' cache key)
     )
@@ -82,7 +81,7 @@ class FewShotData:
     indices: dict[str, Tensor]  # part → sorted int64 image indices
     split: ClassSplit
     name: str = "synthetic"
-    is_test: Optional[Tensor] = field(default=None, repr=False)
+    is_test: Tensor | None = field(default=None, repr=False)
 
     @property
     def feature_dim(self) -> int:
@@ -122,7 +121,7 @@ def _atomic_save(obj: object, path: Path) -> None:
     tmp.replace(path)
 
 
-def _try_load(path: Path) -> Optional[object]:
+def _try_load(path: Path) -> object | None:
     """A cached object, or None when absent or unreadable (then it is recomputed)."""
     if not path.is_file():
         return None
@@ -270,14 +269,14 @@ def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str | None = None
 def classic_features(
     *,
     dataset: str,
-    data_root: Optional[str],
+    data_root: str | None,
     download: bool,
     skip_integrity_check: bool,
     backbone: str,
     seed: int,
     device: torch.device,
     progress: bool = True,
-    cache: Optional[str] = None,
+    cache: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Features of torchvision's train and test splits for classic (non-few-shot) training.
 
@@ -308,7 +307,7 @@ def synthetic_fewshot(
     dim: int = 16,
     seed: int = 0,
     noise: float = 1.0,
-    split: Optional[ClassSplit] = None,
+    split: ClassSplit | None = None,
 ) -> FewShotData:
     """Class-separable Gaussian features in memory (for tests and quick experiments); default split."""
     if min(num_classes, per_class, dim) <= 0:

@@ -8,8 +8,8 @@ only checkpoint selection. Pass explicit ``val`` classes for class-disjoint vali
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -53,8 +53,8 @@ class ClassSplit:
 
     @classmethod
     def from_strings(
-        cls, train: Optional[str], val: Optional[str], test: Optional[str], num_classes: int = 10
-    ) -> "ClassSplit":
+        cls, train: str | None, val: str | None, test: str | None, num_classes: int = 10
+    ) -> ClassSplit:
         d = default_split(num_classes)
         return cls(
             parse_classes(train) if train else d.train,
@@ -62,7 +62,7 @@ class ClassSplit:
             parse_classes(test) if test else d.test,
         )
 
-    def validate(self, num_classes: int) -> "ClassSplit":
+    def validate(self, num_classes: int) -> ClassSplit:
         """ConfigError for classes outside 0..num_classes-1, empty train/test lists, or overlaps."""
         parts = {"train": self.train, "val": self.val, "test": self.test}
         for name, classes in parts.items():

@@ -57,7 +57,7 @@ def write_tiny_datasets(root: Path, seed: int = 0) -> Path:
     cifar = root / "cifar-10-batches-py"
     cifar.mkdir(parents=True, exist_ok=True)
     batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for i, name in enumerate(batches):
+    for _i, name in enumerate(batches):
         per = PER_CLASS_TEST if name == "test_batch" else CIFAR_PER_CLASS_BATCH
         labels = _labels(per, rng)
         data = _class_images(rng, labels, (3, 32, 32)).reshape(len(labels), -1)

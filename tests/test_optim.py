@@ -34,7 +34,7 @@ def test_higher_step_matches_torch_step(kind, normalize):
     popt = GWNMO(plain.parameters(), m, lr=0.3, normalize=normalize)
     F.cross_entropy(plain(x), y).backward()
     popt.step(features=x)
-    for a, b in zip(fast, plain.parameters()):
+    for a, b in zip(fast, plain.parameters(), strict=False):
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(
         fast[0], head.weight if hasattr(head, "weight") else list(head.parameters())[0]
@@ -50,7 +50,7 @@ def test_override_channel_also_carries_features():
     with higher.innerloop_ctx(head, opt, copy_initial_weights=True) as (fmodel, diffopt):
         diffopt.step(F.cross_entropy(fmodel(x), y), features=x)
         b = [p.detach() for p in fmodel.parameters()]
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=False))
     with higher.innerloop_ctx(head, opt, copy_initial_weights=True) as (fmodel, diffopt):
         with pytest.raises(ValueError, match="features"):
             diffopt.step(F.cross_entropy(fmodel(x), y))
@@ -102,7 +102,7 @@ def test_hg_adapts_step_sizes_and_matches_higher():
             opt.step()
             d.step(F.cross_entropy(f(x), y))
         fast = [p.detach() for p in f.parameters()]
-    for a, b in zip(fast, head.parameters()):
+    for a, b in zip(fast, head.parameters(), strict=False):
         assert torch.allclose(a, b, atol=1e-6)
     alpha = opt.state[head.weight]["alpha"]
     assert not torch.allclose(alpha, torch.full_like(alpha, 0.1))  # step sizes moved per element

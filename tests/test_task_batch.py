@@ -32,7 +32,7 @@ def test_batched_direction_normalises_each_task_on_its_own():
     batched = gwnmo_direction(grads, weights, batched=True)
     for t in range(TASKS):
         alone = gwnmo_direction([g[t] for g in grads], [h[t] for h in weights])
-        for b, a in zip(batched, alone):
+        for b, a in zip(batched, alone, strict=False):
             torch.testing.assert_close(b[t], a)
         norm_d = torch.cat([b[t].reshape(-1) for b in batched]).norm()
         torch.testing.assert_close(norm_d, torch.cat([g[t].reshape(-1) for g in grads]).norm())
@@ -48,7 +48,7 @@ def test_fused_direction_matches_autograd_version_including_zero_gradients():
     torch.testing.assert_close(fused, ref)
     grads_fused = torch.autograd.grad((fused * w).sum(), (g, h))
     grads_ref = torch.autograd.grad((ref * w).sum(), (g, h))
-    for a, b in zip(grads_fused, grads_ref):
+    for a, b in zip(grads_fused, grads_ref, strict=False):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b)
     g2 = torch.randn(TASKS, 11, dtype=torch.double, requires_grad=True)
@@ -80,16 +80,16 @@ def test_weighting_nets_weight_each_task_as_alone(kind):
 
     net.zero_grad()
     out = net(features, params, grads)
-    sum((o * p).sum() for o, p in zip(out, probe)).backward()
+    sum((o * p).sum() for o, p in zip(out, probe, strict=False)).backward()
     batched_grads = [p.grad.clone() for p in net.parameters()]
 
     net.zero_grad()
     for t in range(TASKS):
         alone = net(features[t], [p[t] for p in params], [g[t] for g in grads])
-        for o, a in zip(out, alone):
+        for o, a in zip(out, alone, strict=False):
             torch.testing.assert_close(o[t], a, rtol=1e-5, atol=1e-6)
-        sum((a * p[t]).sum() for a, p in zip(alone, probe)).backward()
-    for b, p in zip(batched_grads, net.parameters()):
+        sum((a * p[t]).sum() for a, p in zip(alone, probe, strict=False)).backward()
+    for b, p in zip(batched_grads, net.parameters(), strict=False):
         torch.testing.assert_close(b, p.grad, rtol=1e-4, atol=1e-6)
 
 
@@ -122,7 +122,7 @@ def test_task_batched_episodes_match_one_task_at_a_time(case):
     loss_many.backward()
 
     torch.testing.assert_close(loss_many, sum(o.meta_loss for o in outs_one).detach() / TASKS)
-    for a, b in zip(outs_one, outs_many):
+    for a, b in zip(outs_one, outs_many, strict=False):
         assert a.query_acc == pytest.approx(b.query_acc, abs=1e-6)
         assert a.query_loss == pytest.approx(b.query_loss, rel=1e-4, abs=1e-6)
         assert a.inner_losses == pytest.approx(b.inner_losses, rel=1e-4, abs=1e-6)
@@ -133,7 +133,7 @@ def test_task_batched_episodes_match_one_task_at_a_time(case):
     grads_many = [p.grad for p in many.meta_parameters()]
     scale = max(g.abs().max() for g in grads_one)
     assert scale > 0
-    for a, b in zip(grads_one, grads_many):
+    for a, b in zip(grads_one, grads_many, strict=False):
         assert (a - b).abs().max() <= 1e-4 * scale
 
 

@@ -40,7 +40,7 @@ def check_episode(ep: Episode, data: FewShotData, part: str, spec: TaskSpec) -> 
     original = data.labels[ids]
     y = torch.cat([ep.support_y, ep.query_y])
     mapping = {}
-    for a, b in zip(y.tolist(), original.tolist()):
+    for a, b in zip(y.tolist(), original.tolist(), strict=False):
         assert mapping.setdefault(a, b) == b  # one episode label ↔ one original class
     assert len(set(mapping.values())) == n
 
@@ -115,9 +115,9 @@ def test_same_seed_same_tasks_and_isolated_from_global_random():
     ec = [c.sample() for _ in range(5)]
     assert all(
         torch.equal(x.image_ids, y.image_ids) and torch.equal(x.query_x, y.query_x)
-        for x, y in zip(ea, eb)
+        for x, y in zip(ea, eb, strict=False)
     )
-    assert not all(torch.equal(x.image_ids, y.image_ids) for x, y in zip(ea, ec))
+    assert not all(torch.equal(x.image_ids, y.image_ids) for x, y in zip(ea, ec, strict=False))
     assert len({tuple(e.image_ids.tolist()) for e in ea}) == 5  # the stream moves on
 
 

@@ -38,7 +38,7 @@ def test_descent_direction_for_any_positive_weights(grads_and_h):
 def test_direction_proportional_to_h_times_g(grads_and_h):
     grads, h = grads_and_h
     d = _flat(gwnmo_direction(grads, h))
-    hg = _flat([a * b for a, b in zip(h, grads)])
+    hg = _flat([a * b for a, b in zip(h, grads, strict=False)])
     ratio = d / hg
     assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-5)
     assert ratio[0] > 0
@@ -48,7 +48,7 @@ def test_prime_is_plain_product(grads_and_h):
     grads, h = grads_and_h
     raw = [x * 3 - 1 for x in h]  # GWNMO' weights are unconstrained
     d = gwnmo_direction(grads, raw, normalize=False)
-    assert all(torch.equal(a, b * c) for a, b, c in zip(d, raw, grads))
+    assert all(torch.equal(a, b * c) for a, b, c in zip(d, raw, grads, strict=False))
 
 
 def test_single_tensor_input_returns_tensor():
@@ -95,5 +95,5 @@ def test_theorem_4_1_local_decrease_on_convex_quadratic():
         assert not torch.allclose(h, h[0].expand_as(h), atol=1e-3)  # M really reweights
         x = x - alpha * gwnmo_direction(grad, h)
         values.append(float(f(x)))
-    assert all(b_ < a_ for a_, b_ in zip(values, values[1:]))
+    assert all(b_ < a_ for a_, b_ in zip(values, values[1:], strict=False))
     assert values[-1] < values[0] - 1.0
