@@ -146,10 +146,10 @@ def evaluate_target(
 
 def load_weighting_state(path: str | Path) -> dict[str, Tensor]:
     """M's parameters from a meta-train (few-shot) or classic checkpoint."""
-    from gwnmo_meta.checkpoint import load_checkpoint
+    from gwnmo_meta.checkpoint import KIND_CLASSIC, load_checkpoint
 
-    body = load_checkpoint(path)
-    if body.get("kind") == "gwnmo-meta/classic":
+    body = load_checkpoint(path)  # weights-only, digest- and structure-checked
+    if body["kind"] == KIND_CLASSIC:
         state = body["weighting"]
     else:
         method_state = body.get("method", {})
@@ -274,6 +274,8 @@ def train_classic(
 
     cfg.validate()
     device = resolve_device(cfg.device)
+    # a bad --weighting-from is refused before any data is loaded or anything is written
+    start_state = load_weighting_state(cfg.weighting_from) if cfg.weighting_from else None
     xtr, ytr, xte, yte = features if features is not None else _load_features(cfg, device, progress)
     torch.manual_seed(cfg.seed)  # after feature loading, which may pre-train a backbone
     xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
@@ -297,7 +299,9 @@ def train_classic(
             target = make_target(xtr.shape[1], cfg.hidden, classes).to(device)
             if cfg.optimizer in ("gwnmo", "gwnmo-prime"):
                 if weighting is None:
-                    weighting, meta_opt = _build_weighting(cfg, target, xtr.shape[1], device)
+                    weighting, meta_opt = _build_weighting(
+                        cfg, target, xtr.shape[1], device, start_state
+                    )
                 learner: Any = OnlineGWNMO(target, weighting, cfg, meta_opt)
             else:
                 learner = _TorchLearner(target, cfg)
@@ -337,12 +341,12 @@ def train_classic(
         if writer is not None:
             writer.close()
     if out is not None and weighting is not None:
-        from gwnmo_meta.checkpoint import save_checkpoint
+        from gwnmo_meta.checkpoint import KIND_CLASSIC, save_checkpoint
 
         save_checkpoint(
             Path(out) / "weighting.pt",
             {
-                "kind": "gwnmo-meta/classic",
+                "kind": KIND_CLASSIC,
                 "config": dataclasses.asdict(cfg),
                 "weighting": weighting.state_dict(),
             },
@@ -350,15 +354,20 @@ def train_classic(
     return results
 
 
-def _build_weighting(cfg: ClassicConfig, target: nn.Module, feature_dim: int, device: torch.device):
+def _build_weighting(
+    cfg: ClassicConfig,
+    target: nn.Module,
+    feature_dim: int,
+    device: torch.device,
+    state: dict[str, Tensor] | None = None,
+):
     from gwnmo_meta.nets import build_weighting
 
     shapes = [tuple(p.shape) for p in target.parameters()]
     weighting = build_weighting(
         cfg.weighting, feature_dim, shapes, prime=cfg.optimizer == "gwnmo-prime"
     ).to(device)
-    if cfg.weighting_from:
-        state = load_weighting_state(cfg.weighting_from)
+    if state is not None:
         try:
             weighting.load_state_dict(state)
         except RuntimeError:

@@ -10,6 +10,20 @@ from typing import Any
 
 from gwnmo_meta.errors import ConfigError
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": ()}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` (e.g. read from a checkpoint) fits a field annotated ``annotation``."""
+    for name in (a.strip() for a in annotation.split("|")):
+        if value is None and name == "None":
+            return True
+        if isinstance(value, bool) and name != "bool":
+            continue
+        if isinstance(value, _TYPES.get(name, (object,))):
+            return True
+    return False
+
 
 @dataclass
 class RunConfig:
@@ -84,6 +98,11 @@ class RunConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        for f in dataclasses.fields(cls):
+            if f.name in data and not _has_type(data[f.name], str(f.type)):
+                raise ConfigError(
+                    f"configuration key {f.name!r} should be {f.type}, got {data[f.name]!r}"
+                )
         return cls(**data)
 
     def save(self, path: Path) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from gwnmo_meta.checkpoint import (
     FORMAT_VERSION,
+    KIND_CLASSIC,
     load_checkpoint,
     restore_rng_states,
     rng_states,
@@ -38,10 +39,12 @@ def test_ci_shrinks_with_more_tasks():
 
 def test_checkpoint_round_trip_and_atomicity(tmp_path):
     path = tmp_path / "run" / "last.pt"
-    save_checkpoint(path, {"kind": "x", "w": torch.arange(3.0)})
-    body = load_checkpoint(path, "x")
+    save_checkpoint(
+        path, {"kind": KIND_CLASSIC, "config": {}, "weighting": {"w": torch.arange(3.0)}}
+    )
+    body = load_checkpoint(path, KIND_CLASSIC)
     assert body["format_version"] == FORMAT_VERSION
-    assert torch.equal(body["w"], torch.arange(3.0))
+    assert torch.equal(body["weighting"]["w"], torch.arange(3.0))
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp files left behind
 
 
@@ -62,9 +65,9 @@ def test_incompatible_checkpoint_version_and_kind(tmp_path):
     torch.save({"format_version": FORMAT_VERSION + 1}, path)
     with pytest.raises(CheckpointError, match="format version"):
         load_checkpoint(path)
-    save_checkpoint(path, {"kind": "classic"})
+    save_checkpoint(path, {"kind": KIND_CLASSIC, "config": {}, "weighting": {}})
     with pytest.raises(CheckpointError, match="expected"):
-        load_checkpoint(path, "meta")
+        load_checkpoint(path, "gwnmo-meta/meta-train")
 
 
 def test_rng_states_restore_reproduces_draws():
