@@ -1,65 +1,71 @@
 """Typer application behind the ``gwnmo-meta`` console script.
 
-Heavy imports (torch, learn2learn) happen inside the commands so ``--help`` starts fast.
-User mistakes (``GwnmoError``) print one ``error:`` line and exit with code 2.
+Choices (``--method``, ``--dataset`` ...) come from :mod:`gwnmo_meta.registry`; options are
+``Annotated`` types declared once and shared by the commands. Heavy imports (torch,
+learn2learn) happen inside the commands so ``--help`` starts fast.
+
+One error style: user mistakes (``GwnmoError``) and usage errors (a bad option value, a missing
+argument, an unknown option) print one ``error: ...`` line on stderr and exit with code 2.
+Progress bars are drawn only when stderr is a terminal, and never with ``--quiet``.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args
 
 import typer
+from typer.core import TyperGroup
+
+from gwnmo_meta import registry
+
+
+class OneLineErrors(TyperGroup):
+    """Typer's group, with usage errors printed as one ``error:`` line (exit 2) instead of a panel."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        except Exception as exc:  # click's exceptions, vendored by typer: duck-typed
+            if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `gwnmo-meta`: the help, as click
+                typer.echo(exc.format_message(), err=True)
+                sys.exit(exc.exit_code)
+            message = exc.format_message().replace(": Value error, ", ": ")  # typer's choice check
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="gwnmo-meta",
+    cls=OneLineErrors,
     help="GWNMO: a learned gradient-weighting optimizer, meta-trained on few-shot tasks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class Dataset(str, Enum):
-    mnist = "mnist"
-    fmnist = "fmnist"
-    cifar10 = "cifar10"
-
-
-class Method(str, Enum):
-    gwnmo = "gwnmo"
-    gwnmo_prime = "gwnmo-prime"
-    maml = "maml"
-    meta_sgd = "meta-sgd"
-    hg = "hg"
-    sgd = "sgd"
-    adam = "adam"
-
-
-class Schedule(str, Enum):
-    alg1 = "alg1"
-    alg2 = "alg2"
-
-
-class Weighting(str, Enum):
-    mlp = "mlp"
-    coordinate = "coordinate"
-
-
-class Backbone(str, Enum):
-    conv4 = "conv4"
-    resnet18_imagenet = "resnet18-imagenet"
-    none = "none"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -85,152 +91,352 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# ---- shared options -------------------------------------------------------------------------
-DATA_ROOT = typer.Option(
-    None,
-    "--data-root",
-    help="Folder with the datasets (default: $GWNMO_DATA, else ~/.cache/gwnmo-meta/data).",
+def progress_bars(quiet: bool) -> bool:
+    """Whether to draw progress bars: not with ``--quiet``, and only onto a terminal."""
+    return not quiet and sys.stderr.isatty()
+
+
+# ---- choices, from the registry -------------------------------------------------------------
+def choices(name: str, entries: Mapping[str, object]) -> type[Enum]:
+    """A str Enum of the registered names, which Typer shows and checks as the option's choices."""
+    return Enum(name, {n: n for n in entries}, type=str)  # type: ignore[return-value]
+
+
+Dataset = choices("Dataset", registry.DATASETS)
+Method = choices("Method", registry.METHODS)
+ClassicOptimizer = choices(
+    "ClassicOptimizer", {m: None for m in registry.METHODS.names(lambda i: i.classic)}
 )
-DOWNLOAD = typer.Option(
-    False, "--download/--no-download", help="Let torchvision download missing datasets."
+Schedule = choices("Schedule", registry.SCHEDULES)
+Weighting = choices("Weighting", registry.WEIGHTINGS)
+Backbone = choices("Backbone", registry.BACKBONES)
+
+
+def value(choice: Enum | None) -> Any:
+    """The string behind a choice (``None`` stays ``None``)."""
+    return None if choice is None else choice.value
+
+
+def _device(name: str) -> str:
+    from gwnmo_meta.errors import ConfigError
+
+    try:
+        return registry.check_device(name)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+# ---- help panels and shared options ---------------------------------------------------------
+DATA, TASK, METHOD, INNER, META, OUTPUT = (
+    "Data",
+    "Task",
+    "Method",
+    "Inner loop",
+    "Meta-training",
+    "Output",
 )
-SKIP_CHECK = typer.Option(
-    False,
-    "--skip-integrity-check",
-    help="Accept a re-packed CIFAR-10 copy whose md5 sums differ from the originals.",
-)
-DEVICE = typer.Option(Device.auto, "--device", help="auto (CUDA if present), cpu or cuda.")
-SEED = typer.Option(0, "--seed", help="Seed for tasks, initialisations and meta-training.")
-TASK_BATCH_HELP = (
-    "Adapt each meta-batch's tasks together in one task-batched inner loop (default): the same "
-    "per-task maths in fewer, larger tensor ops, ~2.5x faster GWNMO meta-steps on CPU (BENCHMARKS.md "
-    "section 4), evaluation batched too. --no-task-batch adapts one task at a time, as the committed "
-    "benchmark results were computed (less memory). MAML/Meta-SGD always adapt one task at a time."
-)
+
+
+def panel(option: Any, name: str) -> Any:
+    """``option`` (an ``Annotated[T, typer.Option(...)]`` type) listed under the help panel ``name``."""
+    base, info = get_args(option)
+    info = copy.copy(info)
+    info.rich_help_panel = name
+    return Annotated[base, info]
+
+
+DataRoot = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Folder with the datasets (default: $GWNMO_DATA, else ~/.cache/gwnmo-meta/data).",
+        rich_help_panel=DATA,
+    ),
+]
+Download = Annotated[
+    bool,
+    typer.Option(
+        "--download/--no-download",
+        help="Let torchvision download missing datasets.",
+        rich_help_panel=DATA,
+    ),
+]
+SkipCheck = Annotated[
+    bool,
+    typer.Option(
+        "--skip-integrity-check",
+        help="Accept a re-packed CIFAR-10 copy whose md5 sums differ from the originals.",
+        rich_help_panel=DATA,
+    ),
+]
+BackboneOpt = Annotated[
+    Backbone,
+    typer.Option(
+        "--backbone",
+        help="Frozen feature extractor E (conv4 is pre-trained on the meta-train classes only).",
+        rich_help_panel=DATA,
+    ),
+]
+Ways = Annotated[int, typer.Option("--ways", help="N: classes per task.", rich_help_panel=TASK)]
+Shots = Annotated[
+    int, typer.Option("--shots", help="K: support examples per class.", rich_help_panel=TASK)
+]
+Query = Annotated[
+    int, typer.Option("--query", help="Q: query examples per class.", rich_help_panel=TASK)
+]
+WeightingOpt = Annotated[
+    Weighting,
+    typer.Option(
+        "--weighting",
+        help="Weighting network M: thesis mlp or per-coordinate.",
+        rich_help_panel=METHOD,
+    ),
+]
+WeightingHidden = Annotated[
+    int,
+    typer.Option(
+        "--weighting-hidden",
+        help="Hidden width of M (smaller: cheaper M on large targets).",
+        rich_help_panel=METHOD,
+    ),
+]
+HeadHidden = Annotated[
+    int | None,
+    typer.Option(
+        "--head-hidden",
+        help="Target head: two linear layers with this hidden width (default: one linear layer).",
+        rich_help_panel=METHOD,
+    ),
+]
+TaskBatch = Annotated[
+    bool,
+    typer.Option(
+        "--task-batch/--no-task-batch",
+        help=(
+            "Adapt each meta-batch's tasks together in one task-batched inner loop (default): the "
+            "same per-task maths in fewer, larger tensor ops, ~2.5x faster GWNMO meta-steps on CPU "
+            "(BENCHMARKS.md section 4), evaluation batched too. --no-task-batch adapts one task at "
+            "a time, as the committed benchmark results were computed (less memory). "
+            "MAML/Meta-SGD always adapt one task at a time."
+        ),
+        rich_help_panel=INNER,
+    ),
+]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        callback=_device,
+        help="auto (CUDA if present), cpu, cuda, cuda:N or mps.",
+    ),
+]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Seed for tasks, initialisations and meta-training.")
+]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="No progress bars (they are drawn only when stderr is a terminal anyway).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+
+MetaDevice = panel(Device, META)
+MetaSeed = panel(Seed, META)
+
+
+def _print_version(flag: bool) -> None:
+    if flag:
+        from gwnmo_meta import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the gwnmo-meta version and exit.",
+        ),
+    ] = False,
+) -> None:
     """GWNMO: a learned gradient-weighting optimizer, meta-trained on few-shot tasks."""
 
 
 @app.command()
 def version() -> None:
     """Print the gwnmo-meta version."""
-    from gwnmo_meta import __version__
-
-    typer.echo(__version__)
+    _print_version(True)
 
 
 @app.command("meta-train")
 @user_errors
 def meta_train_cmd(
-    dataset: Dataset = typer.Option(
-        Dataset.mnist, "--dataset", help="Dataset the tasks are drawn from."
-    ),
-    data_root: Path | None = DATA_ROOT,
-    download: bool = DOWNLOAD,
-    skip_integrity_check: bool = SKIP_CHECK,
-    backbone: Backbone = typer.Option(
-        Backbone.conv4,
-        "--backbone",
-        help="Frozen feature extractor E (conv4 is pre-trained on the meta-train classes only).",
-    ),
-    train_classes: str | None = typer.Option(
-        None, "--train-classes", help="Meta-train classes, e.g. 0-4 (default split: see README)."
-    ),
-    val_classes: str | None = typer.Option(
-        None,
-        "--val-classes",
-        help="Class-disjoint meta-val classes (default: held-out images of the meta-train classes).",
-    ),
-    test_classes: str | None = typer.Option(
-        None, "--test-classes", help="Meta-test classes, e.g. 5-9."
-    ),
-    keep_image_split: bool = typer.Option(
-        False,
-        "--keep-image-split",
-        help="Use torchvision's train images for meta-train/val and its test images for meta-test.",
-    ),
-    ways: int = typer.Option(5, "--ways", help="N: classes per task."),
-    shots: int = typer.Option(1, "--shots", help="K: support examples per class."),
-    query: int = typer.Option(15, "--query", help="Q: query examples per class."),
-    method: Method = typer.Option(Method.gwnmo, "--method", help="Learned optimizer or baseline."),
-    schedule: Schedule | None = typer.Option(
-        None,
-        "--schedule",
-        help=(
-            "GWNMO meta-training schedule: alg1 (same-batch hypergradient) or "
-            "alg2 (look-ahead on the query set). Default alg2; only for gwnmo/gwnmo-prime."
+    dataset: Annotated[
+        Dataset,
+        typer.Option("--dataset", help="Dataset the tasks are drawn from.", rich_help_panel=DATA),
+    ] = "mnist",
+    data_root: DataRoot = None,
+    download: Download = False,
+    skip_integrity_check: SkipCheck = False,
+    backbone: BackboneOpt = "conv4",
+    train_classes: Annotated[
+        str | None,
+        typer.Option(
+            "--train-classes",
+            help="Meta-train classes, e.g. 0-4 (default split: see README).",
+            rich_help_panel=DATA,
         ),
-    ),
-    weighting: Weighting = typer.Option(
-        Weighting.coordinate,
-        "--weighting",
-        help="Weighting network M: thesis mlp or per-coordinate.",
-    ),
-    weighting_hidden: int = typer.Option(
-        32, "--weighting-hidden", help="Hidden width of M (smaller: cheaper M on large targets)."
-    ),
-    inner_steps: int = typer.Option(
-        5, "--inner-steps", help="Inner-loop steps on the support set."
-    ),
-    inner_lr: float | None = typer.Option(
-        None, "--inner-lr", help="Inner step size α (default: the method's, see README)."
-    ),
-    meta_lr: float = typer.Option(
-        1e-3, "--meta-lr", help="Meta step size β (Adam on θ and the learned init)."
-    ),
-    learn_init: bool = typer.Option(
-        True,
-        "--learn-init/--no-learn-init",
-        help="Meta-learn the target head's initialisation too.",
-    ),
-    first_order: bool = typer.Option(
-        False, "--first-order", help="First-order meta-gradients (no second derivatives)."
-    ),
-    head_hidden: int | None = typer.Option(
-        None,
-        "--head-hidden",
-        help="Target head: two linear layers with this hidden width (default: one linear layer).",
-    ),
-    meta_batch: int = typer.Option(4, "--meta-batch", help="Tasks per meta-step."),
-    task_batch: bool = typer.Option(True, "--task-batch/--no-task-batch", help=TASK_BATCH_HELP),
-    meta_steps: int = typer.Option(1000, "--meta-steps", help="Meta-training steps."),
-    val_every: int = typer.Option(
-        100, "--val-every", help="Validate (and checkpoint) every this many meta-steps."
-    ),
-    val_tasks: int = typer.Option(200, "--val-tasks", help="Meta-val tasks per validation."),
-    test_tasks: int = typer.Option(
-        0,
-        "--test-tasks",
-        help="After training, evaluate best.pt on this many meta-test tasks (0: skip).",
-    ),
-    device: Device = DEVICE,
-    seed: int = SEED,
-    out: Path = typer.Option(
-        Path("runs/meta-train"),
-        "--out",
-        help="RUN_DIR for checkpoints, config and TensorBoard events.",
-    ),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in --out from its last.pt."
-    ),
+    ] = None,
+    val_classes: Annotated[
+        str | None,
+        typer.Option(
+            "--val-classes",
+            help="Class-disjoint meta-val classes (default: held-out images of the meta-train classes).",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    test_classes: Annotated[
+        str | None,
+        typer.Option("--test-classes", help="Meta-test classes, e.g. 5-9.", rich_help_panel=DATA),
+    ] = None,
+    keep_image_split: Annotated[
+        bool,
+        typer.Option(
+            "--keep-image-split",
+            help="Use torchvision's train images for meta-train/val and its test images for meta-test.",
+            rich_help_panel=DATA,
+        ),
+    ] = False,
+    ways: Ways = 5,
+    shots: Shots = 1,
+    query: Query = 15,
+    method: Annotated[
+        Method,
+        typer.Option("--method", help="Learned optimizer or baseline.", rich_help_panel=METHOD),
+    ] = "gwnmo",
+    schedule: Annotated[
+        Schedule | None,
+        typer.Option(
+            "--schedule",
+            help=(
+                "GWNMO meta-training schedule: alg1 (same-batch hypergradient) or "
+                "alg2 (look-ahead on the query set). Default alg2; only for gwnmo/gwnmo-prime."
+            ),
+            rich_help_panel=METHOD,
+        ),
+    ] = None,
+    weighting: WeightingOpt = "coordinate",
+    weighting_hidden: WeightingHidden = 32,
+    head_hidden: HeadHidden = None,
+    learn_init: Annotated[
+        bool,
+        typer.Option(
+            "--learn-init/--no-learn-init",
+            help="Meta-learn the target head's initialisation too.",
+            rich_help_panel=METHOD,
+        ),
+    ] = True,
+    inner_steps: Annotated[
+        int,
+        typer.Option(
+            "--inner-steps", help="Inner-loop steps on the support set.", rich_help_panel=INNER
+        ),
+    ] = 5,
+    inner_lr: Annotated[
+        float | None,
+        typer.Option(
+            "--inner-lr",
+            help="Inner step size α (default: the method's, see README).",
+            rich_help_panel=INNER,
+        ),
+    ] = None,
+    task_batch: TaskBatch = True,
+    meta_lr: Annotated[
+        float,
+        typer.Option(
+            "--meta-lr",
+            help="Meta step size β (Adam on θ and the learned init).",
+            rich_help_panel=META,
+        ),
+    ] = 1e-3,
+    first_order: Annotated[
+        bool,
+        typer.Option(
+            "--first-order",
+            help="First-order meta-gradients (no second derivatives).",
+            rich_help_panel=META,
+        ),
+    ] = False,
+    meta_batch: Annotated[
+        int, typer.Option("--meta-batch", help="Tasks per meta-step.", rich_help_panel=META)
+    ] = 4,
+    meta_steps: Annotated[
+        int, typer.Option("--meta-steps", help="Meta-training steps.", rich_help_panel=META)
+    ] = 1000,
+    val_every: Annotated[
+        int,
+        typer.Option(
+            "--val-every",
+            help="Validate (and checkpoint) every this many meta-steps.",
+            rich_help_panel=META,
+        ),
+    ] = 100,
+    val_tasks: Annotated[
+        int,
+        typer.Option("--val-tasks", help="Meta-val tasks per validation.", rich_help_panel=META),
+    ] = 200,
+    device: MetaDevice = "auto",
+    seed: MetaSeed = 0,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="RUN_DIR for checkpoints, config and TensorBoard events.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = Path("runs/meta-train"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=OUTPUT
+        ),
+    ] = False,
+    test_tasks: Annotated[
+        int,
+        typer.Option(
+            "--test-tasks",
+            help="After training, evaluate best.pt on this many meta-test tasks (0: skip).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Meta-train GWNMO (or a baseline) on few-shot tasks; writes checkpoints and TensorBoard events to --out."""
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import ConfigError
     from gwnmo_meta.trainer import TrainingDiverged, meta_train
 
-    if schedule is not None and method not in (Method.gwnmo, Method.gwnmo_prime):
-        raise ConfigError(
-            f"--schedule applies to gwnmo and gwnmo-prime only, not to --method {method.value}"
-        )
+    if schedule is not None and not registry.METHODS[method.value].learned_optimizer:
+        learned = " and ".join(registry.METHODS.names(lambda m: m.learned_optimizer))
+        raise ConfigError(f"--schedule applies to {learned} only, not to --method {method.value}")
     if test_tasks < 0:
         raise ConfigError(f"--test-tasks must be >= 0, got {test_tasks}")
     cfg = RunConfig(
         dataset=dataset.value,
-        data_root=None if data_root is None else str(data_root),
+        data_root=_path(data_root),
         download=download,
         skip_integrity_check=skip_integrity_check,
         backbone=backbone.value,
@@ -242,7 +448,7 @@ def meta_train_cmd(
         shots=shots,
         query=query,
         method=method.value,
-        schedule=(schedule or Schedule.alg2).value,
+        schedule=value(schedule) or "alg2",
         weighting=weighting.value,
         weighting_hidden=weighting_hidden,
         inner_steps=inner_steps,
@@ -256,11 +462,12 @@ def meta_train_cmd(
         meta_steps=meta_steps,
         val_every=val_every,
         val_tasks=val_tasks,
-        device=device.value,
+        device=device,
         seed=seed,
     )
+    progress = progress_bars(quiet)
     try:
-        result = meta_train(cfg, out, resume=resume)
+        result = meta_train(cfg, out, resume=resume, progress=progress)
     except TrainingDiverged as exc:
         fail(str(exc), 1)
     if result.interrupted:
@@ -276,7 +483,7 @@ def meta_train_cmd(
     if test_tasks:
         from gwnmo_meta.evaluate import evaluate_checkpoint
 
-        summary = evaluate_checkpoint(out / "best.pt", tasks=test_tasks)
+        summary = evaluate_checkpoint(out / "best.pt", tasks=test_tasks, progress=progress)
         typer.echo(
             f"meta-test ({summary['dataset']}, {summary['ways']}-way {summary['shots']}-shot): {summary['text']}"
         )
@@ -286,40 +493,56 @@ def meta_train_cmd(
 @app.command()
 @user_errors
 def evaluate(
-    checkpoint: Path = typer.Argument(
-        ..., help="A checkpoint written by meta-train (best.pt or last.pt)."
-    ),
-    dataset: Dataset | None = typer.Option(
-        None,
-        "--dataset",
-        help=(
-            "Evaluate on this dataset's meta-test tasks (default: "
-            "the training dataset; another one = cross-dataset transfer)."
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint written by meta-train (best.pt or last.pt).")
+    ],
+    dataset: Annotated[
+        Dataset | None,
+        typer.Option(
+            "--dataset",
+            help=(
+                "Evaluate on this dataset's meta-test tasks (default: "
+                "the training dataset; another one = cross-dataset transfer)."
+            ),
+            rich_help_panel=DATA,
         ),
-    ),
-    data_root: Path | None = DATA_ROOT,
-    download: bool = DOWNLOAD,
-    skip_integrity_check: bool = SKIP_CHECK,
-    tasks: int = typer.Option(600, "--tasks", help="Number of meta-test tasks."),
-    ways: int | None = typer.Option(None, "--ways", help="N (default: as trained)."),
-    shots: int | None = typer.Option(None, "--shots", help="K (default: as trained)."),
-    query: int | None = typer.Option(None, "--query", help="Q (default: as trained)."),
-    inner_steps: int | None = typer.Option(
-        None, "--inner-steps", help="Inner steps (default: as trained)."
-    ),
-    device: Device = DEVICE,
-    seed: int = typer.Option(1234, "--seed", help="Seed of the meta-test task stream."),
-    json_path: Path | None = typer.Option(
-        None, "--json", help="Also write the results as JSON here."
-    ),
+    ] = None,
+    data_root: DataRoot = None,
+    download: Download = False,
+    skip_integrity_check: SkipCheck = False,
+    tasks: Annotated[
+        int, typer.Option("--tasks", help="Number of meta-test tasks.", rich_help_panel=TASK)
+    ] = 600,
+    ways: Annotated[
+        int | None, typer.Option("--ways", help="N (default: as trained).", rich_help_panel=TASK)
+    ] = None,
+    shots: Annotated[
+        int | None, typer.Option("--shots", help="K (default: as trained).", rich_help_panel=TASK)
+    ] = None,
+    query: Annotated[
+        int | None, typer.Option("--query", help="Q (default: as trained).", rich_help_panel=TASK)
+    ] = None,
+    inner_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--inner-steps", help="Inner steps (default: as trained).", rich_help_panel=INNER
+        ),
+    ] = None,
+    device: Device = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the meta-test task stream.")] = 1234,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the results as JSON here.", rich_help_panel=OUTPUT),
+    ] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Evaluate a checkpoint on meta-test tasks: accuracy mean ± 95% CI and query loss."""
     from gwnmo_meta.evaluate import evaluate_checkpoint
 
     summary = evaluate_checkpoint(
         checkpoint,
-        dataset=None if dataset is None else dataset.value,
-        data_root=None if data_root is None else str(data_root),
+        dataset=value(dataset),
+        data_root=_path(data_root),
         download=download,
         skip_integrity_check=skip_integrity_check,
         tasks=tasks,
@@ -327,8 +550,9 @@ def evaluate(
         shots=shots,
         query=query,
         inner_steps=inner_steps,
-        device=device.value,
+        device=device,
         seed=seed,
+        progress=progress_bars(quiet),
     )
     typer.echo(
         f"{summary['dataset']} {summary['ways']}-way {summary['shots']}-shot, {summary['method']}: {summary['text']}"
@@ -341,82 +565,111 @@ def evaluate(
             fail(f"cannot write --json {json_path}: {exc.strerror or exc}")
 
 
-def _csv(value: str | None, cast: Callable[[str], Any] = str) -> tuple | None:
+def _csv(text: str | None, cast: Callable[[str], Any] = str) -> tuple | None:
     from gwnmo_meta.errors import ConfigError
 
-    if value is None:
+    if text is None:
         return None
     try:
-        items = tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+        items = tuple(cast(v.strip()) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"cannot parse list {value!r}") from None
+        raise ConfigError(f"cannot parse list {text!r}") from None
     if not items:
-        raise ConfigError(f"empty list {value!r}")
+        raise ConfigError(f"empty list {text!r}")
     return items
 
 
 @app.command()
 @user_errors
 def benchmark(
-    suite: str = typer.Argument(
-        "quick",
-        help="Suite: quick (minutes), main (datasets × shots × all methods), transfer (3×3 cross-dataset).",
-    ),
-    out: Path = typer.Option(
-        Path("benchmarks/results"),
-        "--out",
-        help="Folder for cells, results.{md,csv,json} and PNG plots.",
-    ),
-    datasets: str | None = typer.Option(
-        None, "--datasets", help="Comma list overriding the suite's datasets, e.g. mnist,fmnist."
-    ),
-    shots: str | None = typer.Option(
-        None, "--shots", help="Comma list overriding the suite's shots, e.g. 1,5."
-    ),
-    methods: str | None = typer.Option(
-        None, "--methods", help="Comma list overriding the suite's methods."
-    ),
-    schedules: str | None = typer.Option(
-        None, "--schedules", help="Comma list of GWNMO schedules (alg1,alg2)."
-    ),
-    meta_steps: int | None = typer.Option(
-        None, "--meta-steps", help="Meta-steps per cell (default: the suite's)."
-    ),
-    test_tasks: int | None = typer.Option(
-        None, "--test-tasks", help="Meta-test tasks per evaluation (default: the suite's)."
-    ),
-    lr_values: int | None = typer.Option(
-        None, "--lr-values", help="Inner step sizes tried per method, 1-3 (equal tuning budget)."
-    ),
-    data_root: Path | None = DATA_ROOT,
-    skip_integrity_check: bool = SKIP_CHECK,
-    backbone: Backbone = typer.Option(
-        Backbone.conv4, "--backbone", help="Frozen feature extractor shared by all cells."
-    ),
-    head_hidden: int | None = typer.Option(
-        None,
-        "--head-hidden",
-        help="Two-layer target head with this hidden width (default: linear head).",
-    ),
-    weighting: Weighting = typer.Option(
-        Weighting.coordinate, "--weighting", help="GWNMO's weighting network M in every GWNMO cell."
-    ),
-    weighting_hidden: int = typer.Option(
-        32, "--weighting-hidden", help="Hidden width of M in every GWNMO cell."
-    ),
-    task_batch: bool = typer.Option(True, "--task-batch/--no-task-batch", help=TASK_BATCH_HELP),
-    device: Device = DEVICE,
-    seed: int = SEED,
+    suite: Annotated[
+        str,
+        typer.Argument(
+            help="Suite: quick (minutes), main (datasets × shots × all methods), transfer (3×3 cross-dataset).",
+        ),
+    ] = "quick",
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for cells, results.{md,csv,json} and PNG plots.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = Path("benchmarks/results"),
+    datasets: Annotated[
+        str | None,
+        typer.Option(
+            "--datasets",
+            help="Comma list overriding the suite's datasets, e.g. mnist,fmnist.",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    shots: Annotated[
+        str | None,
+        typer.Option(
+            "--shots",
+            help="Comma list overriding the suite's shots, e.g. 1,5.",
+            rich_help_panel=TASK,
+        ),
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods",
+            help=f"Comma list overriding the suite's methods ({', '.join(registry.METHODS)}).",
+            rich_help_panel=METHOD,
+        ),
+    ] = None,
+    schedules: Annotated[
+        str | None,
+        typer.Option(
+            "--schedules",
+            help=f"Comma list of GWNMO schedules ({', '.join(registry.SCHEDULES)}).",
+            rich_help_panel=METHOD,
+        ),
+    ] = None,
+    meta_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--meta-steps", help="Meta-steps per cell (default: the suite's).", rich_help_panel=META
+        ),
+    ] = None,
+    test_tasks: Annotated[
+        int | None,
+        typer.Option(
+            "--test-tasks",
+            help="Meta-test tasks per evaluation (default: the suite's).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    lr_values: Annotated[
+        int | None,
+        typer.Option(
+            "--lr-values",
+            help="Inner step sizes tried per method, 1-3 (equal tuning budget).",
+            rich_help_panel=INNER,
+        ),
+    ] = None,
+    data_root: DataRoot = None,
+    skip_integrity_check: SkipCheck = False,
+    backbone: BackboneOpt = "conv4",
+    head_hidden: HeadHidden = None,
+    weighting: WeightingOpt = "coordinate",
+    weighting_hidden: WeightingHidden = 32,
+    task_batch: TaskBatch = True,
+    device: Device = "auto",
+    seed: Seed = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Run a benchmark suite on shared tasks and seeds; resumable (finished cells are not re-run)."""
     from gwnmo_meta.benchmark import build_suite, run_suite
     from gwnmo_meta.config import RunConfig
 
     base = RunConfig(
-        data_root=None if data_root is None else str(data_root),
+        data_root=_path(data_root),
         skip_integrity_check=skip_integrity_check,
         backbone=backbone.value,
-        device=device.value,
+        device=device,
         seed=seed,
         head_hidden=head_hidden,
         weighting=weighting.value,
@@ -434,7 +687,7 @@ def benchmark(
         lr_values=lr_values,
         base=base,
     )
-    rows, paths = run_suite(spec, out)
+    rows, paths = run_suite(spec, out, progress=progress_bars(quiet))
     for r in rows:
         typer.echo(
             f"{r['train_dataset']}->{r['test_dataset']} {r['shots']}-shot {r['variant']:<18} "
@@ -443,88 +696,122 @@ def benchmark(
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
-class ClassicOptimizer(str, Enum):
-    gwnmo = "gwnmo"
-    gwnmo_prime = "gwnmo-prime"
-    adam = "adam"
-    hg = "hg"
-    sgd = "sgd"
-
-
 @app.command()
 @user_errors
 def train(
-    dataset: Dataset = typer.Option(
-        Dataset.mnist, "--dataset", help="Dataset whose full train split trains the target."
-    ),
-    data_root: Path | None = DATA_ROOT,
-    download: bool = DOWNLOAD,
-    skip_integrity_check: bool = SKIP_CHECK,
-    backbone: Backbone = typer.Option(
-        Backbone.conv4, "--backbone", help="Frozen feature extractor E."
-    ),
-    optimizer: ClassicOptimizer = typer.Option(
-        ClassicOptimizer.gwnmo, "--optimizer", help="Optimizer of the target."
-    ),
-    schedule: Schedule | None = typer.Option(
-        None,
-        "--schedule",
-        help="How M learns online: alg1 or alg2 (default alg1; gwnmo/gwnmo-prime only).",
-    ),
-    weighting: Weighting = typer.Option(
-        Weighting.mlp, "--weighting", help="Weighting network M (the thesis uses mlp)."
-    ),
-    lr: float | None = typer.Option(
-        None,
-        "--lr",
-        help="Step size α of the target (default: gwnmo 0.1, adam 0.001, hg 0.1, sgd 0.1).",
-    ),
-    meta_lr: float = typer.Option(1e-3, "--meta-lr", help="Step size β of Adam on M."),
-    hg_beta: float = typer.Option(1e-4, "--hg-beta", help="HG's hypergradient step size."),
-    epochs: int = typer.Option(5, "--epochs", help="Epochs over the train split."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Mini-batch size."),
-    hidden: int = typer.Option(
-        64, "--hidden", help="Width of the target's hidden layer (two linear layers)."
-    ),
-    reps: int = typer.Option(
-        1, "--reps", help="Train this many fresh targets in sequence; M persists across them."
-    ),
-    weighting_from: Path | None = typer.Option(
-        None, "--weighting-from", help="Start M from a meta-train (or classic) checkpoint."
-    ),
-    freeze_weighting: bool = typer.Option(
-        False, "--freeze-weighting", help="Keep M fixed (needs --weighting-from)."
-    ),
-    max_train_images: int | None = typer.Option(
-        None, "--max-train-images", help="Use only the first N train images (quick runs)."
-    ),
-    device: Device = DEVICE,
-    seed: int = SEED,
-    out: Path = typer.Option(
-        Path("runs/train"),
-        "--out",
-        help="Folder for TensorBoard events, results.json and M's weights.",
-    ),
+    dataset: Annotated[
+        Dataset,
+        typer.Option(
+            "--dataset",
+            help="Dataset whose full train split trains the target.",
+            rich_help_panel=DATA,
+        ),
+    ] = "mnist",
+    data_root: DataRoot = None,
+    download: Download = False,
+    skip_integrity_check: SkipCheck = False,
+    backbone: BackboneOpt = "conv4",
+    optimizer: Annotated[
+        ClassicOptimizer,
+        typer.Option("--optimizer", help="Optimizer of the target.", rich_help_panel=METHOD),
+    ] = "gwnmo",
+    schedule: Annotated[
+        Schedule | None,
+        typer.Option(
+            "--schedule",
+            help="How M learns online: alg1 or alg2 (default alg1; gwnmo/gwnmo-prime only).",
+            rich_help_panel=METHOD,
+        ),
+    ] = None,
+    weighting: Annotated[
+        Weighting,
+        typer.Option(
+            "--weighting",
+            help="Weighting network M (the thesis uses mlp).",
+            rich_help_panel=METHOD,
+        ),
+    ] = "mlp",
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Step size α of the target (default: gwnmo 0.1, adam 0.001, hg 0.1, sgd 0.1).",
+            rich_help_panel=METHOD,
+        ),
+    ] = None,
+    meta_lr: Annotated[
+        float,
+        typer.Option("--meta-lr", help="Step size β of Adam on M.", rich_help_panel=METHOD),
+    ] = 1e-3,
+    hg_beta: Annotated[
+        float,
+        typer.Option("--hg-beta", help="HG's hypergradient step size.", rich_help_panel=METHOD),
+    ] = 1e-4,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs over the train split.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 64,
+    hidden: Annotated[
+        int,
+        typer.Option("--hidden", help="Width of the target's hidden layer (two linear layers)."),
+    ] = 64,
+    reps: Annotated[
+        int,
+        typer.Option(
+            "--reps", help="Train this many fresh targets in sequence; M persists across them."
+        ),
+    ] = 1,
+    weighting_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--weighting-from",
+            help="Start M from a meta-train (or classic) checkpoint.",
+            rich_help_panel=METHOD,
+        ),
+    ] = None,
+    freeze_weighting: Annotated[
+        bool,
+        typer.Option(
+            "--freeze-weighting",
+            help="Keep M fixed (needs --weighting-from).",
+            rich_help_panel=METHOD,
+        ),
+    ] = False,
+    max_train_images: Annotated[
+        int | None,
+        typer.Option(
+            "--max-train-images",
+            help="Use only the first N train images (quick runs).",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    device: Device = "auto",
+    seed: Seed = 0,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for TensorBoard events, results.json and M's weights.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = Path("runs/train"),
+    quiet: Quiet = False,
 ) -> None:
     """Classic training (thesis Tables 1-2): train a target on a full dataset with GWNMO learning online."""
     from gwnmo_meta.classic import ClassicConfig, train_classic
     from gwnmo_meta.errors import ConfigError
 
-    if schedule is not None and optimizer not in (
-        ClassicOptimizer.gwnmo,
-        ClassicOptimizer.gwnmo_prime,
-    ):
+    if schedule is not None and not registry.METHODS[optimizer.value].learned_optimizer:
+        learned = " and ".join(registry.METHODS.names(lambda m: m.learned_optimizer))
         raise ConfigError(
-            f"--schedule applies to gwnmo and gwnmo-prime only, not to --optimizer {optimizer.value}"
+            f"--schedule applies to {learned} only, not to --optimizer {optimizer.value}"
         )
     cfg = ClassicConfig(
         dataset=dataset.value,
-        data_root=None if data_root is None else str(data_root),
+        data_root=_path(data_root),
         download=download,
         skip_integrity_check=skip_integrity_check,
         backbone=backbone.value,
         optimizer=optimizer.value,
-        schedule=(schedule or Schedule.alg1).value,
+        schedule=value(schedule) or "alg1",
         weighting=weighting.value,
         lr=lr,
         meta_lr=meta_lr,
@@ -533,13 +820,13 @@ def train(
         batch_size=batch_size,
         hidden=hidden,
         reps=reps,
-        weighting_from=None if weighting_from is None else str(weighting_from),
+        weighting_from=_path(weighting_from),
         freeze_weighting=freeze_weighting,
         max_train_images=max_train_images,
-        device=device.value,
+        device=device,
         seed=seed,
     )
-    results = train_classic(cfg, out)
+    results = train_classic(cfg, out, progress=progress_bars(quiet))
     for r in results:
         typer.echo(
             f"rep {r.rep + 1}: best test accuracy {100 * r.best_accuracy:.2f}%, best test loss {r.best_loss:.4f}; "

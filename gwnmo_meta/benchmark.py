@@ -19,8 +19,13 @@ from typing import Any
 
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.registry import METHODS, SCHEDULES
 
-SCHEDULED = ("gwnmo", "gwnmo-prime")
+
+def _scheduled(method: str) -> bool:
+    """Whether ``method``'s cells vary over schedules (the learned optimizers)."""
+    return METHODS[method].learned_optimizer
+
 
 # Inner step-size grids: the same number of values for every method (equal tuning budget).
 # (ordered: a suite with --lr-values N takes the first N; values suit the unit-norm features:
@@ -34,7 +39,6 @@ LR_GRIDS: dict[str, tuple[float, ...]] = {
     "sgd": (3.0, 1.0, 0.3),
     "adam": (0.1, 0.03, 0.01),
 }
-ALL_METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,13 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        sched = f"-{self.schedule}" if self.method in SCHEDULED else ""
+        sched = f"-{self.schedule}" if _scheduled(self.method) else ""
         init = "" if self.learn_init else "-randinit"
         return f"{self.dataset}-{self.shots}shot-{self.method}{sched}{init}-lr{self.inner_lr:g}"
 
     @property
     def variant(self) -> str:
-        return f"{self.method} {self.schedule}" if self.method in SCHEDULED else self.method
+        return f"{self.method} {self.schedule}" if _scheduled(self.method) else self.method
 
 
 @dataclass
@@ -75,7 +79,7 @@ class Suite:
 def _variants(methods: tuple[str, ...], schedules: tuple[str, ...]) -> list[tuple[str, str]]:
     out = []
     for m in methods:
-        if m in SCHEDULED:
+        if _scheduled(m):
             out.extend((m, s) for s in schedules)
         else:
             out.append((m, "alg2"))
@@ -94,10 +98,14 @@ def grid_cells(
     for ds in datasets:
         for k in shots:
             for m, s in _variants(methods, schedules):
-                learn_init = m not in ("sgd", "adam")
+                learn_init = METHODS[m].suite_learn_init
                 for lr in LR_GRIDS[m][:lr_values]:
                     cells.append(Cell(ds, k, m, s, lr, (ds,), learn_init))
     return cells
+
+
+def _in_suite(registry: Any, suite: str) -> tuple[str, ...]:
+    return registry.names(lambda info: suite in info.suites)
 
 
 def build_suite(
@@ -118,8 +126,8 @@ def build_suite(
         d = dict(
             datasets=("mnist",),
             shots=(1,),
-            methods=("gwnmo", "maml", "sgd"),
-            schedules=("alg1", "alg2"),
+            methods=_in_suite(METHODS, "quick"),
+            schedules=_in_suite(SCHEDULES, "quick"),
             meta_steps=60,
             test_tasks=100,
             lr_values=1,
@@ -129,8 +137,8 @@ def build_suite(
         d = dict(
             datasets=("mnist", "fmnist", "cifar10"),
             shots=(1, 5),
-            methods=ALL_METHODS,
-            schedules=("alg1", "alg2"),
+            methods=_in_suite(METHODS, "main"),
+            schedules=_in_suite(SCHEDULES, "main"),
             meta_steps=200,
             test_tasks=600,
             lr_values=2,
@@ -140,8 +148,8 @@ def build_suite(
         d = dict(
             datasets=("mnist", "fmnist", "cifar10"),
             shots=(1,),
-            methods=("gwnmo", "sgd", "adam"),
-            schedules=("alg2",),
+            methods=_in_suite(METHODS, "transfer"),
+            schedules=_in_suite(SCHEDULES, "transfer"),
             meta_steps=200,
             test_tasks=600,
             lr_values=2,
@@ -160,10 +168,9 @@ def build_suite(
     )
     d.update({k: v for k, v in given.items() if v is not None})
     for m in d["methods"]:
-        if m not in LR_GRIDS:
-            raise ConfigError(
-                f"unknown method {m!r} in --methods; choose from {', '.join(ALL_METHODS)}"
-            )
+        METHODS.check(m, "--methods")
+    for s in d["schedules"]:
+        SCHEDULES.check(s, "--schedules")
     if not 1 <= d["lr_values"] <= 3:
         raise ConfigError("--lr-values must be 1, 2 or 3")
     base = replace(base, meta_steps=d["meta_steps"])
@@ -186,12 +193,11 @@ def build_suite(
 def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Meta-train and evaluate one cell (resuming it if a previous run was cut off)."""
     from gwnmo_meta.evaluate import evaluate_checkpoint
-    from gwnmo_meta.methods import L2L_METHODS
     from gwnmo_meta.trainer import meta_train
 
     head = f"-h{suite.base.head_hidden}" if suite.base.head_hidden else ""
     m_net, default = "", RunConfig()
-    if cell.method in SCHEDULED:  # M's settings key GWNMO cells only (baselines have no M)
+    if _scheduled(cell.method):  # M's settings key GWNMO cells only (baselines have no M)
         m_net += f"-{suite.base.weighting}" if suite.base.weighting != default.weighting else ""
         m_net += (
             f"-m{suite.base.weighting_hidden}"
@@ -199,7 +205,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
             else ""
         )
     if (
-        suite.base.task_batch and cell.method not in L2L_METHODS
+        suite.base.task_batch and METHODS[cell.method].engine != "learn2learn"
     ):  # learn2learn cells are unaffected;
         m_net += "-tb"  # unsuffixed cells (e.g. the committed ones) adapted one task at a time
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
@@ -239,7 +245,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         "train_dataset": cell.dataset,
         "shots": cell.shots,
         "method": cell.method,
-        "schedule": cell.schedule if cell.method in SCHEDULED else "",
+        "schedule": cell.schedule if _scheduled(cell.method) else "",
         "inner_lr": cell.inner_lr,
         "learn_init": cell.learn_init,
         "meta_steps": cfg.meta_steps,

@@ -34,8 +34,9 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from gwnmo_meta.errors import CheckpointError, ConfigError
+from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 
-OPTIMIZERS = ("gwnmo", "gwnmo-prime", "adam", "hg", "sgd")
+OPTIMIZERS = METHODS.names(lambda m: m.classic)  # the methods ``train --optimizer`` accepts
 DEFAULT_LR = {"gwnmo": 0.1, "gwnmo-prime": 0.1, "adam": 1e-3, "hg": 0.1, "sgd": 0.1}
 
 
@@ -64,13 +65,23 @@ class ClassicConfig:
     device: str = "auto"
     seed: int = 0
 
+    @property
+    def info(self) -> MethodInfo:
+        """The registry's facts about ``optimizer``."""
+        return METHODS[self.optimizer]
+
     def validate(self) -> ClassicConfig:
+        """Check names against the registry and the counts and step sizes; returns ``self``."""
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
             )
-        if self.schedule not in ("alg1", "alg2"):
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose alg1 or alg2")
+        if not SCHEDULES.check(self.schedule).classic:
+            classic = ", ".join(SCHEDULES.names(lambda s: s.classic))
+            raise ConfigError(
+                f"--schedule {self.schedule} is not for classic training; choose {classic}"
+            )
+        WEIGHTINGS.check(self.weighting)
         for name in ("epochs", "batch_size", "hidden", "reps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(
@@ -83,9 +94,7 @@ class ClassicConfig:
                 )
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.optimizer not in ("gwnmo", "gwnmo-prime") and (
-            self.weighting_from or self.freeze_weighting
-        ):
+        if not self.info.learned_optimizer and (self.weighting_from or self.freeze_weighting):
             raise ConfigError(
                 "--weighting-from/--freeze-weighting need --optimizer gwnmo or gwnmo-prime"
             )
@@ -186,7 +195,7 @@ class OnlineGWNMO:
         self.target, self.weighting, self.cfg, self.meta_opt = target, weighting, cfg, meta_opt
         self.names = [n for n, _ in target.named_parameters()]
         self.params = {n: p.detach().clone() for n, p in target.named_parameters()}
-        self.normalize = cfg.optimizer == "gwnmo"
+        self.normalize = not cfg.info.prime
         self.snapshot: dict[str, Tensor] | None = None  # θ' used by the latest update
 
     def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
@@ -297,7 +306,7 @@ def train_classic(
     try:
         for rep in range(cfg.reps):
             target = make_target(xtr.shape[1], cfg.hidden, classes).to(device)
-            if cfg.optimizer in ("gwnmo", "gwnmo-prime"):
+            if cfg.info.learned_optimizer:
                 if weighting is None:
                     weighting, meta_opt = _build_weighting(
                         cfg, target, xtr.shape[1], device, start_state
@@ -364,9 +373,7 @@ def _build_weighting(
     from gwnmo_meta.nets import build_weighting
 
     shapes = [tuple(p.shape) for p in target.parameters()]
-    weighting = build_weighting(
-        cfg.weighting, feature_dim, shapes, prime=cfg.optimizer == "gwnmo-prime"
-    ).to(device)
+    weighting = build_weighting(cfg.weighting, feature_dim, shapes, prime=cfg.info.prime).to(device)
     if state is not None:
         try:
             weighting.load_state_dict(state)
@@ -383,19 +390,12 @@ def _build_weighting(
 
 
 class _TorchLearner:
-    """Adam / SGD / HG on the target, through the same step() interface."""
+    """A baseline optimizer (Adam / SGD / HG ...) on the target, through the same step() interface."""
 
     def __init__(self, target: nn.Module, cfg: ClassicConfig):
-        from gwnmo_meta.optim import HG
-
         self.target = target
-        params = list(target.parameters())
-        if cfg.optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=cfg.step_size)
-        elif cfg.optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=cfg.step_size)
-        else:
-            self.opt = HG(params, lr=cfg.step_size, beta=cfg.hg_beta)
+        options = {kw: getattr(cfg, field) for kw, field in cfg.info.optimizer_options}
+        self.opt = load(cfg.info.impl)(list(target.parameters()), lr=cfg.step_size, **options)
 
     def step(self, x: Tensor, y: Tensor) -> float:
         self.opt.zero_grad(set_to_none=True)

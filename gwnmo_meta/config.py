@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.registry import (
+    BACKBONES,
+    DATASETS,
+    METHODS,
+    SCHEDULES,
+    WEIGHTINGS,
+    check_device,
+)
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": ()}
 
@@ -64,7 +72,16 @@ class RunConfig:
     seed: int = 0
 
     def validate(self) -> RunConfig:
-        """Check counts; method/data specifics are validated by their own modules."""
+        """Check the names against the registry and the counts; returns ``self``.
+
+        Method and data specifics (class splits, step sizes) are validated by their own modules.
+        """
+        METHODS.check(self.method)
+        SCHEDULES.check(self.schedule)
+        WEIGHTINGS.check(self.weighting)
+        DATASETS.check(self.dataset)
+        BACKBONES.check(self.backbone)
+        check_device(self.device)
         for name in (
             "ways",
             "shots",

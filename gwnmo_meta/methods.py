@@ -37,13 +37,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.nets import WEIGHTINGS, build_weighting, make_head
-from gwnmo_meta.schedules import SCHEDULES, EpisodeOutcome, query_metrics, run_episode, run_episodes
+from gwnmo_meta.nets import build_weighting, make_head
+from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
+from gwnmo_meta.schedules import EpisodeOutcome, query_metrics, run_episode, run_episodes
 from gwnmo_meta.tasks.episodes import stack_episodes
 
-METHODS = ("gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam")
-L2L_METHODS = ("maml", "meta-sgd")  # adapted by learn2learn, one task at a time
-SCHEDULED_METHODS = ("gwnmo", "gwnmo-prime")
 # Defaults for unit-norm features (see tasks/fewshot.py); the benchmark tunes them per method.
 DEFAULT_INNER_LR = {
     "gwnmo": 3.0,
@@ -78,20 +76,19 @@ class MethodConfig:
     def lr(self) -> float:
         return self.inner_lr if self.inner_lr is not None else DEFAULT_INNER_LR[self.method]
 
+    @property
+    def info(self) -> MethodInfo:
+        """The registry's facts about ``method``."""
+        return METHODS.check(self.method)
+
     def validate(self) -> MethodConfig:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
-            )
-        if self.weighting not in WEIGHTINGS:
-            raise ConfigError(
-                f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}"
-            )
+        """Check names against the registry and the step sizes; returns ``self``."""
+        METHODS.check(self.method)
+        SCHEDULES.check(self.schedule)
+        WEIGHTINGS.check(self.weighting)
         if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
             raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
-        if self.method in ("maml", "meta-sgd") and not self.learn_init:
+        if self.info.init_always_learned and not self.learn_init:
             raise ConfigError(
                 f"--method {self.method} always meta-learns the init; drop --no-learn-init"
             )
@@ -140,25 +137,20 @@ class HigherMethod(MetaMethod):
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
-        from gwnmo_meta.optim import GWNMO, HG
-
         self.head = _seeded_head(cfg, feature_dim, ways)
         params = list(self.head.parameters())
-        if cfg.method in SCHEDULED_METHODS:
-            prime = cfg.method == "gwnmo-prime"
+        info = cfg.info
+        if info.learned_optimizer:
             shapes = [tuple(p.shape) for p in params]
             self.weighting = build_weighting(
-                cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=prime
+                cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=info.prime
             )
-            self.inner_opt: torch.optim.Optimizer = GWNMO(
-                params, self.weighting, lr=cfg.lr, normalize=not prime
+            self.inner_opt: torch.optim.Optimizer = load(info.impl)(
+                params, self.weighting, lr=cfg.lr, normalize=not info.prime
             )
-        elif cfg.method == "hg":
-            self.inner_opt = HG(params, lr=cfg.lr, beta=cfg.hg_beta)
-        elif cfg.method == "sgd":
-            self.inner_opt = torch.optim.SGD(params, lr=cfg.lr)
         else:
-            self.inner_opt = torch.optim.Adam(params, lr=cfg.lr)
+            options = {kw: getattr(cfg, field) for kw, field in info.optimizer_options}
+            self.inner_opt = load(info.impl)(params, lr=cfg.lr, **options)
 
     def meta_parameters(self) -> list[nn.Parameter]:
         """M's parameters, plus the head's initialisation with ``learn_init``."""
@@ -170,7 +162,7 @@ class HigherMethod(MetaMethod):
         return self.cfg.task_batch
 
     def _schedule_kwargs(self, train: bool) -> dict[str, Any]:
-        schedule = self.cfg.schedule if self.cfg.method in SCHEDULED_METHODS else "alg2"
+        schedule = self.cfg.schedule if self.cfg.info.learned_optimizer else "alg2"
         return dict(
             steps=self.cfg.inner_steps,
             schedule=schedule,
@@ -199,10 +191,9 @@ class L2LMethod(MetaMethod):
         super().__init__(cfg)
         from gwnmo_meta.l2l import learn2learn
 
-        l2l = learn2learn()
-
+        learn2learn()  # imports it quietly (before load() does)
         head = _seeded_head(cfg, feature_dim, ways)
-        cls = l2l.algorithms.MAML if cfg.method == "maml" else l2l.algorithms.MetaSGD
+        cls = load(cfg.info.impl)
         self.learner = cls(head, lr=cfg.lr, first_order=cfg.first_order)
 
     def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
@@ -231,7 +222,7 @@ def build_method(
 ) -> MetaMethod:
     """The :class:`MetaMethod` for ``cfg.method`` on ``device``."""
     cfg.validate()
-    cls = L2LMethod if cfg.method in L2L_METHODS else HigherMethod
+    cls = L2LMethod if cfg.info.engine == "learn2learn" else HigherMethod
     with torch.random.fork_rng(devices=[]):  # initialisation depends on cfg.seed only
         torch.manual_seed(cfg.seed)
         method = cls(cfg, feature_dim, ways)

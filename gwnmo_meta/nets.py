@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.registry import WEIGHTINGS
 
-WEIGHTINGS = ("mlp", "coordinate")
 MLP_MEMORY_LIMIT_BYTES = (
     24 * 1024**3
 )  # this project's machines: refuse a thesis MLP whose training state exceeds it

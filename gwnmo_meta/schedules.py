@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-SCHEDULES = ("alg1", "alg2")
+from gwnmo_meta.registry import SCHEDULES
 
 
 @dataclass

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gwnmo_meta.errors import ConfigError, DataError
+from gwnmo_meta.errors import DataError
+from gwnmo_meta.registry import BACKBONES
 
-BACKBONES = ("conv4", "resnet18-imagenet", "none")
-FEATURE_DIMS = {"conv4": 256, "resnet18-imagenet": 512, "none": 3 * 32 * 32}
 CONV4_EPOCHS = 4
 CONV4_MAX_PER_CLASS = 600
 CONV4_BATCH = 64
@@ -37,9 +36,8 @@ def cache_dir(override: str | Path | None = None) -> Path:
 
 
 def check_backbone(name: str) -> str:
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    return name
+    """``name`` if it is a registered backbone, else a one-line ConfigError."""
+    return BACKBONES.check(name).name
 
 
 def _tqdm(iterable, *, progress: bool, desc: str, total: int | None = None):

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gwnmo_meta.errors import ConfigError, DataError
+from gwnmo_meta.errors import DataError
+from gwnmo_meta.registry import DATASETS
 
-DATASETS = ("mnist", "fmnist", "cifar10")
-NUM_CLASSES = {"mnist": 10, "fmnist": 10, "cifar10": 10}
+NUM_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "gwnmo-meta" / "data"
 # the folder below the data root that torchvision reads for each dataset
 FOLDERS = {
@@ -74,9 +74,8 @@ def resolve_data_root(flag: str | Path | None = None) -> Path:
 
 
 def check_dataset(name: str) -> str:
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return name
+    """``name`` if it is a registered dataset, else a one-line ConfigError."""
+    return DATASETS.check(name).name
 
 
 def _cifar10():

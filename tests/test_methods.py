@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.methods import METHODS, MethodConfig, build_method
+from gwnmo_meta.methods import MethodConfig, build_method
+from gwnmo_meta.registry import METHODS
 from gwnmo_meta.tasks.episodes import TaskSpec
 from gwnmo_meta.tasks.fewshot import synthetic_fewshot
 

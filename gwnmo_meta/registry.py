@@ -1,0 +1,322 @@
+"""One registry per choice: methods, schedules, weightings, datasets, backbones and devices.
+
+Every list of choices in gwnmo-meta is derived from here: the CLI's ``--method``/``--dataset``/...
+choices, the benchmark's method lists and suites, and the validation in ``config.py``,
+``methods.py``, ``classic.py`` and ``tasks/``. Adding a method is one :func:`Registry.register`
+call below; the CLI, the benchmark and validation pick it up.
+
+Importing this module stays light (no torch, no learn2learn): ``gwnmo-meta --help`` reads it.
+Implementations are named as ``"module:attribute"`` strings and imported only when used
+(:func:`load`).
+
+A :class:`Registry` is a read-only mapping from name to facts, in registration order::
+
+    >>> from gwnmo_meta.registry import METHODS
+    >>> METHODS["maml"].engine
+    'learn2learn'
+    >>> [m for m, info in METHODS.items() if info.learned_optimizer]
+    ['gwnmo', 'gwnmo-prime']
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from gwnmo_meta.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A named choice with a one-line summary (the base of every registry entry)."""
+
+    name: str
+    summary: str = ""
+
+
+T = TypeVar("T", bound=Choice)
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """Named choices of one kind, in registration order; iterating yields the names.
+
+    Args:
+        kind: what the entries are, for error messages ("method", "dataset", ...).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, entry: T) -> T:
+        """Add ``entry`` under ``entry.name``.
+
+        Args:
+            entry: the choice's facts.
+
+        Returns:
+            ``entry``, unchanged.
+
+        Raises:
+            ValueError: a choice of that name is already registered.
+        """
+        if entry.name in self._entries:
+            raise ValueError(f"{self.kind} {entry.name!r} is already registered")
+        self._entries[entry.name] = entry
+        return entry
+
+    def __getitem__(self, name: str) -> T:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self, where: Callable[[T], bool] | None = None) -> tuple[str, ...]:
+        """Registered names, in order.
+
+        Args:
+            where: keep only the entries for which this returns true.
+
+        Returns:
+            The names.
+        """
+        return tuple(n for n, e in self._entries.items() if where is None or where(e))
+
+    def check(self, name: str, flag: str | None = None) -> T:
+        """The entry called ``name``, or a one-line :class:`ConfigError` listing the choices.
+
+        Args:
+            name: the user's value.
+            flag: the option it came from (e.g. ``--methods``), named in the message.
+
+        Returns:
+            The registered entry.
+        """
+        if name not in self._entries:
+            where = f" in {flag}" if flag else ""
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}{where}; choose one of {', '.join(self._entries)}"
+            )
+        return self._entries[name]
+
+
+def load(target: str) -> Any:
+    """Import ``"package.module:attribute"`` and return the attribute.
+
+    Args:
+        target: the dotted module path and attribute name, separated by a colon.
+
+    Returns:
+        The attribute (a class or function).
+    """
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ---- methods --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodInfo(Choice):
+    """Facts about a few-shot method (``meta-train --method``) or classic optimizer.
+
+    Attributes:
+        engine: what adapts the target head: ``"higher"`` (a torch optimizer made
+            differentiable by higher) or ``"learn2learn"`` (an ``l2l.algorithms`` wrapper,
+            one task at a time).
+        impl: ``"module:Class"`` of the torch optimizer (higher) or learn2learn algorithm.
+        meta_learns: what meta-training learns (for docs and ``--help``).
+        learned_optimizer: has a weighting network M and takes a ``--schedule``.
+        prime: GWNMO' (raw weights, no normalisation; M starts at output 1).
+        init_always_learned: meta-learns the head's initialisation whatever ``--learn-init``
+            says (so ``--no-learn-init`` is refused).
+        optimizer_options: keyword of the optimizer → config field that supplies it.
+        classic: available as ``gwnmo-meta train --optimizer``.
+        suite_learn_init: benchmark suites meta-learn its init (``False``: plain fine-tuning
+            from a fixed random init).
+        suites: benchmark suites whose default method list includes it.
+    """
+
+    engine: Literal["higher", "learn2learn"] = "higher"
+    impl: str = ""
+    meta_learns: str = ""
+    learned_optimizer: bool = False
+    prime: bool = False
+    init_always_learned: bool = False
+    optimizer_options: tuple[tuple[str, str], ...] = ()
+    classic: bool = False
+    suite_learn_init: bool = True
+    suites: tuple[str, ...] = ()
+
+
+METHODS: Registry[MethodInfo] = Registry("method")
+METHODS.register(
+    MethodInfo(
+        "gwnmo",
+        "GWNMO: gradient weighted by M (sigmoid weights, normalised), via higher",
+        impl="gwnmo_meta.optim:GWNMO",
+        meta_learns="M (+ init)",
+        learned_optimizer=True,
+        classic=True,
+        suites=("quick", "main", "transfer"),
+    )
+)
+METHODS.register(
+    MethodInfo(
+        "gwnmo-prime",
+        "GWNMO': raw weights, no normalisation, via higher",
+        impl="gwnmo_meta.optim:GWNMO",
+        meta_learns="M (+ init)",
+        learned_optimizer=True,
+        prime=True,
+        classic=True,
+        suites=("main",),
+    )
+)
+METHODS.register(
+    MethodInfo(
+        "maml",
+        "MAML: SGD inner loop via learn2learn.algorithms.MAML",
+        engine="learn2learn",
+        impl="learn2learn.algorithms:MAML",
+        meta_learns="init",
+        init_always_learned=True,
+        suites=("quick", "main"),
+    )
+)
+METHODS.register(
+    MethodInfo(
+        "meta-sgd",
+        "Meta-SGD: per-parameter step sizes via learn2learn.algorithms.MetaSGD",
+        engine="learn2learn",
+        impl="learn2learn.algorithms:MetaSGD",
+        meta_learns="init + step sizes",
+        init_always_learned=True,
+        suites=("main",),
+    )
+)
+METHODS.register(
+    MethodInfo(
+        "hg",
+        "HG: hypergradient per-element step sizes (Baydin et al.), via higher",
+        impl="gwnmo_meta.optim:HG",
+        meta_learns="init (with --learn-init)",
+        optimizer_options=(("beta", "hg_beta"),),
+        classic=True,
+        suites=("main",),
+    )
+)
+METHODS.register(
+    MethodInfo(
+        "sgd",
+        "plain SGD, via higher",
+        impl="torch.optim:SGD",
+        meta_learns="init (with --learn-init)",
+        classic=True,
+        suite_learn_init=False,
+        suites=("quick", "main", "transfer"),
+    )
+)
+METHODS.register(
+    MethodInfo(
+        "adam",
+        "Adam, via higher",
+        impl="torch.optim:Adam",
+        meta_learns="init (with --learn-init)",
+        classic=True,
+        suite_learn_init=False,
+        suites=("main", "transfer"),
+    )
+)
+
+
+# ---- schedules (how a learned optimizer is meta-trained) ------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleInfo(Choice):
+    """A meta-training schedule of the learned optimizers (``--schedule``).
+
+    Attributes:
+        suites: benchmark suites whose default schedule list includes it.
+        classic: also an online schedule of classic training (``gwnmo-meta train``).
+    """
+
+    suites: tuple[str, ...] = ()
+    classic: bool = True
+
+
+SCHEDULES: Registry[ScheduleInfo] = Registry("schedule")
+SCHEDULES.register(
+    ScheduleInfo("alg1", "thesis Algorithm 1: same-batch hypergradient", ("quick", "main"))
+)
+SCHEDULES.register(
+    ScheduleInfo(
+        "alg2",
+        "thesis Algorithm 2: look-ahead on the next batch (the query set)",
+        ("quick", "main", "transfer"),
+    )
+)
+
+
+# ---- weighting networks M -------------------------------------------------------------------
+WEIGHTINGS: Registry[Choice] = Registry("weighting")
+WEIGHTINGS.register(Choice("mlp", "the thesis MLP over all parameters (size tied to the target)"))
+WEIGHTINGS.register(Choice("coordinate", "one small MLP shared by every coordinate"))
+
+
+# ---- datasets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo(Choice):
+    """A torchvision image dataset (``--dataset``).
+
+    Attributes:
+        num_classes: number of classes (labels 0..num_classes-1).
+    """
+
+    num_classes: int = 10
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+DATASETS.register(DatasetInfo("mnist", "MNIST digits", 10))
+DATASETS.register(DatasetInfo("fmnist", "Fashion-MNIST", 10))
+DATASETS.register(DatasetInfo("cifar10", "CIFAR-10", 10))
+
+
+# ---- frozen backbones E ---------------------------------------------------------------------
+BACKBONES: Registry[Choice] = Registry("backbone")
+BACKBONES.register(Choice("conv4", "conv4 pre-trained here on the meta-train classes only"))
+BACKBONES.register(Choice("resnet18-imagenet", "torchvision's ImageNet ResNet18 (download once)"))
+BACKBONES.register(Choice("none", "raw pixels"))
+
+
+# ---- devices --------------------------------------------------------------------------------
+DEVICES: Registry[Choice] = Registry("device")
+DEVICES.register(Choice("auto", "CUDA if present, else the CPU"))
+DEVICES.register(Choice("cpu", "the CPU"))
+DEVICES.register(Choice("cuda", "the current CUDA device (cuda:N: device N)"))
+DEVICES.register(Choice("mps", "Apple's Metal GPU, where torch has it"))
+
+_CUDA_INDEX = re.compile(r"cuda:\d+")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a registered device or ``cuda:N``, else a one-line ConfigError.
+
+    Args:
+        name: the ``--device`` value.
+
+    Returns:
+        ``name``, unchanged (availability is checked by ``device.resolve_device``).
+    """
+    if name in DEVICES or _CUDA_INDEX.fullmatch(name):
+        return name
+    raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} or cuda:N")
