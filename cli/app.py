@@ -103,6 +103,9 @@ def choices(name: str, entries: Mapping[str, object]) -> type[Enum]:
 
 
 Dataset = choices("Dataset", registry.DATASETS)
+SourceDataset = choices(  # read from disk (not a pool)
+    "SourceDataset", {d: None for d in registry.DATASETS.names(lambda i: not i.sources)}
+)
 Method = choices("Method", registry.METHODS)
 ClassicOptimizer = choices(
     "ClassicOptimizer", {m: None for m in registry.METHODS.names(lambda i: i.classic)}
@@ -170,6 +173,55 @@ SkipCheck = Annotated[
     typer.Option(
         "--skip-integrity-check",
         help="Accept a re-packed CIFAR-10 copy whose md5 sums differ from the originals.",
+        rich_help_panel=DATA,
+    ),
+]
+TaskDatasetOpt = Annotated[
+    Dataset,
+    typer.Option(
+        "--dataset",
+        help="Dataset the tasks are drawn from (mixed: the 30 classes of all three, class-disjoint).",
+        rich_help_panel=DATA,
+    ),
+]
+TestDataset = Annotated[
+    SourceDataset | None,
+    typer.Option(
+        "--test-dataset",
+        help="With --dataset mixed: leave this dataset out; its ten classes are meta-test, the "
+        "other two datasets give meta-train and a class-disjoint meta-val.",
+        rich_help_panel=DATA,
+    ),
+]
+TrainClasses = Annotated[
+    str | None,
+    typer.Option(
+        "--train-classes",
+        help="Meta-train classes, e.g. 0-4 or mnist:0-4; on mixed dataset:class, e.g. "
+        "cifar10:0-4,fmnist:2 or fmnist (all ten). Default split: gwnmo-meta splits.",
+        rich_help_panel=DATA,
+    ),
+]
+ValClasses = Annotated[
+    str | None,
+    typer.Option(
+        "--val-classes",
+        help="Class-disjoint meta-val classes (single datasets default to held-out images of the "
+        "meta-train classes).",
+        rich_help_panel=DATA,
+    ),
+]
+TestClasses = Annotated[
+    str | None,
+    typer.Option(
+        "--test-classes", help="Meta-test classes, e.g. 5-9 or cifar10:7-9.", rich_help_panel=DATA
+    ),
+]
+KeepImageSplit = Annotated[
+    bool,
+    typer.Option(
+        "--keep-image-split",
+        help="Use torchvision's train images for meta-train/val and its test images for meta-test.",
         rich_help_panel=DATA,
     ),
 ]
@@ -284,42 +336,16 @@ def version() -> None:
 @app.command("meta-train")
 @user_errors
 def meta_train_cmd(
-    dataset: Annotated[
-        Dataset,
-        typer.Option("--dataset", help="Dataset the tasks are drawn from.", rich_help_panel=DATA),
-    ] = "mnist",
+    dataset: TaskDatasetOpt = "mnist",
+    test_dataset: TestDataset = None,
     data_root: DataRoot = None,
     download: Download = False,
     skip_integrity_check: SkipCheck = False,
     backbone: BackboneOpt = "conv4",
-    train_classes: Annotated[
-        str | None,
-        typer.Option(
-            "--train-classes",
-            help="Meta-train classes, e.g. 0-4 (default split: see README).",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    val_classes: Annotated[
-        str | None,
-        typer.Option(
-            "--val-classes",
-            help="Class-disjoint meta-val classes (default: held-out images of the meta-train classes).",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    test_classes: Annotated[
-        str | None,
-        typer.Option("--test-classes", help="Meta-test classes, e.g. 5-9.", rich_help_panel=DATA),
-    ] = None,
-    keep_image_split: Annotated[
-        bool,
-        typer.Option(
-            "--keep-image-split",
-            help="Use torchvision's train images for meta-train/val and its test images for meta-test.",
-            rich_help_panel=DATA,
-        ),
-    ] = False,
+    train_classes: TrainClasses = None,
+    val_classes: ValClasses = None,
+    test_classes: TestClasses = None,
+    keep_image_split: KeepImageSplit = False,
     ways: Ways = 5,
     shots: Shots = 1,
     query: Query = 15,
@@ -436,6 +462,7 @@ def meta_train_cmd(
         raise ConfigError(f"--test-tasks must be >= 0, got {test_tasks}")
     cfg = RunConfig(
         dataset=dataset.value,
+        test_dataset=value(test_dataset),
         data_root=_path(data_root),
         download=download,
         skip_integrity_check=skip_integrity_check,
@@ -554,8 +581,10 @@ def evaluate(
         seed=seed,
         progress=progress_bars(quiet),
     )
+    held_out = f" (meta-test: {summary['test_dataset']})" if summary["test_dataset"] else ""
     typer.echo(
-        f"{summary['dataset']} {summary['ways']}-way {summary['shots']}-shot, {summary['method']}: {summary['text']}"
+        f"{summary['dataset']}{held_out} {summary['ways']}-way {summary['shots']}-shot, "
+        f"{summary['method']}: {summary['text']}"
     )
     if json_path is not None:
         try:
@@ -563,6 +592,67 @@ def evaluate(
             json_path.write_text(json.dumps(summary, indent=2) + "\n")
         except OSError as exc:
             fail(f"cannot write --json {json_path}: {exc.strerror or exc}")
+
+
+@app.command()
+@user_errors
+def splits(
+    dataset: TaskDatasetOpt = "mnist",
+    test_dataset: TestDataset = None,
+    data_root: DataRoot = None,
+    download: Download = False,
+    skip_integrity_check: SkipCheck = False,
+    train_classes: TrainClasses = None,
+    val_classes: ValClasses = None,
+    test_classes: TestClasses = None,
+    keep_image_split: KeepImageSplit = False,
+    ways: Annotated[
+        int,
+        typer.Option(
+            "--ways", help="N: classes per task (counts N-way class sets).", rich_help_panel=TASK
+        ),
+    ] = 5,
+    seed: Seed = 0,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Write the parts as JSON to stdout.", rich_help_panel=OUTPUT),
+    ] = False,
+) -> None:
+    """Show the class split meta-train would use: each part's classes, images and N-way class sets (labels only)."""
+    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.run_data import fewshot_config
+    from gwnmo_meta.tasks.fewshot import split_summary
+
+    cfg = RunConfig(
+        dataset=dataset.value,
+        test_dataset=value(test_dataset),
+        data_root=_path(data_root),
+        download=download,
+        skip_integrity_check=skip_integrity_check,
+        train_classes=train_classes,
+        val_classes=val_classes,
+        test_classes=test_classes,
+        keep_image_split=keep_image_split,
+        ways=ways,
+        seed=seed,
+    ).validate()
+    summary = split_summary(fewshot_config(cfg, progress=False), ways)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    held_out = f", meta-test: {summary['test_dataset']}" if summary["test_dataset"] else ""
+    typer.echo(f"{summary['dataset']}{held_out}; {ways}-way class sets per part")
+    for part, info in summary["parts"].items():
+        note = (
+            " (held-out images of the meta-train classes)"
+            if part == "val" and summary["val_from_train_classes"]
+            else ""
+        )
+        typer.echo(
+            f"meta-{part}: {len(info['classes'])} classes, {info['images']} images, "
+            f"{info['class_sets']} class sets{note}"
+        )
+        typer.echo("  " + " ".join(info["classes"]))
 
 
 def _csv(text: str | None, cast: Callable[[str], Any] = str) -> tuple | None:
@@ -700,7 +790,7 @@ def benchmark(
 @user_errors
 def train(
     dataset: Annotated[
-        Dataset,
+        SourceDataset,
         typer.Option(
             "--dataset",
             help="Dataset whose full train split trains the target.",

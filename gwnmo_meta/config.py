@@ -39,6 +39,7 @@ class RunConfig:
 
     # data
     dataset: str = "mnist"
+    test_dataset: str | None = None  # mixed: leave this dataset out (its classes are meta-test)
     data_root: str | None = None
     download: bool = False
     skip_integrity_check: bool = False
@@ -80,6 +81,13 @@ class RunConfig:
         SCHEDULES.check(self.schedule)
         WEIGHTINGS.check(self.weighting)
         DATASETS.check(self.dataset)
+        if self.test_dataset is not None:
+            pool = DATASETS[self.dataset].sources
+            if self.test_dataset not in pool:
+                raise ConfigError(
+                    f"--test-dataset {self.test_dataset} needs --dataset mixed and one of its "
+                    f"datasets ({', '.join(DATASETS['mixed'].sources)}); got --dataset {self.dataset}"
+                )
         BACKBONES.check(self.backbone)
         check_device(self.device)
         for name in (

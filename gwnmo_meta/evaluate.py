@@ -90,7 +90,8 @@ def evaluate_checkpoint(
     """Evaluate a meta-train checkpoint on meta-test tasks (of another dataset for cross-dataset transfer).
 
     Returns a JSON-ready dict: ``accuracy_mean``, ``accuracy_ci95``, ``loss_mean``, ``loss_ci95``,
-    ``tasks``, ``dataset``, ``trained_on``, ``ways``, ``shots``, ``query``, ``inner_steps``,
+    ``tasks``, ``dataset``, ``trained_on``, ``test_dataset`` (the held-out dataset of a
+    leave-one-dataset-out run on mixed, else null), ``ways``, ``shots``, ``query``, ``inner_steps``,
     ``method``, ``schedule``, ``weighting``, ``checkpoint``, ``seed`` and a human-readable ``text``.
     """
     from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
@@ -141,6 +142,7 @@ def evaluate_checkpoint(
         **summary.to_dict(),
         "dataset": dataset or trained.dataset,
         "trained_on": trained.dataset,
+        "test_dataset": trained.test_dataset,
         "ways": cfg.ways,
         "shots": cfg.shots,
         "query": cfg.query,

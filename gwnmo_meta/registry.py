@@ -276,19 +276,29 @@ WEIGHTINGS.register(Choice("coordinate", "one small MLP shared by every coordina
 
 @dataclass(frozen=True)
 class DatasetInfo(Choice):
-    """A torchvision image dataset (``--dataset``).
+    """A torchvision image dataset, or a pool of them (``--dataset``).
 
     Attributes:
         num_classes: number of classes (labels 0..num_classes-1).
+        sources: for a pool, the datasets it pools, in label order (empty: read from disk).
     """
 
     num_classes: int = 10
+    sources: tuple[str, ...] = ()
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 DATASETS.register(DatasetInfo("mnist", "MNIST digits", 10))
 DATASETS.register(DatasetInfo("fmnist", "Fashion-MNIST", 10))
 DATASETS.register(DatasetInfo("cifar10", "CIFAR-10", 10))
+DATASETS.register(
+    DatasetInfo(
+        "mixed",
+        "the 30 classes of all three, pooled (classes named dataset:class, e.g. cifar10:7)",
+        30,
+        sources=("mnist", "fmnist", "cifar10"),
+    )
+)
 
 
 # ---- frozen backbones E ---------------------------------------------------------------------

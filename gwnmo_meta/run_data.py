@@ -19,13 +19,28 @@ def task_spec(cfg: RunConfig) -> Any:
 
 def fewshot_config(cfg: RunConfig, eval_dataset: str | None = None, progress: bool = True) -> Any:
     """The tasks module's FewShotConfig for ``cfg`` (``eval_dataset``: cross-dataset meta-test)."""
+    from gwnmo_meta.errors import ConfigError
     from gwnmo_meta.tasks.fewshot import FewShotConfig
     from gwnmo_meta.tasks.splits import ClassSplit
 
     cross = eval_dataset is not None and eval_dataset != cfg.dataset
     given = any(c is not None for c in (cfg.train_classes, cfg.val_classes, cfg.test_classes))
+    if given and cfg.test_dataset is not None:
+        raise ConfigError(
+            "--test-dataset chooses the whole split; do not combine it with "
+            "--train-classes/--val-classes/--test-classes"
+        )
+    if cross and "mixed" in (cfg.dataset, eval_dataset) and eval_dataset != cfg.test_dataset:
+        trained = cfg.dataset + (f" --test-dataset {cfg.test_dataset}" if cfg.test_dataset else "")
+        raise ConfigError(
+            f"--dataset {eval_dataset} shares classes with what the checkpoint was meta-trained on "
+            f"(--dataset {trained}); evaluate it without --dataset (its own meta-test classes), or "
+            "meta-train on mixed with --test-dataset to hold a whole dataset out"
+        )
     train_split = (
-        ClassSplit.from_strings(cfg.train_classes, cfg.val_classes, cfg.test_classes)
+        ClassSplit.from_strings(
+            cfg.train_classes, cfg.val_classes, cfg.test_classes, dataset=cfg.dataset
+        )
         if given
         else None
     )
@@ -38,6 +53,7 @@ def fewshot_config(cfg: RunConfig, eval_dataset: str | None = None, progress: bo
         backbone_dataset=cfg.dataset,
         backbone_split=train_split,
         split=None if cross else train_split,
+        test_dataset=cfg.test_dataset,
         keep_image_split=cfg.keep_image_split,
         seed=cfg.seed,
         progress=progress,

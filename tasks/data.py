@@ -5,6 +5,11 @@ the usual torchvision layout (``MNIST/raw``, ``FashionMNIST/raw``, ``cifar-10-ba
 torchvision downloads only with ``download=True``. Anything missing or unreadable is a one-line
 :class:`~gwnmo_meta.errors.DataError` that names the folder searched and the flag that fixes it.
 
+``mixed`` pools the 30 classes of the three datasets (:func:`pool_images`): labels 0-9 MNIST,
+10-19 Fashion-MNIST, 20-29 CIFAR-10 (learn2learn ``UnionMetaDataset``'s relabelling), every image
+3×32×32 uint8 (grey images zero-padded 28→32 and replicated to 3 channels, exactly what
+:func:`~gwnmo_meta.tasks.backbones.canonical` does), classes named ``dataset:class``.
+
 CIFAR-10: torchvision checks the md5 of every original batch file. A re-packed or partial copy
 (e.g. the offline subsets) fails that check; ``skip_integrity_check=True`` (CLI
 ``--skip-integrity-check``) loads it anyway through :class:`CIFAR10Repacked`, which only requires
@@ -27,6 +32,8 @@ from gwnmo_meta.errors import DataError
 from gwnmo_meta.registry import DATASETS
 
 NUM_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
+MIXED = "mixed"  # the pool (registry: DatasetInfo.sources)
+SOURCES = DATASETS[MIXED].sources  # the datasets read from disk, in pool order
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "gwnmo-meta" / "data"
 # the folder below the data root that torchvision reads for each dataset
 FOLDERS = {
@@ -42,7 +49,10 @@ _MNIST_FILES = [
 
 @dataclass
 class LabeledImages:
-    """All images of a dataset, torchvision's train and test splits pooled (``is_test`` marks the latter)."""
+    """All images of a dataset, torchvision's train and test splits pooled (``is_test`` marks the latter).
+
+    ``class_names``: torchvision's names; for ``mixed`` the ``dataset:class`` names.
+    """
 
     name: str
     images: Tensor  # uint8 [N, C, H, W]
@@ -76,6 +86,43 @@ def resolve_data_root(flag: str | Path | None = None) -> Path:
 def check_dataset(name: str) -> str:
     """``name`` if it is a registered dataset, else a one-line ConfigError."""
     return DATASETS.check(name).name
+
+
+def class_offsets(dataset: str) -> dict[str, int]:
+    """Label of each source dataset's class 0 in ``dataset`` (``{"mnist": 0}``; for mixed 0/10/20)."""
+    sources = SOURCES if dataset == MIXED else (check_dataset(dataset),)
+    starts = [sum(NUM_CLASSES[s] for s in sources[:i]) for i in range(len(sources))]
+    return dict(zip(sources, starts, strict=True))
+
+
+def class_names(dataset: str) -> list[str]:
+    """User-facing class names ``dataset:class`` by label, e.g. ``class_names("mixed")[27] == "cifar10:7"``."""
+    return [f"{s}:{c}" for s in class_offsets(dataset) for c in range(NUM_CLASSES[s])]
+
+
+def pool_images(parts: list[LabeledImages]) -> LabeledImages:
+    """One ``mixed`` dataset from the source datasets, in :data:`SOURCES` order.
+
+    Labels are offset as learn2learn's ``UnionMetaDataset`` relabels them (0-9 the first dataset,
+    10-19 the second, ...); grey 28×28 images are zero-padded to 32×32 and replicated to 3
+    channels (uint8), so the backbones see exactly the images a single dataset gives them.
+    """
+    if [p.name for p in parts] != list(SOURCES):
+        raise ValueError(f"pool_images needs {SOURCES} in this order")
+    offsets = class_offsets(MIXED)
+    images = []
+    for p in parts:
+        x = p.images
+        if x.shape[-1] == 28:
+            x = torch.nn.functional.pad(x, (2, 2, 2, 2))
+        images.append(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+    return LabeledImages(
+        name=MIXED,
+        images=torch.cat(images).contiguous(),
+        labels=torch.cat([p.labels + offsets[p.name] for p in parts]),
+        is_test=torch.cat([p.is_test for p in parts]),
+        class_names=class_names(MIXED),
+    )
 
 
 def _cifar10():
@@ -177,12 +224,16 @@ def load_images(
 ) -> LabeledImages:
     """Both torchvision splits of ``name`` from ``root`` (pooled; ``is_test`` marks torchvision's test split).
 
-    Raises a one-line :class:`DataError` when the data is missing (naming the folder searched and
+    ``mixed``: the three datasets pooled by :func:`pool_images`. Raises a one-line
+    :class:`DataError` when the data is missing (naming the folder searched and
     ``--data-root`` / ``--download``), when a download fails, or when CIFAR-10 fails torchvision's
     md5 check without ``skip_integrity_check`` (naming ``--skip-integrity-check``).
     """
     check_dataset(name)
     root = Path(root).expanduser()
+    if name == MIXED:
+        opts = dict(download=download, skip_integrity_check=skip_integrity_check)
+        return pool_images([load_images(s, root, **opts) for s in SOURCES])
     splits = []
     for train in (True, False):
         try:

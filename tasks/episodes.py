@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from gwnmo_meta.errors import ConfigError, DataError
+from gwnmo_meta.tasks.splits import format_classes
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class EpisodeSampler:
 
     ``features`` [N, D] and ``labels`` [N] cover a whole dataset; ``indices`` selects the part
     (meta-train / meta-val / meta-test images). The part's features move to ``device`` once; each
-    episode is then one index transfer and one ``index_select`` there.
+    episode is then one index transfer and one ``index_select`` there. ``dataset`` names classes
+    ``dataset:class`` in error messages.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class EpisodeSampler:
         seed: int,
         device: torch.device | str = "cpu",
         part: str = "tasks",
+        dataset: str | None = None,
     ) -> None:
         spec.validate()
         if features.dim() != 2 or len(features) != len(labels):
@@ -109,16 +112,18 @@ class EpisodeSampler:
         part_labels = labels.cpu()[indices]
         classes = sorted(set(part_labels.tolist()))
         if spec.ways > len(classes):
+            shown = ", ".join(format_classes(classes, dataset))
             raise ConfigError(
-                f"--ways {spec.ways} exceeds the {len(classes)} classes available for {part} ({classes})"
+                f"--ways {spec.ways} exceeds the {len(classes)} classes available for {part} ({shown})"
             )
         labels_to_indices = {c: (part_labels == c).nonzero().flatten().tolist() for c in classes}
         counts = {c: len(v) for c, v in labels_to_indices.items()}
         smallest = min(classes, key=lambda c: counts[c])
         need = spec.shots + spec.query
         if counts[smallest] < need:
+            name = format_classes([smallest], dataset)[0]
             raise DataError(
-                f"{part}: class {smallest} has only {counts[smallest]} images (the smallest class), fewer than "
+                f"{part}: class {name} has only {counts[smallest]} images (the smallest class), fewer than "
                 f"--shots + --query = {need}; lower --shots/--query"
             )
         from gwnmo_meta.l2l import learn2learn  # heavy import: only when a sampler is built

@@ -10,6 +10,7 @@ indexing. See docs/TASKS.md.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +30,22 @@ from gwnmo_meta.tasks.backbones import (
     resnet_input,
 )
 from gwnmo_meta.tasks.data import (
+    MIXED,
     NUM_CLASSES,
+    SOURCES,
     LabeledImages,
     check_dataset,
     load_images,
     resolve_data_root,
 )
 from gwnmo_meta.tasks.episodes import EpisodeSampler, TaskSpec
-from gwnmo_meta.tasks.splits import ClassSplit, default_split, split_indices
+from gwnmo_meta.tasks.splits import (
+    ClassSplit,
+    dataset_split,
+    default_split,
+    format_classes,
+    split_indices,
+)
 
 PARTS = ("train", "val", "test")
 CACHE_VERSION = 2  # bump when backbone training or feature extraction changes
@@ -51,6 +60,9 @@ class FewShotConfig:
     protocol: meta-train on A (``dataset=A``), meta-test on B with ``dataset=B,
     backbone_dataset=A``; then, unless ``split`` is given, *all* of B's classes form B's meta-test
     part (its train/val parts are empty) and the features come from A's backbone.
+    ``test_dataset``: leave-one-dataset-out split of ``mixed`` (whichever of ``dataset`` and
+    ``backbone_dataset`` is mixed); without an explicit split, that dataset's classes are
+    meta-test and the backbone is pre-trained on the other datasets' meta-train classes.
     ``device``: where the backbone runs (``prepare_fewshot``'s ``device`` argument overrides it).
     """
 
@@ -62,6 +74,7 @@ class FewShotConfig:
     backbone_dataset: str | None = None
     backbone_split: ClassSplit | None = None
     split: ClassSplit | None = None
+    test_dataset: str | None = None
     keep_image_split: bool = False
     seed: int = 0
     cache_dir: str | None = None
@@ -91,6 +104,10 @@ class FewShotData:
         """Original class ids present in ``part``."""
         return tuple(sorted(set(self.labels[self.indices[part]].tolist())))
 
+    def class_names(self, part: str) -> list[str]:
+        """``dataset:class`` names of the classes in ``part`` (plain ids for synthetic data)."""
+        return format_classes(self.classes(part), self.name if self.name in NUM_CLASSES else None)
+
     def sampler(
         self, part: str, spec: TaskSpec, seed: int, device: torch.device | str = "cpu"
     ) -> EpisodeSampler:
@@ -107,6 +124,7 @@ class FewShotData:
             seed,
             device,
             part=f"meta-{part} of {self.name}",
+            dataset=self.name if self.name in NUM_CLASSES else None,
         )
 
 
@@ -158,7 +176,8 @@ def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: Labeled
     from gwnmo_meta.tasks.backbones import Conv4
 
     src = cfg.backbone_dataset or cfg.dataset
-    split = (cfg.backbone_split or default_split(NUM_CLASSES[src])).validate(NUM_CLASSES[src])
+    split = cfg.backbone_split or _default_split(cfg, src)
+    split.validate(NUM_CLASSES[src], src)
     imgs = (
         target
         if src == cfg.dataset
@@ -194,7 +213,20 @@ def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: Labeled
     return net, key
 
 
-def _features(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
+def _default_split(cfg: FewShotConfig, dataset: str) -> ClassSplit:
+    return dataset_split(dataset, cfg.test_dataset if dataset == MIXED else None)
+
+
+def _load(cfg: FewShotConfig) -> LabeledImages:
+    root = resolve_data_root(cfg.data_root)
+    return load_images(
+        cfg.dataset, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check
+    )
+
+
+def _features(
+    cfg: FewShotConfig, device: torch.device, imgs: LabeledImages | None = None
+) -> tuple[LabeledImages, Tensor]:
     """(images with labels, L2-normalised features [N, D]) of ``cfg.dataset``; conv4/resnet features cached on disk.
 
     Building networks draws from torch's global RNG; that state is restored afterwards, so loading
@@ -202,14 +234,13 @@ def _features(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, 
     """
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        return _features_impl(cfg, device)
+        return _features_impl(cfg, device, imgs if imgs is not None else _load(cfg))
 
 
-def _features_impl(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
+def _features_impl(
+    cfg: FewShotConfig, device: torch.device, imgs: LabeledImages
+) -> tuple[LabeledImages, Tensor]:
     root = resolve_data_root(cfg.data_root)
-    imgs = load_images(
-        cfg.dataset, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check
-    )
     desc = f"{cfg.dataset} features ({cfg.backbone})"
     if cfg.backbone == "none":  # raw canonical pixels: cheap, not worth a disk cache
         feats = extract(
@@ -240,30 +271,73 @@ def resolve_split(cfg: FewShotConfig, num_classes: int) -> ClassSplit:
     """The class split of ``cfg.dataset``: explicit, cross-dataset (all classes meta-test), or default."""
     cross = cfg.backbone_dataset not in (None, cfg.dataset)
     if cfg.split is not None:
-        return cfg.split.validate(num_classes)
+        return cfg.split.validate(num_classes, cfg.dataset)
     if cross:  # every class of the target dataset is new to the meta-trained learner
         return ClassSplit((), (), tuple(range(num_classes)))
-    return default_split(num_classes)
+    return _default_split(cfg, cfg.dataset)
 
 
-def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str | None = None) -> FewShotData:
-    """Load ``cfg.dataset``, compute (or load cached) features, split classes into parts."""
+def _check(cfg: FewShotConfig) -> ClassSplit:
+    """Validate ``cfg`` before any expensive work; the class split of ``cfg.dataset``."""
     check_dataset(cfg.dataset)
     check_backbone(cfg.backbone)
     if cfg.backbone_dataset is not None:
         check_dataset(cfg.backbone_dataset)
     if cfg.pretrain_epochs <= 0:
         raise ConfigError(f"pretrain_epochs must be positive, got {cfg.pretrain_epochs}")
-    n = NUM_CLASSES[cfg.dataset]
-    split = resolve_split(cfg, n)  # validate before any expensive work
-    if cfg.backbone_split is not None:
-        cfg.backbone_split.validate(NUM_CLASSES[cfg.backbone_dataset or cfg.dataset])
+    src = cfg.backbone_dataset or cfg.dataset
+    if cfg.test_dataset is not None and cfg.test_dataset not in SOURCES:
+        raise ConfigError(
+            f"unknown --test-dataset {cfg.test_dataset!r}; choose one of {', '.join(SOURCES)}"
+        )
+    if cfg.test_dataset is not None and MIXED not in (cfg.dataset, src):
+        raise ConfigError(f"--test-dataset needs --dataset mixed (got --dataset {src})")
+    split = resolve_split(cfg, NUM_CLASSES[cfg.dataset])
+    (cfg.backbone_split or _default_split(cfg, src)).validate(NUM_CLASSES[src], src)
+    return split
+
+
+def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str | None = None) -> FewShotData:
+    """Load ``cfg.dataset``, compute (or load cached) features, split classes into parts."""
+    split = _check(cfg)
     device = torch.device(device if device is not None else (cfg.device or "cpu"))
     imgs, feats = _features(cfg, device)
     parts = split_indices(
         imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
     )
     return FewShotData(feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test)
+
+
+def split_summary(cfg: FewShotConfig, ways: int) -> dict[str, object]:
+    """Classes, image count and number of distinct ``ways``-way class sets of each part; labels only.
+
+    No backbone is built or pre-trained. Returns ``{"dataset", "test_dataset", "ways",
+    "val_from_train_classes", "parts": {"train"|"val"|"test": {"classes": [names], "images": N,
+    "class_sets": C(classes, ways)}}}``; ``val_from_train_classes`` marks a meta-val part made of
+    held-out images of the meta-train classes.
+    """
+    if ways <= 0:
+        raise ConfigError(f"--ways must be positive, got {ways}")
+    split = _check(cfg)
+    imgs = _load(cfg)
+    idx = split_indices(
+        imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
+    )
+    parts = {}
+    for part in PARTS:
+        classes = sorted(set(imgs.labels[idx[part]].tolist()))
+        parts[part] = {
+            "classes": format_classes(classes, cfg.dataset),
+            "images": len(idx[part]),
+            "class_sets": math.comb(len(classes), ways),
+        }
+    return {
+        "dataset": cfg.dataset,
+        "test_dataset": cfg.test_dataset,
+        "ways": ways,
+        "val_from_train_classes": not split.val and bool(split.train),
+        "parts": parts,
+    }
 
 
 def classic_features(

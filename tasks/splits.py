@@ -4,6 +4,11 @@ Default for a 10-class dataset: meta-train classes 0-4, meta-test classes 5-9. T
 5-class sets do not fit in 10 classes, so by default meta-val draws its tasks from the meta-train
 classes but on a held-out 20% of their images (never used for meta-training; seeded); it serves
 only checkpoint selection. Pass explicit ``val`` classes for class-disjoint validation.
+
+``mixed`` (30 classes, :func:`dataset_split`): class-disjoint by default, per source dataset
+classes 0-4 meta-train, 5-6 meta-val, 7-9 meta-test. Leave-one-dataset-out (``test_dataset``):
+all ten classes of the held-out dataset are meta-test; of each other dataset, classes 0-6 are
+meta-train and 7-9 meta-val. Class lists name classes ``dataset:class`` (:func:`parse_classes`).
 """
 
 from __future__ import annotations
@@ -15,32 +20,79 @@ import torch
 from torch import Tensor
 
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.tasks.data import MIXED, NUM_CLASSES, SOURCES, class_names, class_offsets
 
 VAL_FRACTION = 0.2
+# per source dataset: which of its classes go where (documented in docs/TASKS.md)
+MIXED_PARTS = {"train": tuple(range(5)), "val": (5, 6), "test": (7, 8, 9)}
+LODO_PARTS = {"train": tuple(range(7)), "val": (7, 8, 9)}
 
 
-def parse_classes(text: str) -> tuple[int, ...]:
-    """``"0-4"`` → (0,1,2,3,4); ``"0,2,5-7"`` → (0,2,5,6,7)."""
+def _parse_range(part: str, text: str) -> list[int]:
+    if "-" in part:
+        lo, hi = (int(p) for p in part.split("-", 1))
+        if hi < lo:
+            raise ValueError
+        return list(range(lo, hi + 1))
+    return [int(part)]
+
+
+def parse_classes(text: str, dataset: str | None = None) -> tuple[int, ...]:
+    """Class labels of a list such as ``"0-4"``, ``"0,2,5-7"`` or (named) ``"cifar10:0-4,mnist:3,fmnist"``.
+
+    Args:
+        text: comma-separated items: ``N`` or ``N-M`` (labels; not for ``mixed``), ``dataset:N``,
+            ``dataset:N-M`` (that dataset's classes), or a bare ``dataset`` (all its classes).
+        dataset: the dataset the labels belong to; ``None`` allows plain labels only.
+
+    Returns:
+        The labels in the order given (for ``mixed``: 0-9 mnist, 10-19 fmnist, 20-29 cifar10).
+    """
+    offsets = class_offsets(dataset) if dataset is not None else {}
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise ConfigError(f"cannot parse class list {text!r}; use e.g. 0-4 or 0,2,5-7") from None
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        src, sep, rest = part.rpartition(":")
+        if not sep and part in offsets:
+            src, rest = part, f"0-{NUM_CLASSES[part] - 1}"
+        if src or sep:
+            if src not in offsets:
+                allowed = ", ".join(offsets) or "none: use plain class numbers"
+                raise ConfigError(
+                    f"class {part!r} in {text!r}: unknown dataset {src!r} (datasets here: {allowed})"
+                )
+        elif dataset == MIXED:
+            raise ConfigError(
+                f"class {part!r} in {text!r}: on --dataset mixed name classes dataset:class, "
+                "e.g. cifar10:7, cifar10:0-4 or fmnist"
+            )
+        try:
+            local = _parse_range(rest if src else part, text)
+        except ValueError:
+            raise ConfigError(
+                f"cannot parse class list {text!r}; use e.g. 0-4 or 0,2,5-7"
+                + (" or cifar10:0-4,mnist:3" if dataset == MIXED else "")
+            ) from None
+        if src:
+            bad = [c for c in local if not 0 <= c < NUM_CLASSES[src]]
+            if bad:
+                raise ConfigError(
+                    f"class {src}:{bad[0]} in {text!r} does not exist ({src} has classes 0-{NUM_CLASSES[src] - 1})"
+                )
+            local = [offsets[src] + c for c in local]
+        out.extend(local)
     if not out:
         raise ConfigError(f"empty class list {text!r}")
     if len(set(out)) != len(out):
         raise ConfigError(f"class list {text!r} repeats a class")
     return tuple(out)
+
+
+def format_classes(classes: Sequence[int], dataset: str | None = None) -> list[str]:
+    """``dataset:class`` names of ``classes`` (labels as text when ``dataset`` is None)."""
+    names = class_names(dataset) if dataset is not None else None
+    return [names[c] if names is not None and 0 <= c < len(names) else str(c) for c in classes]
 
 
 @dataclass(frozen=True)
@@ -53,17 +105,32 @@ class ClassSplit:
 
     @classmethod
     def from_strings(
-        cls, train: str | None, val: str | None, test: str | None, num_classes: int = 10
+        cls,
+        train: str | None,
+        val: str | None,
+        test: str | None,
+        num_classes: int = 10,
+        dataset: str | None = None,
     ) -> ClassSplit:
-        d = default_split(num_classes)
+        """Class lists as the CLI takes them; a list not given takes ``dataset``'s default.
+
+        Args:
+            train, val, test: class lists (:func:`parse_classes`), or None for the default.
+            num_classes: used when ``dataset`` is None (plain labels, :func:`default_split`).
+            dataset: names the classes and picks the default split (:func:`dataset_split`).
+        """
+        d = dataset_split(dataset) if dataset is not None else default_split(num_classes)
         return cls(
-            parse_classes(train) if train else d.train,
-            parse_classes(val) if val else (),
-            parse_classes(test) if test else d.test,
+            parse_classes(train, dataset) if train else d.train,
+            parse_classes(val, dataset) if val else d.val,
+            parse_classes(test, dataset) if test else d.test,
         )
 
-    def validate(self, num_classes: int) -> ClassSplit:
-        """ConfigError for classes outside 0..num_classes-1, empty train/test lists, or overlaps."""
+    def validate(self, num_classes: int, dataset: str | None = None) -> ClassSplit:
+        """ConfigError for classes outside 0..num_classes-1, empty train/test lists, or overlaps.
+
+        ``dataset`` names the classes in the messages (``dataset:class``).
+        """
         parts = {"train": self.train, "val": self.val, "test": self.test}
         for name, classes in parts.items():
             bad = [c for c in classes if not 0 <= c < num_classes]
@@ -76,8 +143,10 @@ class ClassSplit:
             for b in names[i + 1 :]:
                 common = sorted(set(parts[a]) & set(parts[b]))
                 if common:
+                    shown = ", ".join(format_classes(common, dataset))
                     raise ConfigError(
-                        f"--{a}-classes and --{b}-classes overlap on classes {common}"
+                        f"--{a}-classes and --{b}-classes overlap on classes [{shown}] "
+                        "(a list not given takes its default: see gwnmo-meta splits)"
                     )
         return self
 
@@ -90,6 +159,44 @@ def default_split(num_classes: int) -> ClassSplit:
     """First half of the classes for meta-train, second half for meta-test."""
     half = num_classes // 2
     return ClassSplit(tuple(range(half)), (), tuple(range(half, num_classes)))
+
+
+def dataset_split(dataset: str, test_dataset: str | None = None) -> ClassSplit:
+    """The default split of a named dataset; ``test_dataset``: leave that dataset out (``mixed`` only).
+
+    Args:
+        dataset: mnist, fmnist, cifar10 (:func:`default_split`) or mixed (class-disjoint,
+            :data:`MIXED_PARTS` of every source dataset).
+        test_dataset: with ``mixed``, the source dataset whose ten classes form meta-test; the
+            others give meta-train and meta-val (:data:`LODO_PARTS`).
+
+    Returns:
+        The ClassSplit (labels of ``dataset``).
+    """
+    if dataset != MIXED:
+        if test_dataset is not None:
+            raise ConfigError(
+                f"--test-dataset needs --dataset mixed (got --dataset {dataset}); a single dataset "
+                "holds out classes with --test-classes"
+            )
+        return default_split(NUM_CLASSES[dataset])
+    offsets = class_offsets(MIXED)
+
+    def pick(sources: Sequence[str], local: Sequence[int]) -> tuple[int, ...]:
+        return tuple(offsets[s] + c for s in sources for c in local)
+
+    if test_dataset is None:
+        return ClassSplit(*(pick(SOURCES, MIXED_PARTS[p]) for p in ("train", "val", "test")))
+    if test_dataset not in SOURCES:
+        raise ConfigError(
+            f"unknown --test-dataset {test_dataset!r}; choose one of {', '.join(SOURCES)}"
+        )
+    rest = [s for s in SOURCES if s != test_dataset]
+    return ClassSplit(
+        pick(rest, LODO_PARTS["train"]),
+        pick(rest, LODO_PARTS["val"]),
+        pick([test_dataset], range(NUM_CLASSES[test_dataset])),
+    )
 
 
 def _cls(classes: Sequence[int]) -> Tensor:

@@ -95,7 +95,7 @@ def test_missing_data_through_prepare(tmp_path, monkeypatch):
 
 def test_too_many_shots_for_the_data(tiny_data_root):
     data = prepare_fewshot(_cfg(tiny_data_root, "cifar10"))
-    with pytest.raises(DataError, match=r"class \d has only \d+ images"):
+    with pytest.raises(DataError, match=r"class cifar10:\d has only \d+ images"):
         data.sampler("val", TaskSpec(5, 5, 15), seed=0)
 
 
