@@ -6,7 +6,7 @@ torchvision downloads only with ``download=True``. Anything missing or unreadabl
 :class:`~gwnmo_meta.errors.DataError` that names the folder searched and the flag that fixes it.
 
 ``mixed`` pools the 30 classes of the three datasets (:func:`pool_images`): labels 0-9 MNIST,
-10-19 Fashion-MNIST, 20-29 CIFAR-10 (learn2learn ``UnionMetaDataset``'s relabelling), every image
+10-19 Fashion-MNIST, 20-29 CIFAR-10 (learn2learn ``UnionMetaDataset``'s offsets), every image
 3×32×32 uint8 (grey images zero-padded 28→32 and replicated to 3 channels, exactly what
 :func:`~gwnmo_meta.tasks.backbones.canonical` does), classes named ``dataset:class``.
 
@@ -103,8 +103,9 @@ def class_names(dataset: str) -> list[str]:
 def pool_images(parts: list[LabeledImages]) -> LabeledImages:
     """One ``mixed`` dataset from the source datasets, in :data:`SOURCES` order.
 
-    Labels are offset as learn2learn's ``UnionMetaDataset`` relabels them (0-9 the first dataset,
-    10-19 the second, ...); grey 28×28 images are zero-padded to 32×32 and replicated to 3
+    Labels are offset as learn2learn's ``UnionMetaDataset`` offsets them (0-9 the first dataset,
+    10-19 the second, ...) but keep each dataset's class order (UnionMetaDataset renumbers by first
+    appearance), so ``cifar10:7`` is label 27; grey 28×28 images are zero-padded to 32×32 and replicated to 3
     channels (uint8), so the backbones see exactly the images a single dataset gives them.
     """
     if [p.name for p in parts] != list(SOURCES):
