@@ -20,6 +20,7 @@ def task_spec(cfg: RunConfig) -> Any:
 def fewshot_config(cfg: RunConfig, eval_dataset: str | None = None, progress: bool = True) -> Any:
     """The tasks module's FewShotConfig for ``cfg`` (``eval_dataset``: cross-dataset meta-test)."""
     from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.tasks.data import MIXED
     from gwnmo_meta.tasks.fewshot import FewShotConfig
     from gwnmo_meta.tasks.splits import ClassSplit
 
@@ -30,7 +31,7 @@ def fewshot_config(cfg: RunConfig, eval_dataset: str | None = None, progress: bo
             "--test-dataset chooses the whole split; do not combine it with "
             "--train-classes/--val-classes/--test-classes"
         )
-    if cross and "mixed" in (cfg.dataset, eval_dataset) and eval_dataset != cfg.test_dataset:
+    if cross and MIXED in (cfg.dataset, eval_dataset) and eval_dataset != cfg.test_dataset:
         trained = cfg.dataset + (f" --test-dataset {cfg.test_dataset}" if cfg.test_dataset else "")
         raise ConfigError(
             f"--dataset {eval_dataset} shares classes with what the checkpoint was meta-trained on "
