@@ -224,9 +224,7 @@ def _load(cfg: FewShotConfig) -> LabeledImages:
     )
 
 
-def _features(
-    cfg: FewShotConfig, device: torch.device, imgs: LabeledImages | None = None
-) -> tuple[LabeledImages, Tensor]:
+def _features(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
     """(images with labels, L2-normalised features [N, D]) of ``cfg.dataset``; conv4/resnet features cached on disk.
 
     Building networks draws from torch's global RNG; that state is restored afterwards, so loading
@@ -234,7 +232,7 @@ def _features(
     """
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        return _features_impl(cfg, device, imgs if imgs is not None else _load(cfg))
+        return _features_impl(cfg, device, _load(cfg))
 
 
 def _features_impl(
