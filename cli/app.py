@@ -197,8 +197,8 @@ TrainClasses = Annotated[
     str | None,
     typer.Option(
         "--train-classes",
-        help="Meta-train classes, e.g. 0-4 or mnist:0-4; on mixed dataset:class, e.g. "
-        "cifar10:0-4,fmnist:2 or fmnist (all ten). Default split: gwnmo-meta splits.",
+        help="Meta-train classes, e.g. 0-4; on mixed dataset:class, e.g. cifar10:0-4,fmnist:2 "
+        "or fmnist (all ten). Default split: gwnmo-meta splits.",
         rich_help_panel=DATA,
     ),
 ]
