@@ -467,7 +467,7 @@ def meta_train_cmd(
     )
     progress = progress_bars(quiet)
     try:
-        result = meta_train(cfg, out, resume=resume, progress=progress)
+        result = meta_train(cfg, out, resume=resume, progress=progress, check_test=test_tasks > 0)
     except TrainingDiverged as exc:
         fail(str(exc), 1)
     if result.interrupted:
@@ -475,19 +475,20 @@ def meta_train_cmd(
             f"interrupted at meta-step {result.steps_done}; "
             f"checkpoint saved to {out / 'last.pt'} (continue with --resume)"
         )
-        raise typer.Exit(130)
+        raise typer.Exit(128 + result.signal)
     best = "n/a" if result.best_val_accuracy is None else f"{100 * result.best_val_accuracy:.2f}%"
     typer.echo(
         f"meta-trained {result.steps_done} steps; best meta-val accuracy {best}; run dir {out}"
     )
     if test_tasks:
+        from gwnmo_meta.atomic import atomic_write_json
         from gwnmo_meta.evaluate import evaluate_checkpoint
 
         summary = evaluate_checkpoint(out / "best.pt", tasks=test_tasks, progress=progress)
         typer.echo(
             f"meta-test ({summary['dataset']}, {summary['ways']}-way {summary['shots']}-shot): {summary['text']}"
         )
-        (out / "test.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(out / "test.json", summary)
 
 
 @app.command()
