@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
@@ -538,7 +537,11 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a checkpoint on meta-test tasks: accuracy mean ± 95% CI and query loss."""
+    from gwnmo_meta.atomic import atomic_write_json, check_writable_file
     from gwnmo_meta.evaluate import evaluate_checkpoint
+
+    if json_path is not None:
+        check_writable_file(json_path, "--json")  # before the evaluation, not after it
 
     summary = evaluate_checkpoint(
         checkpoint,
@@ -559,11 +562,7 @@ def evaluate(
         f"{summary['dataset']} {summary['ways']}-way {summary['shots']}-shot, {summary['method']}: {summary['text']}"
     )
     if json_path is not None:
-        try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(summary, indent=2) + "\n")
-        except OSError as exc:
-            fail(f"cannot write --json {json_path}: {exc.strerror or exc}")
+        atomic_write_json(json_path, summary)
 
 
 def _csv(text: str | None, cast: Callable[[str], Any] = str) -> tuple | None:
@@ -833,21 +832,6 @@ def train(
             f"rep {r.rep + 1}: best test accuracy {100 * r.best_accuracy:.2f}%, best test loss {r.best_loss:.4f}; "
             f"final {100 * r.final.test_accuracy:.2f}% / {r.final.test_loss:.4f}"
         )
-    summary = {
-        "config": cfg.__dict__,
-        "reps": [
-            {
-                "rep": r.rep + 1,
-                "best_accuracy": r.best_accuracy,
-                "best_loss": r.best_loss,
-                "final_accuracy": r.final.test_accuracy,
-                "final_loss": r.final.test_loss,
-                "epochs": [e.__dict__ for e in r.epochs],
-            }
-            for r in results
-        ],
-    }
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def main() -> None:

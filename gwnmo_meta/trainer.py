@@ -90,16 +90,17 @@ class LoopState:
 def check_writable(out: Path) -> None:
     """Create ``out`` and verify a file can be written there, else ``ConfigError``."""
     try:
+        str(out).encode("utf-8")  # TensorBoard and JSON need a text path
+    except UnicodeEncodeError:
+        shown = str(out).encode("utf-8", "replace").decode()
+        raise ConfigError(f"--out {shown} is not a valid UTF-8 path") from None
+    try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".gwnmo-write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    except UnicodeEncodeError:
-        raise ConfigError(
-            f"cannot write to --out {out!s:.80}: the path is not valid text"
-        ) from None
 
 
 def run_artefacts(out: Path) -> list[str]:
