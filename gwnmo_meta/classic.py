@@ -296,7 +296,7 @@ def train_classic(
     """
     from gwnmo_meta.atomic import remove_stale_temps
     from gwnmo_meta.device import resolve_device
-    from gwnmo_meta.runlock import RunLock
+    from gwnmo_meta.runlock import RunLock, remove_if_empty
     from gwnmo_meta.trainer import check_writable
 
     cfg.validate()
@@ -306,17 +306,23 @@ def train_classic(
     if out is None:
         return _train(cfg, None, device, start_state, progress, features)
     out = Path(out)
+    created = not out.exists()
     check_writable(out)
-    with RunLock(out):
-        found = sorted({p.name for pattern in CLASSIC_ARTEFACTS for p in out.glob(pattern)})
-        if found:
-            raise ConfigError(
-                f"{out} already holds a run ({', '.join(found)}); choose another --out"
-            )
-        remove_stale_temps(out)
-        results = _train(cfg, out, device, start_state, progress, features)
-        write_results(out / "results.json", cfg, results)
-        return results
+    try:
+        with RunLock(out):
+            found = sorted({p.name for pattern in CLASSIC_ARTEFACTS for p in out.glob(pattern)})
+            if found:
+                raise ConfigError(
+                    f"{out} already holds a run ({', '.join(found)}); choose another --out"
+                )
+            remove_stale_temps(out)
+            results = _train(cfg, out, device, start_state, progress, features)
+            write_results(out / "results.json", cfg, results)
+            return results
+    except BaseException:
+        if created:  # refused or failed before writing anything: leave no trace
+            remove_if_empty(out)
+        raise
 
 
 def write_results(path: Path, cfg: ClassicConfig, results: list[RepResult]) -> None:

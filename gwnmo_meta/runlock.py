@@ -82,3 +82,11 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it holds nothing (a run that failed before writing anything)."""
+    try:
+        folder.rmdir()  # only succeeds when empty
+    except OSError:
+        pass

@@ -46,7 +46,7 @@ from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.evaluate import EvalSummary, evaluate_tasks
 from gwnmo_meta.interrupts import Interrupts
 from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
-from gwnmo_meta.runlock import RunLock
+from gwnmo_meta.runlock import RunLock, remove_if_empty
 from gwnmo_meta.tblog import RunLogger
 
 # Fields of RunConfig a resumed run may change (they do not alter what has been computed so far).
@@ -426,26 +426,48 @@ def meta_train(
     out = Path(out)
     if resume is True and not (out / "last.pt").is_file():
         raise ConfigError(f"--resume: no checkpoint to resume in {out} (expected last.pt)")
+    created = not out.exists()
     check_writable(out)
-    with RunLock(out):  # one run per folder, from here to the end of the run
-        remove_stale_temps(out)
-        resuming = resume is True or (resume == "auto" and (out / "last.pt").is_file())
-        ckpt = None
-        if resuming:
-            ckpt = load_checkpoint(out / "last.pt", KIND_META)
-            cfg = _resume_config(cfg, ckpt)
-        elif run_artefacts(out):
-            if resume is False:
-                raise ConfigError(
-                    f"{out} already holds a run ({', '.join(run_artefacts(out)[:3])}); "
-                    "pass --resume to continue it or choose another --out"
-                )
-            for name in run_artefacts(out):  # "auto": a run cut off before its first checkpoint
-                (out / name).unlink()
-        trainer = MetaTrainer(
-            cfg, out, device, progress=progress, hist_every=hist_every, check_test=check_test
-        )
-        if ckpt is not None:
-            trainer.restore(ckpt)
-        cfg.save(out / "config.json")
-        return trainer.run(on_step)
+    try:
+        with RunLock(out):  # one run per folder, from here to the end of the run
+            return _locked_meta_train(
+                cfg, out, device, resume, progress, hist_every, on_step, check_test
+            )
+    except BaseException:
+        if created:  # refused or failed before writing anything: leave no trace
+            remove_if_empty(out)
+        raise
+
+
+def _locked_meta_train(
+    cfg: RunConfig,
+    out: Path,
+    device: torch.device,
+    resume: bool | Literal["auto"],
+    progress: bool,
+    hist_every: int,
+    on_step: Callable[[int], None] | None,
+    check_test: bool,
+) -> TrainResult:
+    """The body of :func:`meta_train`, run while holding ``out``'s lock."""
+    remove_stale_temps(out)
+    resuming = resume is True or (resume == "auto" and (out / "last.pt").is_file())
+    ckpt = None
+    if resuming:
+        ckpt = load_checkpoint(out / "last.pt", KIND_META)
+        cfg = _resume_config(cfg, ckpt)
+    elif run_artefacts(out):
+        if resume is False:
+            raise ConfigError(
+                f"{out} already holds a run ({', '.join(run_artefacts(out)[:3])}); "
+                "pass --resume to continue it or choose another --out"
+            )
+        for name in run_artefacts(out):  # "auto": a run cut off before its first checkpoint
+            (out / name).unlink()
+    trainer = MetaTrainer(
+        cfg, out, device, progress=progress, hist_every=hist_every, check_test=check_test
+    )
+    if ckpt is not None:
+        trainer.restore(ckpt)
+    cfg.save(out / "config.json")
+    return trainer.run(on_step)
