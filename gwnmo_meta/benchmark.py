@@ -18,7 +18,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gwnmo_meta.atomic import atomic_open, atomic_write_json, atomic_write_text, check_writable_file
+from gwnmo_meta.atomic import (
+    atomic_open,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_file,
+    remove_stale_temps,
+)
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import METHODS, SCHEDULES
@@ -450,6 +456,7 @@ def run_suite(
     from gwnmo_meta.trainer import check_writable
 
     check_writable(out)
+    remove_stale_temps(out)
     for name in REPORTS:  # an unwritable report is refused before hours of training
         check_writable_file(out / name)
     records = []

@@ -129,9 +129,13 @@ def evaluate_checkpoint(
     try:
         method.load_state_dict(ckpt["method"])
     except RuntimeError:
-        raise ConfigError(
-            f"checkpoint {checkpoint} was meta-trained for {trained.ways}-way tasks and its learned parameters "
-            f"do not fit {cfg.ways}-way; evaluate with --ways {trained.ways}"
+        if cfg.ways != trained.ways:
+            raise ConfigError(
+                f"checkpoint {checkpoint} was meta-trained for {trained.ways}-way tasks and its learned parameters "
+                f"do not fit {cfg.ways}-way; evaluate with --ways {trained.ways}"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: its parameters do not fit the model its config describes"
         ) from None
     method.to(dev)
     sampler = data.sampler("test", task_spec(cfg), seed, dev)

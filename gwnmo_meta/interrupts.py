@@ -31,17 +31,21 @@ class Interrupts:
         self._depth = 0
         self._pending = False
         self._previous: dict[int, Any] = {}
+        self._entered = 0
 
     def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
+        self._entered += 1  # re-entrant: the outermost ``with`` installs and restores
+        if self._entered == 1 and threading.current_thread() is threading.main_thread():
             for sig in HANDLED:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        self._entered -= 1
+        if self._entered == 0:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = self.signum or signum

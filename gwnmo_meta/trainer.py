@@ -137,6 +137,7 @@ class MetaTrainer:
         progress: show progress bars.
         hist_every: log histograms every this many meta-steps.
         check_test: also check up front that the meta-test part can supply ``cfg``'s tasks.
+        interrupts: the run's signal handling (default: a fresh :class:`Interrupts`).
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class MetaTrainer:
         progress: bool = True,
         hist_every: int = 100,
         check_test: bool = False,
+        interrupts: Interrupts | None = None,
     ) -> None:
         self.cfg, self.out, self.device = cfg, out, device
         self.progress, self.hist_every = progress, hist_every
@@ -163,7 +165,7 @@ class MetaTrainer:
         self.meta_opt = self.method.make_meta_optimizer()
         self.train_sampler = self.data.sampler("train", self.spec, cfg.seed, device)
         self.state = LoopState()
-        self.interrupts = Interrupts()
+        self.interrupts = interrupts or Interrupts()
         self.log: RunLogger | None = None
         self.last_val: EvalSummary | None = None
         self._best_unsaved = False
@@ -180,11 +182,11 @@ class MetaTrainer:
             self.method.load_state_dict(ckpt["method"])
             if self.meta_opt is not None and ckpt["meta_optimizer"] is not None:
                 self.meta_opt.load_state_dict(ckpt["meta_optimizer"])
+            self.train_sampler.load_state_dict(ckpt["sampler"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this run's model ({type(exc).__name__})"
             ) from None
-        self.train_sampler.load_state_dict(ckpt["sampler"])
         restore_rng_states(ckpt["rng"])
         self.state = LoopState(
             step=ckpt["step"],
@@ -428,10 +430,11 @@ def meta_train(
         raise ConfigError(f"--resume: no checkpoint to resume in {out} (expected last.pt)")
     created = not out.exists()
     check_writable(out)
+    interrupts = Interrupts()  # from here on SIGTERM, like SIGINT, unwinds (releasing the lock)
     try:
-        with RunLock(out):  # one run per folder, from here to the end of the run
+        with interrupts, RunLock(out):  # one run per folder, from here to the end of the run
             return _locked_meta_train(
-                cfg, out, device, resume, progress, hist_every, on_step, check_test
+                cfg, out, device, resume, progress, hist_every, on_step, check_test, interrupts
             )
     except BaseException:
         if created:  # refused or failed before writing anything: leave no trace
@@ -448,6 +451,7 @@ def _locked_meta_train(
     hist_every: int,
     on_step: Callable[[int], None] | None,
     check_test: bool,
+    interrupts: Interrupts,
 ) -> TrainResult:
     """The body of :func:`meta_train`, run while holding ``out``'s lock."""
     remove_stale_temps(out)
@@ -465,7 +469,13 @@ def _locked_meta_train(
         for name in run_artefacts(out):  # "auto": a run cut off before its first checkpoint
             (out / name).unlink()
     trainer = MetaTrainer(
-        cfg, out, device, progress=progress, hist_every=hist_every, check_test=check_test
+        cfg,
+        out,
+        device,
+        progress=progress,
+        hist_every=hist_every,
+        check_test=check_test,
+        interrupts=interrupts,
     )
     if ckpt is not None:
         trainer.restore(ckpt)
