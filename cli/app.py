@@ -494,7 +494,7 @@ def meta_train_cmd(
     )
     progress = progress_bars(quiet)
     try:
-        result = meta_train(cfg, out, resume=resume, progress=progress)
+        result = meta_train(cfg, out, resume=resume, progress=progress, check_test=test_tasks > 0)
     except TrainingDiverged as exc:
         fail(str(exc), 1)
     if result.interrupted:
@@ -502,19 +502,20 @@ def meta_train_cmd(
             f"interrupted at meta-step {result.steps_done}; "
             f"checkpoint saved to {out / 'last.pt'} (continue with --resume)"
         )
-        raise typer.Exit(130)
+        raise typer.Exit(128 + result.signal)
     best = "n/a" if result.best_val_accuracy is None else f"{100 * result.best_val_accuracy:.2f}%"
     typer.echo(
         f"meta-trained {result.steps_done} steps; best meta-val accuracy {best}; run dir {out}"
     )
     if test_tasks:
+        from gwnmo_meta.atomic import atomic_write_json
         from gwnmo_meta.evaluate import evaluate_checkpoint
 
         summary = evaluate_checkpoint(out / "best.pt", tasks=test_tasks, progress=progress)
         typer.echo(
             f"meta-test ({summary['dataset']}, {summary['ways']}-way {summary['shots']}-shot): {summary['text']}"
         )
-        (out / "test.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(out / "test.json", summary)
 
 
 @app.command()
@@ -564,7 +565,11 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a checkpoint on meta-test tasks: accuracy mean ± 95% CI and query loss."""
+    from gwnmo_meta.atomic import atomic_write_json, check_writable_file
     from gwnmo_meta.evaluate import evaluate_checkpoint
+
+    if json_path is not None:
+        check_writable_file(json_path, "--json")  # before the evaluation, not after it
 
     summary = evaluate_checkpoint(
         checkpoint,
@@ -587,11 +592,7 @@ def evaluate(
         f"{summary['method']}: {summary['text']}"
     )
     if json_path is not None:
-        try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(summary, indent=2) + "\n")
-        except OSError as exc:
-            fail(f"cannot write --json {json_path}: {exc.strerror or exc}")
+        atomic_write_json(json_path, summary)
 
 
 @app.command()
@@ -922,21 +923,6 @@ def train(
             f"rep {r.rep + 1}: best test accuracy {100 * r.best_accuracy:.2f}%, best test loss {r.best_loss:.4f}; "
             f"final {100 * r.final.test_accuracy:.2f}% / {r.final.test_loss:.4f}"
         )
-    summary = {
-        "config": cfg.__dict__,
-        "reps": [
-            {
-                "rep": r.rep + 1,
-                "best_accuracy": r.best_accuracy,
-                "best_loss": r.best_loss,
-                "final_accuracy": r.final.test_accuracy,
-                "final_loss": r.final.test_loss,
-                "epochs": [e.__dict__ for e in r.epochs],
-            }
-            for r in results
-        ],
-    }
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def main() -> None:

@@ -75,6 +75,32 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     _fsync_dir(path.parent)
 
 
+def check_writable_file(path: str | Path, flag: str | None = None) -> None:
+    """Check up front that :func:`atomic_open` could write ``path`` (creating its folder).
+
+    Raises:
+        ConfigError: naming ``flag`` (or the path) if the folder cannot be created or written,
+            ``path`` is a folder, or ``path`` is read-only.
+    """
+    path = Path(path)
+    what = f"{flag} {path}" if flag else str(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
+            raise PermissionError(13, "Permission denied (the file is read-only)")
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent
+        )
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what}: {exc.strerror or exc}") from None
+    except UnicodeEncodeError:
+        raise ConfigError(f"cannot write {what!r}: the path is not valid text") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see the module docstring)."""
     with atomic_open(path, "wb") as fh:

@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gwnmo_meta.atomic import (
+    atomic_open,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_file,
+    remove_stale_temps,
+)
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import METHODS, SCHEDULES
@@ -39,6 +47,7 @@ LR_GRIDS: dict[str, tuple[float, ...]] = {
     "sgd": (3.0, 1.0, 0.3),
     "adam": (0.1, 0.03, 0.01),
 }
+REPORTS = ("results.csv", "results.json", "results.md", "accuracy.png", "curves.png")
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,11 @@ def build_suite(
         SCHEDULES.check(s, "--schedules")
     if not 1 <= d["lr_values"] <= 3:
         raise ConfigError("--lr-values must be 1, 2 or 3")
+    for key in ("meta_steps", "test_tasks"):
+        if d[key] <= 0:
+            raise ConfigError(f"--{key.replace('_', '-')} must be positive, got {d[key]}")
+    for k in d["shots"]:
+        replace(base, shots=k, meta_steps=d["meta_steps"]).validate()
     base = replace(base, meta_steps=d["meta_steps"])
     cells = grid_cells(d["datasets"], d["shots"], d["methods"], d["schedules"], d["lr_values"])
     if name == "transfer":
@@ -210,8 +224,9 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         m_net += "-tb"  # unsuffixed cells (e.g. the committed ones) adapted one task at a time
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    record = read_cell_result(done)
+    if record is not None:
+        return record
     cfg = replace(
         suite.base,
         dataset=cell.dataset,
@@ -222,7 +237,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         learn_init=cell.learn_init,
     )
     t0 = time.perf_counter()
-    result = meta_train(cfg, cell_dir, resume=(cell_dir / "last.pt").exists(), progress=progress)
+    result = meta_train(cfg, cell_dir, resume="auto", progress=progress, check_test=True)
     if result.interrupted:
         raise KeyboardInterrupt
     train_s = time.perf_counter() - t0
@@ -254,8 +269,33 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         "history": result.history,
         "evals": evals,
     }
-    done.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_json(done, record)
     return record
+
+
+CELL_KEYS = ("cell", "variant", "train_dataset", "shots", "method", "learn_init", "evals")
+EVAL_KEYS = ("dataset", "ways", "query", "accuracy_mean", "accuracy_ci95", "loss_mean", "tasks")
+
+
+def read_cell_result(path: Path) -> dict[str, Any] | None:
+    """A finished cell's ``result.json``; ``None`` if absent, or unreadable (then, with a warning
+    on stderr, the cell is recomputed: resumed from its last.pt, so only the evaluation reruns)."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        ok = (
+            isinstance(record, dict)
+            and all(k in record for k in CELL_KEYS)
+            and isinstance(record["evals"], list)
+            and all(isinstance(e, dict) and all(k in e for k in EVAL_KEYS) for e in record["evals"])
+        )
+    except (OSError, ValueError):
+        ok = False
+    if ok:
+        return record
+    print(f"warning: {path} is unreadable or incomplete; recomputing that cell", file=sys.stderr)
+    return None
 
 
 def select_best(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -306,22 +346,19 @@ def write_reports(
     """results.csv / results.json / results.md and accuracy.png / curves.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.csv", out / "results.json", out / "results.md"]
-    with open(paths[0], "w", newline="") as fh:
+    with atomic_open(paths[0], "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()) if rows else ["empty"])
         writer.writeheader()
         writer.writerows(rows)
-    paths[1].write_text(
-        json.dumps(
-            {
-                "suite": suite.name,
-                "settings": suite.extra,
-                "base": suite.base.to_dict(),
-                "rows": rows,
-                "cells": [{k: v for k, v in r.items() if k != "history"} for r in records],
-            },
-            indent=2,
-        )
-        + "\n"
+    atomic_write_json(
+        paths[1],
+        {
+            "suite": suite.name,
+            "settings": suite.extra,
+            "base": suite.base.to_dict(),
+            "rows": rows,
+            "cells": [{k: v for k, v in r.items() if k != "history"} for r in records],
+        },
     )
     lines = [
         f"# Benchmark suite `{suite.name}`",
@@ -342,7 +379,7 @@ def write_reports(
             f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_ci95']:.2f} | {r['loss_mean']:.3f} | "
             f"{100 * (r['val_accuracy'] or 0):.1f} | {r['train_seconds']:.0f} |"
         )
-    paths[2].write_text("\n".join(lines) + "\n")
+    atomic_write_text(paths[2], "\n".join(lines) + "\n")
     paths += plot_results(rows, records, out)
     return paths
 
@@ -381,7 +418,8 @@ def plot_results(
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     acc_png = out / "accuracy.png"
-    fig.savefig(acc_png, dpi=120)
+    with atomic_open(acc_png, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -403,7 +441,8 @@ def plot_results(
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     curves_png = out / "curves.png"
-    fig.savefig(curves_png, dpi=120)
+    with atomic_open(curves_png, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
     return [acc_png, curves_png]
 
@@ -417,6 +456,9 @@ def run_suite(
     from gwnmo_meta.trainer import check_writable
 
     check_writable(out)
+    remove_stale_temps(out)
+    for name in REPORTS:  # an unwritable report is refused before hours of training
+        check_writable_file(out / name)
     records = []
     for cell in tqdm(
         suite.cells, desc=f"suite {suite.name}", disable=not progress, dynamic_ncols=True

@@ -226,6 +226,8 @@ def _check_meta(body: dict[str, Any], path: Path) -> None:
         lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
         "a list of dicts",
     )
+    if not isinstance(body.get("pending_validation"), (dict, type(None))):
+        raise CheckpointError(f"checkpoint {path}: 'pending_validation' should be a dict or None")
 
 
 def _check_classic(body: dict[str, Any], path: Path) -> None:

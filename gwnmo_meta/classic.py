@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from gwnmo_meta.config import check_positive, check_seed
 from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 
@@ -88,12 +89,12 @@ class ClassicConfig:
                     f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
                 )
         for name in ("meta_lr", "hg_beta"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
-                )
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        if self.lr is not None:
+            check_positive("--lr", self.lr)
+        check_seed("--seed", self.seed)
+        if self.max_train_images is not None and self.max_train_images <= 0:
+            raise ConfigError(f"--max-train-images must be positive, got {self.max_train_images}")
         if not self.info.learned_optimizer and (self.weighting_from or self.freeze_weighting):
             raise ConfigError(
                 "--weighting-from/--freeze-weighting need --optimizer gwnmo or gwnmo-prime"
@@ -271,6 +272,9 @@ def _load_features(
     )
 
 
+CLASSIC_ARTEFACTS = ("results.json", "weighting.pt", "events.out.tfevents.*")
+
+
 def train_classic(
     cfg: ClassicConfig,
     out: Path | None = None,
@@ -278,13 +282,78 @@ def train_classic(
     progress: bool = True,
     features: tuple | None = None,
 ) -> list[RepResult]:
-    """Train ``cfg.reps`` fresh targets in sequence (M persists across them); log to ``out``."""
+    """Train ``cfg.reps`` fresh targets in sequence (M persists across them).
+
+    Args:
+        cfg: the options (validated here, before anything is loaded or written).
+        out: folder for TensorBoard events, ``results.json`` and M's ``weighting.pt``; locked
+            for the whole run and refused if it already holds a run (``None``: write nothing).
+        progress: show progress bars.
+        features: precomputed ``(x_train, y_train, x_test, y_test)`` (default: load them).
+
+    Returns:
+        One :class:`RepResult` per rep.
+    """
+    from gwnmo_meta.atomic import remove_stale_temps
     from gwnmo_meta.device import resolve_device
+    from gwnmo_meta.runlock import RunLock, remove_if_empty
+    from gwnmo_meta.trainer import check_writable
 
     cfg.validate()
     device = resolve_device(cfg.device)
     # a bad --weighting-from is refused before any data is loaded or anything is written
     start_state = load_weighting_state(cfg.weighting_from) if cfg.weighting_from else None
+    if out is None:
+        return _train(cfg, None, device, start_state, progress, features)
+    out = Path(out)
+    created = not out.exists()
+    check_writable(out)
+    try:
+        with RunLock(out):
+            found = sorted({p.name for pattern in CLASSIC_ARTEFACTS for p in out.glob(pattern)})
+            if found:
+                raise ConfigError(
+                    f"{out} already holds a run ({', '.join(found)}); choose another --out"
+                )
+            remove_stale_temps(out)
+            results = _train(cfg, out, device, start_state, progress, features)
+            write_results(out / "results.json", cfg, results)
+            return results
+    except BaseException:
+        if created:  # refused or failed before writing anything: leave no trace
+            remove_if_empty(out)
+        raise
+
+
+def write_results(path: Path, cfg: ClassicConfig, results: list[RepResult]) -> None:
+    """``results.json``: the config and, per rep, best/final test metrics and every epoch."""
+    from gwnmo_meta.atomic import atomic_write_json
+
+    summary = {
+        "config": dataclasses.asdict(cfg),
+        "reps": [
+            {
+                "rep": r.rep + 1,
+                "best_accuracy": r.best_accuracy,
+                "best_loss": r.best_loss,
+                "final_accuracy": r.final.test_accuracy,
+                "final_loss": r.final.test_loss,
+                "epochs": [dataclasses.asdict(e) for e in r.epochs],
+            }
+            for r in results
+        ],
+    }
+    atomic_write_json(path, summary)
+
+
+def _train(
+    cfg: ClassicConfig,
+    out: Path | None,
+    device: torch.device,
+    start_state: dict[str, Tensor] | None,
+    progress: bool,
+    features: tuple | None,
+) -> list[RepResult]:
     xtr, ytr, xte, yte = features if features is not None else _load_features(cfg, device, progress)
     torch.manual_seed(cfg.seed)  # after feature loading, which may pre-train a backbone
     xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
@@ -295,9 +364,6 @@ def train_classic(
     if out is not None:
         from torch.utils.tensorboard import SummaryWriter
 
-        from gwnmo_meta.trainer import check_writable
-
-        check_writable(Path(out))
         writer = SummaryWriter(str(out))
     weighting, meta_opt = None, None
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -350,16 +416,22 @@ def train_classic(
         if writer is not None:
             writer.close()
     if out is not None and weighting is not None:
-        from gwnmo_meta.checkpoint import KIND_CLASSIC, save_checkpoint
+        from gwnmo_meta.checkpoint import KIND_CLASSIC, NonFiniteCheckpoint, save_checkpoint
 
-        save_checkpoint(
-            Path(out) / "weighting.pt",
-            {
-                "kind": KIND_CLASSIC,
-                "config": dataclasses.asdict(cfg),
-                "weighting": weighting.state_dict(),
-            },
-        )
+        try:
+            save_checkpoint(
+                out / "weighting.pt",
+                {
+                    "kind": KIND_CLASSIC,
+                    "config": dataclasses.asdict(cfg),
+                    "weighting": weighting.state_dict(),
+                },
+            )
+        except NonFiniteCheckpoint:
+            raise ConfigError(
+                "the weighting network M became non-finite (NaN/Inf); weighting.pt not written "
+                "(try a smaller --lr or --meta-lr)"
+            ) from None
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,28 @@ def _has_type(value: Any, annotation: str) -> bool:
         if isinstance(value, _TYPES.get(name, (object,))):
             return True
     return False
+
+
+SEED_MAX = 2**32 - 1
+
+
+def check_finite(flag: str, value: Any) -> None:
+    """``ConfigError`` if ``value`` is a NaN or infinite float (other values pass)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value}")
+
+
+def check_positive(flag: str, value: float) -> None:
+    """``ConfigError`` unless ``value`` is a finite number > 0 (NaN and Inf are refused)."""
+    check_finite(flag, value)
+    if not value > 0:
+        raise ConfigError(f"{flag} must be positive, got {value}")
+
+
+def check_seed(flag: str, seed: int) -> None:
+    """``ConfigError`` unless ``0 <= seed <= 2**32 - 1``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{flag} must be an integer from 0 to {SEED_MAX}, got {seed}")
 
 
 @dataclass
@@ -104,14 +127,16 @@ class RunConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
                 )
-        if self.meta_lr <= 0:
-            raise ConfigError(f"--meta-lr must be positive, got {self.meta_lr}")
+        for f in dataclasses.fields(self):  # NaN/Inf slip past "x <= 0": refuse them first
+            check_finite(f"--{f.name.replace('_', '-')}", getattr(self, f.name))
+        check_positive("--meta-lr", self.meta_lr)
+        check_seed("--seed", self.seed)
         if self.weighting_hidden <= 0:
             raise ConfigError(f"--weighting-hidden must be positive, got {self.weighting_hidden}")
         if self.head_hidden is not None and self.head_hidden <= 0:
             raise ConfigError(f"--head-hidden must be positive, got {self.head_hidden}")
-        if self.inner_lr is not None and self.inner_lr <= 0:
-            raise ConfigError(f"--inner-lr must be positive, got {self.inner_lr}")
+        if self.inner_lr is not None:
+            check_positive("--inner-lr", self.inner_lr)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,4 +156,6 @@ class RunConfig:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        from gwnmo_meta.atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -95,13 +95,14 @@ def evaluate_checkpoint(
     ``method``, ``schedule``, ``weighting``, ``checkpoint``, ``seed`` and a human-readable ``text``.
     """
     from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
-    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.config import RunConfig, check_seed
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.errors import CheckpointError, ConfigError
     from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
 
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
+    check_seed("--seed", seed)
     ckpt = load_checkpoint(checkpoint, KIND_META)
     trained = RunConfig.from_dict(ckpt["config"])
     overrides = {
@@ -129,9 +130,13 @@ def evaluate_checkpoint(
     try:
         method.load_state_dict(ckpt["method"])
     except RuntimeError:
-        raise ConfigError(
-            f"checkpoint {checkpoint} was meta-trained for {trained.ways}-way tasks and its learned parameters "
-            f"do not fit {cfg.ways}-way; evaluate with --ways {trained.ways}"
+        if cfg.ways != trained.ways:
+            raise ConfigError(
+                f"checkpoint {checkpoint} was meta-trained for {trained.ways}-way tasks and its learned parameters "
+                f"do not fit {cfg.ways}-way; evaluate with --ways {trained.ways}"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: its parameters do not fit the model its config describes"
         ) from None
     method.to(dev)
     sampler = data.sampler("test", task_spec(cfg), seed, dev)

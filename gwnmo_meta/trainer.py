@@ -3,9 +3,20 @@
 RUN_DIR layout::
 
     config.json      the resolved RunConfig
-    last.pt          checkpoint after the latest validation (or Ctrl-C); ``--resume`` continues it
+    last.pt          checkpoint after the latest validation (or interruption); ``--resume`` continues it
     best.pt          checkpoint with the best meta-val accuracy so far
     events.out.tfevents.*   TensorBoard scalars, histograms and the hparams summary
+    .gwnmo-meta.lock the run's exclusive lock (removed when the run ends)
+
+The loop is split into phases (:class:`MetaTrainer`): :meth:`~MetaTrainer.restore` (from a
+checkpoint), :meth:`~MetaTrainer.meta_step` (episodes, meta-loss, backward: changes nothing but the
+task stream), :meth:`~MetaTrainer.apply_step` (meta-optimizer step and bookkeeping) and
+:meth:`~MetaTrainer.validate_and_checkpoint`. Resume guarantee: SIGINT or SIGTERM at any point
+saves ``last.pt`` at the end of the latest completed phase (``apply_step`` and the checkpoint
+writes hold signals back until they finish), and ``--resume`` from it reaches exactly the state
+of the uninterrupted run: same parameters, optimizer state, task stream, RNG states, history and
+best checkpoint. A meta-step cut off midway is redone; a validation cut off midway is redone
+first thing on resume.
 """
 
 from __future__ import annotations
@@ -15,36 +26,42 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from gwnmo_meta.atomic import remove_stale_temps
 from gwnmo_meta.checkpoint import (
     KIND_META,
     load_checkpoint,
+    non_finite_tensors,
     restore_rng_states,
     rng_states,
     save_checkpoint,
 )
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.device import resolve_device
-from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.evaluate import EvalSummary, evaluate_tasks
+from gwnmo_meta.interrupts import Interrupts
 from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
+from gwnmo_meta.runlock import RunLock, remove_if_empty
 from gwnmo_meta.tblog import RunLogger
 
 # Fields of RunConfig a resumed run may change (they do not alter what has been computed so far).
 RESUMABLE_CHANGES = {"meta_steps", "device", "data_root", "download", "task_batch"}
+# Files that mark a folder as holding a run (a new run there needs --resume or another --out).
+RUN_ARTEFACTS = ("config.json", "*.pt", "events.out.tfevents.*", "test.json")
 
 
 class TrainingDiverged(Exception):
-    """The meta-loss became NaN/Inf; the last good checkpoint is kept."""
+    """The meta-loss or the meta-parameters became NaN/Inf; the last good checkpoint is kept."""
 
 
 @dataclass
 class TrainResult:
-    """What a finished (or interrupted) run reports."""
+    """What a finished (or interrupted) run reports (``signal``: what interrupted it, if known)."""
 
     run_dir: Path
     steps_done: int
@@ -52,10 +69,31 @@ class TrainResult:
     last_val: EvalSummary | None
     interrupted: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
+    signal: int | None = None
+
+
+@dataclass
+class LoopState:
+    """Where a run stands, besides its model and optimizer; a checkpoint records all of it.
+
+    ``stream`` is the (train sampler state, global RNG states) at the end of meta-step ``step``;
+    ``pending`` the record of meta-step ``step`` while its validation has not run yet.
+    """
+
+    step: int = 0
+    best_val_accuracy: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    pending: dict[str, float] | None = None
+    stream: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
 def check_writable(out: Path) -> None:
     """Create ``out`` and verify a file can be written there, else ``ConfigError``."""
+    try:
+        str(out).encode("utf-8")  # TensorBoard and JSON need a text path
+    except UnicodeEncodeError:
+        shown = str(out).encode("utf-8", "replace").decode()
+        raise ConfigError(f"--out {shown} is not a valid UTF-8 path") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".gwnmo-write-test"
@@ -63,6 +101,13 @@ def check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+def run_artefacts(out: Path) -> list[str]:
+    """Names of the files in ``out`` that belong to a run (see ``RUN_ARTEFACTS``)."""
+    if not out.is_dir():
+        return []
+    return sorted({p.name for pattern in RUN_ARTEFACTS for p in out.glob(pattern)})
 
 
 def _resume_config(cfg: RunConfig, ckpt: dict[str, Any]) -> RunConfig:
@@ -82,159 +127,357 @@ def _resume_config(cfg: RunConfig, ckpt: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+class MetaTrainer:
+    """One meta-training run's live objects and its phases (see the module docstring).
+
+    Args:
+        cfg: the validated run configuration.
+        out: RUN_DIR (exists, locked by the caller).
+        device: where the method runs.
+        progress: show progress bars.
+        hist_every: log histograms every this many meta-steps.
+        check_test: also check up front that the meta-test part can supply ``cfg``'s tasks.
+        interrupts: the run's signal handling (default: a fresh :class:`Interrupts`).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        device: torch.device,
+        *,
+        progress: bool = True,
+        hist_every: int = 100,
+        check_test: bool = False,
+        interrupts: Interrupts | None = None,
+    ) -> None:
+        self.cfg, self.out, self.device = cfg, out, device
+        self.progress, self.hist_every = progress, hist_every
+        self.data = load_run_data(cfg, device, progress=progress)
+        self.spec = task_spec(cfg)
+        # every part the run will draw from must supply the requested tasks: check before training
+        self.val_sampler = self.data.sampler("val", self.spec, cfg.seed + 1, device)
+        self.val_start = self.val_sampler.state_dict()  # same val tasks at every validation
+        if check_test:
+            self.data.sampler("test", self.spec, 0, device)
+        torch.manual_seed(cfg.seed)  # after data loading, which may pre-train a backbone
+        self.method = build_method_for(cfg, self.data.feature_dim, device)
+        self.meta_opt = self.method.make_meta_optimizer()
+        self.train_sampler = self.data.sampler("train", self.spec, cfg.seed, device)
+        self.state = LoopState()
+        self.interrupts = interrupts or Interrupts()
+        self.log: RunLogger | None = None
+        self.last_val: EvalSummary | None = None
+        self._best_unsaved = False
+
+    # ---- state ---------------------------------------------------------------------------------
+    def capture_stream(self) -> None:
+        """Record the task stream and RNG states as the end of the current meta-step."""
+        self.state.stream = (self.train_sampler.state_dict(), rng_states())
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint (already checked by ``load_checkpoint``)."""
+        path = self.out / "last.pt"
+        try:
+            self.method.load_state_dict(ckpt["method"])
+            if self.meta_opt is not None and ckpt["meta_optimizer"] is not None:
+                self.meta_opt.load_state_dict(ckpt["meta_optimizer"])
+            self.train_sampler.load_state_dict(ckpt["sampler"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run's model ({type(exc).__name__})"
+            ) from None
+        restore_rng_states(ckpt["rng"])
+        self.state = LoopState(
+            step=ckpt["step"],
+            best_val_accuracy=ckpt["best_val_accuracy"],
+            history=list(ckpt["history"]),
+            pending=ckpt.get("pending_validation"),
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint of the current state (stream and RNG as of the end of ``state.step``)."""
+        sampler, rng = self.state.stream
+        return {
+            "kind": KIND_META,
+            "config": self.cfg.to_dict(),
+            "feature_dim": self.data.feature_dim,
+            "method": self.method.state_dict(),
+            "meta_optimizer": None if self.meta_opt is None else self.meta_opt.state_dict(),
+            "sampler": sampler,
+            "rng": rng,
+            "step": self.state.step,
+            "best_val_accuracy": self.state.best_val_accuracy,
+            "history": self.state.history,
+            "pending_validation": self.state.pending,
+        }
+
+    def check_finite(self, meta_loss: float) -> None:
+        """Raise ``TrainingDiverged`` if the meta-parameters or optimizer state hold NaN/Inf."""
+        bad = non_finite_tensors(dict(self.method.named_parameters()))
+        if self.meta_opt is not None:
+            bad += non_finite_tensors(self.meta_opt.state_dict()["state"], "optimizer state")
+        if bad:
+            raise TrainingDiverged(
+                f"the meta-update of meta-step {self.state.step + 1} made {', '.join(bad[:3])} "
+                f"non-finite (meta-loss {meta_loss:.4g}); {self._last_good()}"
+            )
+
+    def _last_good(self) -> str:
+        last = self.out / "last.pt"
+        kept = (
+            f"the last good checkpoint is {last}"
+            if last.is_file()
+            else "no checkpoint was written (it diverged before the first validation)"
+        )
+        return f"stopped, {kept} (try a smaller --meta-lr or --inner-lr)"
+
+    # ---- phases --------------------------------------------------------------------------------
+    def meta_step(self) -> tuple[float, list[Any], list[float]]:
+        """Episodes, meta-loss and its backward for meta-step ``state.step + 1``.
+
+        Changes nothing but the task stream and gradients, so it may be cut off at any point.
+
+        Returns:
+            (mean meta-loss, the episodes' outcomes, the back-propagated losses).
+        """
+        cfg, method = self.cfg, self.method
+        if self.meta_opt is not None:
+            self.meta_opt.zero_grad(set_to_none=True)
+        if method.task_batched:  # the meta-batch's tasks in one task-batched inner loop
+            batch_loss, outcomes = method.episodes(
+                [self.train_sampler.sample() for _ in range(cfg.meta_batch)], train=True
+            )
+            meta_losses = [] if batch_loss is None else [float(batch_loss.detach())]
+            if batch_loss is not None:
+                batch_loss.backward()
+        else:  # one task at a time, each graph freed after its backward
+            outcomes = []
+            for _ in range(cfg.meta_batch):
+                outcome = method.episode(self.train_sampler.sample(), train=True)
+                if outcome.meta_loss is not None:
+                    (outcome.meta_loss / cfg.meta_batch).backward()
+                outcomes.append(outcome)
+            meta_losses = [float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None]
+        meta_loss = sum(meta_losses) / len(meta_losses) if meta_losses else float("nan")
+        if meta_losses and not math.isfinite(meta_loss):
+            raise TrainingDiverged(
+                f"meta-loss became {meta_loss} at meta-step {self.state.step + 1}; "
+                + self._last_good()
+            )
+        return meta_loss, outcomes, meta_losses
+
+    def apply_step(
+        self, meta_loss: float, outcomes: list[Any], meta_losses: list[float], seconds: float
+    ) -> dict[str, float]:
+        """Meta-optimizer step and bookkeeping of meta-step ``state.step + 1`` (run it critical)."""
+        cfg = self.cfg
+        if self.meta_opt is not None and meta_losses:
+            self.meta_opt.step()
+            self.check_finite(meta_loss)
+        self.state.step += 1
+        step = self.state.step
+        tasks_per_s = cfg.meta_batch / max(seconds, 1e-9)
+        record = self.log.train_step(
+            step, outcomes, meta_loss, tasks_per_s, self.method.cfg.lr, self.meta_opt
+        )
+        if step % self.hist_every == 0 or step == cfg.meta_steps:
+            self.log.histograms(step, self.method, outcomes)
+        self.capture_stream()
+        if self.validation_due(step):
+            self.state.pending = record
+        return record
+
+    def validation_due(self, step: int) -> bool:
+        return step % self.cfg.val_every == 0 or step == self.cfg.meta_steps
+
+    def validate(self) -> EvalSummary:
+        """Meta-val accuracy on the same ``val_tasks`` tasks every time; global RNGs untouched."""
+        self.val_sampler.load_state_dict(self.val_start)
+        rng = rng_states()
+        try:
+            return evaluate_tasks(
+                self.method,
+                self.val_sampler,
+                self.cfg.val_tasks,
+                progress=False,
+                task_batch=self.cfg.meta_batch,
+            )
+        finally:
+            restore_rng_states(rng)
+
+    def validate_and_checkpoint(self) -> EvalSummary | None:
+        """If meta-step ``state.step`` awaits validation: validate, then write best.pt/last.pt.
+
+        The validation may be cut off (it is redone on resume); the bookkeeping and the
+        checkpoint writes run with signals held back.
+        """
+        if self.state.pending is None:
+            return None
+        summary = self.validate()
+        with self.interrupts.critical():
+            record = {
+                **self.state.pending,
+                "val_accuracy": summary.accuracy.mean,
+                "val_accuracy_ci95": summary.accuracy.ci95,
+            }
+            st = self.state
+            st.history.append(record)
+            st.pending = None
+            if st.best_val_accuracy is None or summary.accuracy.mean > st.best_val_accuracy:
+                st.best_val_accuracy = summary.accuracy.mean
+                self._best_unsaved = True
+            self.last_val = summary
+            self.write_checkpoints()
+            self.log.validation(st.step, summary)
+        return summary
+
+    def write_checkpoints(self) -> None:
+        """best.pt (if the current state is a new best not yet saved), then last.pt."""
+        payload = self.payload()
+        if self._best_unsaved:
+            save_checkpoint(self.out / "best.pt", payload)
+            self._best_unsaved = False
+        save_checkpoint(self.out / "last.pt", payload)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self, on_step: Callable[[int], None] | None = None) -> TrainResult:
+        """Meta-train up to ``cfg.meta_steps``; on SIGINT/SIGTERM save last.pt and return."""
+        cfg, st = self.cfg, self.state
+        if st.stream is None:
+            self.capture_stream()
+        self.log = RunLogger(self.out, purge_step=st.step + 1 if st.step else None)
+        interrupted = False
+        bar = tqdm(
+            total=cfg.meta_steps,
+            initial=st.step,
+            desc="meta-train",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            with self.interrupts:
+                try:
+                    self.validate_and_checkpoint()  # a validation cut off before the resume
+                    while st.step < cfg.meta_steps:
+                        t0 = time.perf_counter()
+                        meta_loss, outcomes, losses = self.meta_step()
+                        with self.interrupts.critical():
+                            self.apply_step(meta_loss, outcomes, losses, time.perf_counter() - t0)
+                        summary = self.validate_and_checkpoint()
+                        post = {"meta_loss": f"{meta_loss:.3f}"}
+                        if summary is not None:
+                            post["val_acc"] = f"{summary.accuracy.mean:.3f}"
+                        bar.set_postfix(post)
+                        bar.update(1)
+                        if on_step is not None:
+                            on_step(st.step)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    with self.interrupts.critical(discard=True):
+                        self.write_checkpoints()
+        finally:
+            bar.close()
+            if not interrupted:
+                self.log.hparams(cfg, st.best_val_accuracy, self.last_val)
+            self.log.close()
+        signum = (self.interrupts.signum or 2) if interrupted else None
+        return TrainResult(
+            self.out,
+            st.step,
+            st.best_val_accuracy,
+            self.last_val,
+            interrupted,
+            st.history,
+            signum,
+        )
+
+
 def meta_train(
     cfg: RunConfig,
     out: Path,
     *,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     progress: bool = True,
     hist_every: int = 100,
     on_step: Callable[[int], None] | None = None,
+    check_test: bool = False,
 ) -> TrainResult:
-    """Meta-train ``cfg.method`` on ``cfg.dataset``'s meta-train tasks, writing RUN_DIR ``out``."""
+    """Meta-train ``cfg.method`` on ``cfg.dataset``'s meta-train tasks, writing RUN_DIR ``out``.
+
+    Args:
+        cfg: the run configuration (validated here, before anything is loaded or written).
+        out: RUN_DIR; locked for the whole run, refused if another process holds it.
+        resume: continue ``out/last.pt``; ``False`` refuses a folder holding run artefacts;
+            ``"auto"`` resumes if ``last.pt`` exists, else starts afresh (discarding the config
+            and events of a run cut off before its first checkpoint).
+        progress: show progress bars.
+        hist_every: histogram period in meta-steps.
+        on_step: called with the step number after every meta-step (and its validation).
+        check_test: also check up front that the meta-test part can supply the tasks.
+
+    Returns:
+        The :class:`TrainResult` (``interrupted`` after SIGINT/SIGTERM, with last.pt saved).
+
+    Raises:
+        ConfigError, DataError, CheckpointError: user mistakes, before training starts.
+        TrainingDiverged: NaN/Inf meta-loss or meta-parameters (no non-finite checkpoint is written).
+    """
     cfg.validate()
     device = resolve_device(cfg.device)
     out = Path(out)
+    if resume is True and not (out / "last.pt").is_file():
+        raise ConfigError(f"--resume: no checkpoint to resume in {out} (expected last.pt)")
+    created = not out.exists()
     check_writable(out)
-    ckpt: dict[str, Any] | None = None
-    if resume:
-        last = out / "last.pt"
-        if not last.exists():
-            raise ConfigError(f"--resume: no checkpoint to resume in {out} (expected {last.name})")
-        ckpt = load_checkpoint(last, KIND_META)
-        cfg = _resume_config(cfg, ckpt)
-    elif (out / "last.pt").exists():
-        raise ConfigError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
-
-    data = load_run_data(cfg, device, progress=progress)
-    torch.manual_seed(cfg.seed)  # after data loading, which may pre-train a backbone
-    spec = task_spec(cfg)
-    method = build_method_for(cfg, data.feature_dim, device)
-    meta_opt = method.make_meta_optimizer()
-    train_sampler = data.sampler("train", spec, cfg.seed, device)
-
-    start, best_acc, history = 0, None, []
-    if ckpt is not None:
-        method.load_state_dict(ckpt["method"])
-        if meta_opt is not None and ckpt.get("meta_optimizer") is not None:
-            meta_opt.load_state_dict(ckpt["meta_optimizer"])
-        train_sampler.load_state_dict(ckpt["sampler"])
-        restore_rng_states(ckpt["rng"])
-        start, best_acc, history = (
-            ckpt["step"],
-            ckpt.get("best_val_accuracy"),
-            ckpt.get("history", []),
-        )
-    cfg.save(out / "config.json")
-
-    def checkpoint_payload(step: int) -> dict[str, Any]:
-        return {
-            "kind": KIND_META,
-            "config": cfg.to_dict(),
-            "feature_dim": data.feature_dim,
-            "method": method.state_dict(),
-            "meta_optimizer": None if meta_opt is None else meta_opt.state_dict(),
-            "sampler": train_sampler.state_dict(),
-            "rng": rng_states(),
-            "step": step,
-            "best_val_accuracy": best_acc,
-            "history": history,
-        }
-
-    def validate() -> EvalSummary:
-        val_sampler = data.sampler("val", spec, cfg.seed + 1, device)  # same val tasks every time
-        rng = rng_states()  # validation must not perturb the training stream
-        summary = evaluate_tasks(
-            method, val_sampler, cfg.val_tasks, progress=False, task_batch=cfg.meta_batch
-        )
-        restore_rng_states(rng)
-        return summary
-
-    log = RunLogger(out, purge_step=start if start else None)
-    last_val: EvalSummary | None = None
-    step = start
-    interrupted = False
-    step_start_state = None
-    bar = tqdm(
-        total=cfg.meta_steps,
-        initial=start,
-        desc="meta-train",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
+    interrupts = Interrupts()  # from here on SIGTERM, like SIGINT, unwinds (releasing the lock)
     try:
-        while step < cfg.meta_steps:
-            t0 = time.perf_counter()
-            step_start_state = (train_sampler.state_dict(), rng_states())
-            if meta_opt is not None:
-                meta_opt.zero_grad(set_to_none=True)
-            if method.task_batched:  # the meta-batch's tasks in one task-batched inner loop
-                batch_loss, outcomes = method.episodes(
-                    [train_sampler.sample() for _ in range(cfg.meta_batch)], train=True
-                )
-                meta_losses = (
-                    [] if batch_loss is None else [float(batch_loss.detach())]
-                )  # what is back-propagated
-                if batch_loss is not None:
-                    batch_loss.backward()
-            else:  # one task at a time, each graph freed after its backward
-                outcomes = []
-                for _ in range(cfg.meta_batch):
-                    outcome = method.episode(train_sampler.sample(), train=True)
-                    if outcome.meta_loss is not None:
-                        (outcome.meta_loss / cfg.meta_batch).backward()
-                    outcomes.append(outcome)
-                meta_losses = [
-                    float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None
-                ]
-            meta_loss = sum(meta_losses) / len(meta_losses) if meta_losses else float("nan")
-            if meta_losses and not math.isfinite(meta_loss):
-                raise TrainingDiverged(
-                    f"meta-loss became {meta_loss} at meta-step {step + 1}; stopped, the last good checkpoint "
-                    f"is {out / 'last.pt'} (try a smaller --meta-lr or --inner-lr)"
-                )
-            if meta_opt is not None and meta_losses:
-                meta_opt.step()
-            step += 1
-            tasks_per_s = cfg.meta_batch / max(time.perf_counter() - t0, 1e-9)
-            record = log.train_step(step, outcomes, meta_loss, tasks_per_s, method.cfg.lr, meta_opt)
-            if step % hist_every == 0 or step == cfg.meta_steps:
-                log.histograms(step, method, outcomes)
-            if step % cfg.val_every == 0 or step == cfg.meta_steps:
-                last_val = validate()
-                log.validation(step, last_val)
-                record.update(
-                    val_accuracy=last_val.accuracy.mean, val_accuracy_ci95=last_val.accuracy.ci95
-                )
-                if best_acc is None or last_val.accuracy.mean > best_acc:
-                    best_acc = last_val.accuracy.mean
-                    history.append(record)
-                    save_checkpoint(out / "best.pt", checkpoint_payload(step))
-                else:
-                    history.append(record)
-                save_checkpoint(out / "last.pt", checkpoint_payload(step))
-                bar.set_postfix(
-                    meta_loss=f"{meta_loss:.3f}",
-                    val_acc=f"{last_val.accuracy.mean:.3f}",
-                    tasks_s=f"{tasks_per_s:.0f}",
-                )
-            else:
-                bar.set_postfix(meta_loss=f"{meta_loss:.3f}", tasks_s=f"{tasks_per_s:.0f}")
-            bar.update(1)
-            if on_step is not None:
-                on_step(step)
-    except KeyboardInterrupt:
-        # Roll the task stream back to the start of the unfinished meta-step, so --resume replays it.
-        interrupted = True
-        payload = checkpoint_payload(step)
-        if step_start_state is not None:
-            payload["sampler"], payload["rng"] = step_start_state
-        save_checkpoint(out / "last.pt", payload)
-    finally:
-        bar.close()
-        if not interrupted:
-            log.hparams(cfg, best_acc, last_val)
-        log.close()
-    return TrainResult(out, step, best_acc, last_val, interrupted, history)
+        with interrupts, RunLock(out):  # one run per folder, from here to the end of the run
+            return _locked_meta_train(
+                cfg, out, device, resume, progress, hist_every, on_step, check_test, interrupts
+            )
+    except BaseException:
+        if created:  # refused or failed before writing anything: leave no trace
+            remove_if_empty(out)
+        raise
+
+
+def _locked_meta_train(
+    cfg: RunConfig,
+    out: Path,
+    device: torch.device,
+    resume: bool | Literal["auto"],
+    progress: bool,
+    hist_every: int,
+    on_step: Callable[[int], None] | None,
+    check_test: bool,
+    interrupts: Interrupts,
+) -> TrainResult:
+    """The body of :func:`meta_train`, run while holding ``out``'s lock."""
+    remove_stale_temps(out)
+    resuming = resume is True or (resume == "auto" and (out / "last.pt").is_file())
+    ckpt = None
+    if resuming:
+        ckpt = load_checkpoint(out / "last.pt", KIND_META)
+        cfg = _resume_config(cfg, ckpt)
+    elif run_artefacts(out):
+        if resume is False:
+            raise ConfigError(
+                f"{out} already holds a run ({', '.join(run_artefacts(out)[:3])}); "
+                "pass --resume to continue it or choose another --out"
+            )
+        for name in run_artefacts(out):  # "auto": a run cut off before its first checkpoint
+            (out / name).unlink()
+    trainer = MetaTrainer(
+        cfg,
+        out,
+        device,
+        progress=progress,
+        hist_every=hist_every,
+        check_test=check_test,
+        interrupts=interrupts,
+    )
+    if ckpt is not None:
+        trainer.restore(ckpt)
+    cfg.save(out / "config.json")
+    return trainer.run(on_step)

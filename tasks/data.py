@@ -14,6 +14,9 @@ CIFAR-10: torchvision checks the md5 of every original batch file. A re-packed o
 (e.g. the offline subsets) fails that check; ``skip_integrity_check=True`` (CLI
 ``--skip-integrity-check``) loads it anyway through :class:`CIFAR10Repacked`, which only requires
 the batch files to exist and reads them exactly as torchvision does. It is never applied silently.
+CIFAR-10's format is a Python pickle, which can run code when unpickled: the md5 check guarantees
+torchvision unpickles only the original files; without it, every file is first unpickled by
+:func:`safe_pickle_load`, which refuses anything but NumPy arrays, before torchvision reads it.
 """
 
 from __future__ import annotations
@@ -126,6 +129,39 @@ def pool_images(parts: list[LabeledImages]) -> LabeledImages:
     )
 
 
+# What CIFAR-10's python pickles may name: NumPy arrays and dtypes (numpy 1 and 2 module paths)
+# and the codec that pickles bytes under protocol 2. Anything else (os.system, ...) is refused.
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+
+def safe_pickle_load(fh) -> object:
+    """Unpickle ``fh`` (latin1 strings, as torchvision does) allowing only NumPy arrays.
+
+    Raises:
+        DataError: the pickle names any other class or function (nothing is run).
+    """
+    try:
+        return _ArraysOnly(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"{getattr(fh, 'name', 'pickle')} is not a plain CIFAR-10 batch ({exc}); "
+            "a hostile or damaged data file, not loaded"
+        ) from None
+
+
 def _cifar10():
     from torchvision.datasets import CIFAR10
 
@@ -143,16 +179,22 @@ def _repacked_class():
         Used only with the explicit ``skip_integrity_check=True`` (``--skip-integrity-check``).
         """
 
-        def _check_integrity(self) -> bool:  # torchvision hook
+        def _check_integrity(self) -> bool:  # torchvision hook, runs before it unpickles
             base = Path(self.root) / self.base_folder
-            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+            files = [base / name for name, _ in self.train_list + self.test_list]
+            if not all(f.is_file() for f in files):
+                return False
+            for f in files:  # unverified pickles: only arrays, lists, dicts and strings
+                with open(f, "rb") as fh:
+                    safe_pickle_load(fh)
+            return True
 
         def _load_meta(self) -> None:  # torchvision hook, same as upstream minus the md5
             path = Path(self.root) / self.base_folder / self.meta["filename"]
             if not path.is_file():
                 raise RuntimeError(f"Dataset metadata file {path} not found")
             with open(path, "rb") as fh:
-                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+                self.classes = safe_pickle_load(fh)[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     return CIFAR10Repacked
@@ -245,6 +287,8 @@ def load_images(
             ValueError,
             EOFError,
             KeyError,
+            IndexError,
+            AssertionError,  # torchvision asserts on IDX headers (e.g. a wrong magic number)
             pickle.UnpicklingError,
         ) as exc:
             raise _data_error(name, root, download, skip_integrity_check, exc) from None

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from gwnmo_meta.atomic import atomic_torch_save, remove_stale_temps
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.tasks.backbones import (
     CONV4_EPOCHS,
@@ -133,10 +135,22 @@ def _digest(*parts: object) -> str:
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    remove_stale_temps(path.parent)  # left by a writer killed mid-write
+    atomic_torch_save(obj, path)
+
+
+def check_cache_dir(folder: Path) -> Path:
+    """``folder`` (the cache) if it is, or can be made, a writable folder; else ``ConfigError``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the cache folder {folder} ($GWNMO_CACHE): {exc.strerror or exc}"
+        ) from None
+    return folder
 
 
 def _try_load(path: Path) -> object | None:
@@ -191,9 +205,12 @@ def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: Labeled
     path = cache_dir(cfg.cache_dir) / "backbones" / f"{key}.pt"
     net = Conv4()
     state = _try_load(path)
-    if isinstance(state, dict):
-        net.load_state_dict(state)
-    else:
+    try:
+        net.load_state_dict(state)  # a missing or unusable cache entry is recomputed
+        cached = True
+    except (TypeError, RuntimeError, AttributeError, KeyError):
+        cached = False
+    if not cached:
         # never pre-train on images the meta-val part holds out: only meta-train images of meta-train classes
         parts = split_indices(
             imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
@@ -245,6 +262,7 @@ def _features_impl(
             lambda x: x.flatten(1), imgs.images, "cpu", progress=cfg.progress, desc=desc
         )
     else:
+        check_cache_dir(cache_dir(cfg.cache_dir))  # before any backbone is trained
         if cfg.backbone == "resnet18-imagenet":
             key = f"resnet18-imagenet-v{CACHE_VERSION}"
             fn = None
