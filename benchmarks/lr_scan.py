@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from gwnmo_meta import defaults
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.evaluate import evaluate_tasks
 from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
@@ -65,6 +66,19 @@ def main() -> None:
                     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.dataset}.json").write_text(json.dumps(rows, indent=2))
+    # this dataset's pick; the default is the pick over all datasets (tests/test_defaults.py)
+    for method, lrs in GRIDS.items():
+        val = {
+            lr: [
+                r["accuracy_mean"]
+                for r in rows
+                if (r["method"], r["inner_lr"], r["part"]) == (method, lr, "val")
+            ]
+            for lr in lrs
+        }
+        best = max(lrs, key=lambda lr: sum(val[lr]) / len(val[lr]))
+        default = defaults.INNER_LR[method].describe("α")
+        print(f"{method}: best mean meta-val α on {args.dataset} {best:g}; default {default}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Annotated, Any, get_args
 import typer
 from typer.core import TyperGroup
 
-from gwnmo_meta import registry
+from gwnmo_meta import defaults, registry
 
 
 class OneLineErrors(TyperGroup):
@@ -252,7 +252,8 @@ WeightingHidden = Annotated[
     int,
     typer.Option(
         "--weighting-hidden",
-        help="Hidden width of M (smaller: cheaper M on large targets).",
+        help="Hidden width of M (smaller: cheaper M on large targets); "
+        + defaults.WEIGHTING_HIDDEN.describe("default"),
         rich_help_panel=METHOD,
     ),
 ]
@@ -365,7 +366,7 @@ def meta_train_cmd(
         ),
     ] = None,
     weighting: WeightingOpt = "coordinate",
-    weighting_hidden: WeightingHidden = 32,
+    weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     head_hidden: HeadHidden = None,
     learn_init: Annotated[
         bool,
@@ -385,7 +386,13 @@ def meta_train_cmd(
         float | None,
         typer.Option(
             "--inner-lr",
-            help="Inner step size α (default: the method's, see README).",
+            help="Inner step size α (default: the method's: "
+            + "; ".join(f"{m} {t.value:g}" for m, t in defaults.INNER_LR.items())
+            + "; each "
+            + defaults.INNER_LR["gwnmo"].source
+            + ", sgd/adam also the "
+            + defaults.INNER_LR["sgd"].source.split(";")[0]
+            + ").",
             rich_help_panel=INNER,
         ),
     ] = None,
@@ -394,10 +401,11 @@ def meta_train_cmd(
         float,
         typer.Option(
             "--meta-lr",
-            help="Meta step size β (Adam on θ and the learned init).",
+            help="Meta step size β (Adam on θ and the learned init); "
+            + defaults.META_LR.describe("β"),
             rich_help_panel=META,
         ),
-    ] = 1e-3,
+    ] = defaults.META_LR.value,
     first_order: Annotated[
         bool,
         typer.Option(
@@ -746,7 +754,7 @@ def benchmark(
     backbone: BackboneOpt = "conv4",
     head_hidden: HeadHidden = None,
     weighting: WeightingOpt = "coordinate",
-    weighting_hidden: WeightingHidden = 32,
+    weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     task_batch: TaskBatch = True,
     device: Device = "auto",
     seed: Seed = 0,
@@ -826,18 +834,30 @@ def train(
         float | None,
         typer.Option(
             "--lr",
-            help="Step size α of the target (default: gwnmo 0.1, adam 0.001, hg 0.1, sgd 0.1).",
+            help="Step size α of the target (default: "
+            + ", ".join(f"{o} {t.value:g}" for o, t in defaults.CLASSIC_LR.items())
+            + "; each the "
+            + defaults.CLASSIC_LR["gwnmo"].source
+            + ").",
             rich_help_panel=METHOD,
         ),
     ] = None,
     meta_lr: Annotated[
         float,
-        typer.Option("--meta-lr", help="Step size β of Adam on M.", rich_help_panel=METHOD),
-    ] = 1e-3,
+        typer.Option(
+            "--meta-lr",
+            help="Step size β of Adam on M; " + defaults.CLASSIC_META_LR.describe("β"),
+            rich_help_panel=METHOD,
+        ),
+    ] = defaults.CLASSIC_META_LR.value,
     hg_beta: Annotated[
         float,
-        typer.Option("--hg-beta", help="HG's hypergradient step size.", rich_help_panel=METHOD),
-    ] = 1e-4,
+        typer.Option(
+            "--hg-beta",
+            help="HG's hypergradient step size; " + defaults.CLASSIC_HG_BETA.describe("β_HG"),
+            rich_help_panel=METHOD,
+        ),
+    ] = defaults.CLASSIC_HG_BETA.value,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs over the train split.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 64,
     hidden: Annotated[
@@ -874,6 +894,15 @@ def train(
             rich_help_panel=DATA,
         ),
     ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            help="Share of each class's train images held out (seeded by --seed) to select the "
+            "epoch whose test accuracy is reported; 0: no validation split (thesis practice only).",
+            rich_help_panel=DATA,
+        ),
+    ] = defaults.CLASSIC_VAL_FRACTION,
     device: Device = "auto",
     seed: Seed = 0,
     out: Annotated[
@@ -916,13 +945,11 @@ def train(
         max_train_images=max_train_images,
         device=device,
         seed=seed,
+        val_fraction=val_fraction,
     )
     results = train_classic(cfg, out, progress=progress_bars(quiet))
     for r in results:
-        typer.echo(
-            f"rep {r.rep + 1}: best test accuracy {100 * r.best_accuracy:.2f}%, best test loss {r.best_loss:.4f}; "
-            f"final {100 * r.final.test_accuracy:.2f}% / {r.final.test_loss:.4f}"
-        )
+        typer.echo(f"rep {r.rep + 1}: {r.summary()}")
 
 
 def main() -> None:

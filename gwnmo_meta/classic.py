@@ -15,8 +15,15 @@ algorithms differ only in whether θ's step lands before (Alg 2) or after (Alg 1
 weighting is computed. That is why thesis Table 2 shows near-identical columns.
 
 Baselines: ``adam``, ``sgd`` and ``hg`` (per-element hypergradient step sizes) as torch
-optimizers on T. Test accuracy and loss are measured after every epoch; the thesis reports the
-best test accuracy/loss reached, we report those and the final ones.
+optimizers on T.
+
+Selection: a seeded, class-stratified ``val_fraction`` (default 10%) of the train split is held
+out from training (``split_validation``). After every epoch T is scored on it and on the test
+split; the epoch with the best validation accuracy is *selected*, and its test accuracy/loss is
+the honest result (``RepResult.selected``). The thesis reported the best test accuracy/loss over
+epochs (selection on the test set); that is kept as ``best_accuracy``/``best_loss`` for comparison
+with its tables, beside the final epoch's. ``val_fraction=0`` trains on the whole train split
+and reports only the latter two.
 """
 
 from __future__ import annotations
@@ -33,12 +40,15 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from gwnmo_meta import defaults
 from gwnmo_meta.config import check_positive, check_seed
 from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 
 OPTIMIZERS = METHODS.names(lambda m: m.classic)  # the methods ``train --optimizer`` accepts
-DEFAULT_LR = {"gwnmo": 0.1, "gwnmo-prime": 0.1, "adam": 1e-3, "hg": 0.1, "sgd": 0.1}
+# Step size α per optimizer when --lr is not given (provenance: gwnmo_meta/defaults.py).
+DEFAULT_LR = {name: tuned.value for name, tuned in defaults.CLASSIC_LR.items()}
+VAL_FRACTION = defaults.CLASSIC_VAL_FRACTION  # share of each class held out to select the epoch
 
 
 @dataclass
@@ -54,8 +64,8 @@ class ClassicConfig:
     schedule: str = "alg1"
     weighting: str = "mlp"
     lr: float | None = None
-    meta_lr: float = 1e-3
-    hg_beta: float = 1e-4
+    meta_lr: float = defaults.CLASSIC_META_LR.value
+    hg_beta: float = defaults.CLASSIC_HG_BETA.value
     epochs: int = 5
     batch_size: int = 64
     hidden: int = 64
@@ -65,6 +75,7 @@ class ClassicConfig:
     max_train_images: int | None = None
     device: str = "auto"
     seed: int = 0
+    val_fraction: float = VAL_FRACTION
 
     @property
     def info(self) -> MethodInfo:
@@ -95,6 +106,8 @@ class ClassicConfig:
         check_seed("--seed", self.seed)
         if self.max_train_images is not None and self.max_train_images <= 0:
             raise ConfigError(f"--max-train-images must be positive, got {self.max_train_images}")
+        if not 0 <= self.val_fraction < 1:  # also refuses NaN
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if not self.info.learned_optimizer and (self.weighting_from or self.freeze_weighting):
             raise ConfigError(
                 "--weighting-from/--freeze-weighting need --optimizer gwnmo or gwnmo-prime"
@@ -114,6 +127,8 @@ class EpochRecord:
     train_loss: float
     test_accuracy: float
     test_loss: float
+    val_accuracy: float | None = None  # None without a validation split
+    val_loss: float | None = None
 
 
 @dataclass
@@ -124,16 +139,83 @@ class RepResult:
     epochs: list[EpochRecord] = field(default_factory=list)
 
     @property
+    def selected(self) -> EpochRecord | None:
+        """The epoch with the best validation accuracy (ties: lower val loss, then earlier); None without val."""
+        scored = [e for e in self.epochs if e.val_accuracy is not None]
+        if not scored:
+            return None
+        return max(scored, key=lambda e: (e.val_accuracy, -e.val_loss, -e.epoch))
+
+    @property
     def best_accuracy(self) -> float:
+        """Best test accuracy over epochs (selected on the test set: the thesis's practice)."""
         return max(e.test_accuracy for e in self.epochs)
 
     @property
     def best_loss(self) -> float:
+        """Lowest test loss over epochs (the thesis's practice)."""
         return min(e.test_loss for e in self.epochs)
 
     @property
     def final(self) -> EpochRecord:
         return self.epochs[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Selected (by val), best-test (thesis practice) and final results, and every epoch."""
+        sel = self.selected
+        return {
+            "rep": self.rep + 1,
+            "selected_epoch": None if sel is None else sel.epoch,
+            "selected_val_accuracy": None if sel is None else sel.val_accuracy,
+            "test_accuracy_at_best_val": None if sel is None else sel.test_accuracy,
+            "test_loss_at_best_val": None if sel is None else sel.test_loss,
+            "best_test_accuracy": self.best_accuracy,
+            "best_test_loss": self.best_loss,
+            "final_test_accuracy": self.final.test_accuracy,
+            "final_test_loss": self.final.test_loss,
+            "epochs": [dataclasses.asdict(e) for e in self.epochs],
+        }
+
+    def summary(self) -> str:
+        """One line: test at the val-selected epoch, best test over epochs, final."""
+        sel = self.selected
+        picked = (
+            "no validation split"
+            if sel is None
+            else f"test {100 * sel.test_accuracy:.2f}% / {sel.test_loss:.4f} at epoch {sel.epoch} "
+            f"(best val accuracy {100 * sel.val_accuracy:.2f}%)"
+        )
+        return (
+            f"{picked}; best test over epochs (thesis practice) {100 * self.best_accuracy:.2f}% / "
+            f"{self.best_loss:.4f}; final {100 * self.final.test_accuracy:.2f}% / "
+            f"{self.final.test_loss:.4f}"
+        )
+
+
+def split_validation(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Hold out a seeded ``fraction`` of each class's examples for validation.
+
+    Args:
+        labels: Class ids of the train split, shape [N].
+        fraction: Share of each class held out (rounded per class), in [0, 1).
+        seed: Seed of the draw (independent of torch's global random state).
+
+    Returns:
+        (train indices, validation indices): sorted, disjoint, together all of ``range(N)``.
+    """
+    labels = labels.cpu()
+    gen = torch.Generator().manual_seed(seed)
+    keep, held = [torch.zeros(0, dtype=torch.int64)], [torch.zeros(0, dtype=torch.int64)]
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val = int(round(fraction * len(idx)))
+        held.append(idx[:n_val])
+        keep.append(idx[n_val:])
+    train, val = torch.cat(keep).sort().values, torch.cat(held).sort().values
+    if len(train) == 0:
+        raise ConfigError(f"--val-fraction {fraction} leaves no training images")
+    return train, val
 
 
 def make_target(feature_dim: int, hidden: int, classes: int) -> nn.Module:
@@ -326,22 +408,13 @@ def train_classic(
 
 
 def write_results(path: Path, cfg: ClassicConfig, results: list[RepResult]) -> None:
-    """``results.json``: the config and, per rep, best/final test metrics and every epoch."""
+    """``results.json``: the config, the step size and, per rep, val-selected/best/final metrics and every epoch."""
     from gwnmo_meta.atomic import atomic_write_json
 
     summary = {
         "config": dataclasses.asdict(cfg),
-        "reps": [
-            {
-                "rep": r.rep + 1,
-                "best_accuracy": r.best_accuracy,
-                "best_loss": r.best_loss,
-                "final_accuracy": r.final.test_accuracy,
-                "final_loss": r.final.test_loss,
-                "epochs": [dataclasses.asdict(e) for e in r.epochs],
-            }
-            for r in results
-        ],
+        "step_size": cfg.step_size,
+        "reps": [r.to_dict() for r in results],
     }
     atomic_write_json(path, summary)
 
@@ -359,6 +432,10 @@ def _train(
     xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
     if cfg.max_train_images is not None:
         xtr, ytr = xtr[: cfg.max_train_images], ytr[: cfg.max_train_images]
+    xva = yva = None
+    if cfg.val_fraction > 0:
+        tr_idx, va_idx = (i.to(device) for i in split_validation(ytr, cfg.val_fraction, cfg.seed))
+        xva, yva, xtr, ytr = xtr[va_idx], ytr[va_idx], xtr[tr_idx], ytr[tr_idx]
     classes = int(max(ytr.max(), yte.max())) + 1
     writer = None
     if out is not None:
@@ -401,17 +478,27 @@ def _train(
                         )
                     losses.append(loss)
                     global_step += 1
-                acc, tloss = evaluate_target(target, learner.current(), xte, yte)
+                params = learner.current()
+                acc, tloss = evaluate_target(target, params, xte, yte)
                 rec = EpochRecord(epoch + 1, sum(losses) / len(losses), acc, tloss)
+                if xva is not None and len(xva):
+                    rec.val_accuracy, rec.val_loss = evaluate_target(target, params, xva, yva)
                 result.epochs.append(rec)
                 if writer is not None:
                     tag = f"rep{rep + 1}"
                     writer.add_scalar(f"{tag}/train_loss", rec.train_loss, epoch + 1)
                     writer.add_scalar(f"{tag}/test_accuracy", acc, epoch + 1)
                     writer.add_scalar(f"{tag}/test_loss", tloss, epoch + 1)
+                    if rec.val_accuracy is not None:
+                        writer.add_scalar(f"{tag}/val_accuracy", rec.val_accuracy, epoch + 1)
+                        writer.add_scalar(f"{tag}/val_loss", rec.val_loss, epoch + 1)
             results.append(result)
             if writer is not None:
                 writer.add_scalar("reps/best_test_accuracy", result.best_accuracy, rep + 1)
+                if result.selected is not None:
+                    writer.add_scalar(
+                        "reps/test_accuracy_at_best_val", result.selected.test_accuracy, rep + 1
+                    )
     finally:
         if writer is not None:
             writer.close()

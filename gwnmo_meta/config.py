@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gwnmo_meta import defaults
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import (
     BACKBONES,
@@ -79,10 +80,10 @@ class RunConfig:
     method: str = "gwnmo"
     schedule: str = "alg2"
     weighting: str = "coordinate"
-    weighting_hidden: int = 32
+    weighting_hidden: int = int(defaults.WEIGHTING_HIDDEN.value)
     inner_steps: int = 5
     inner_lr: float | None = None
-    meta_lr: float = 1e-3
+    meta_lr: float = defaults.META_LR.value
     learn_init: bool = True
     first_order: bool = False
     head_hidden: int | None = None

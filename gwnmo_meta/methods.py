@@ -36,22 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gwnmo_meta import defaults
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.nets import build_weighting, make_head
 from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 from gwnmo_meta.schedules import EpisodeOutcome, query_metrics, run_episode, run_episodes
 from gwnmo_meta.tasks.episodes import stack_episodes
 
-# Defaults for unit-norm features (see tasks/fewshot.py); the benchmark tunes them per method.
-DEFAULT_INNER_LR = {
-    "gwnmo": 3.0,
-    "gwnmo-prime": 3.0,
-    "maml": 3.0,
-    "meta-sgd": 3.0,
-    "hg": 3.0,
-    "sgd": 3.0,
-    "adam": 0.1,
-}
+# Inner step size α per method when --inner-lr is not given (provenance: gwnmo_meta/defaults.py).
+DEFAULT_INNER_LR = {name: tuned.value for name, tuned in defaults.INNER_LR.items()}
 
 
 @dataclass
@@ -63,12 +56,12 @@ class MethodConfig:
     weighting: str = "coordinate"
     inner_steps: int = 5
     inner_lr: float | None = None
-    meta_lr: float = 1e-3
+    meta_lr: float = defaults.META_LR.value
     learn_init: bool = True
     first_order: bool = False
     head_hidden: int | None = None
-    weighting_hidden: int = 32
-    hg_beta: float = 1e-3
+    weighting_hidden: int = int(defaults.WEIGHTING_HIDDEN.value)
+    hg_beta: float = defaults.HG_BETA.value
     task_batch: bool = True
     seed: int = 0
 

@@ -4,7 +4,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gwnmo_meta.classic import OPTIMIZERS, ClassicConfig, OnlineGWNMO, make_target, train_classic
+import gwnmo_meta.classic as classic
+from gwnmo_meta.classic import (
+    OPTIMIZERS,
+    ClassicConfig,
+    EpochRecord,
+    OnlineGWNMO,
+    RepResult,
+    make_target,
+    split_validation,
+    train_classic,
+)
 from gwnmo_meta.cli.app import app
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.nets import build_weighting
@@ -128,7 +138,7 @@ def test_weighting_from_checkpoint_is_used(tiny_data_root, tmp_path):
         app, base + ["--weighting-from", str(run / "best.pt"), "--out", str(tmp_path / "a")]
     )
     assert res.exit_code == 0, res.output
-    acc_a = res.output.split("best test accuracy")[1].split("%")[0]
+    acc_a = res.output.split("best test over epochs (thesis practice)")[1].split("%")[0]
     # the same checkpoint with a changed M must change the trajectory
     ckpt = torch.load(run / "best.pt", weights_only=False)
     for k in ckpt["method"]:
@@ -146,8 +156,11 @@ def test_weighting_from_checkpoint_is_used(tiny_data_root, tmp_path):
     assert res_b.exit_code == 0, res_b.output
     import json
 
-    a = json.loads((tmp_path / "a" / "results.json").read_text())["reps"][0]["final_loss"]
-    b = json.loads((tmp_path / "b" / "results.json").read_text())["reps"][0]["final_loss"]
+    rep_a = json.loads((tmp_path / "a" / "results.json").read_text())["reps"][0]
+    assert "(best val accuracy" in res.output  # the CLI reports test at best val and best test
+    assert rep_a["selected_epoch"] == 1 and rep_a["test_accuracy_at_best_val"] is not None
+    a = rep_a["final_test_loss"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["reps"][0]["final_test_loss"]
     assert a != b and acc_a
 
 
@@ -225,3 +238,60 @@ def test_classic_cli_bad_input_exit_2(tiny_data_root, tmp_path):
         ["train", "--optimizer", "adam", "--schedule", "alg2", "--data-root", str(tiny_data_root)],
     )
     assert res.exit_code == 2 and "--schedule applies" in res.output
+
+
+def test_split_validation_is_stratified_seeded_and_disjoint():
+    labels = torch.arange(4).repeat_interleave(torch.tensor([20, 30, 10, 40]))
+    train, val = split_validation(labels, 0.1, seed=3)
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(len(labels)))
+    assert torch.bincount(labels[val], minlength=4).tolist() == [2, 3, 1, 4]
+    again, other = (
+        split_validation(labels, 0.1, seed=3)[1],
+        split_validation(labels, 0.1, seed=4)[1],
+    )
+    assert torch.equal(val, again) and not torch.equal(val, other)
+
+
+def test_validation_images_are_held_out_of_training_and_scored_each_epoch(monkeypatch):
+    xtr, ytr, xte, yte = _features(n=300)
+    xtr = xtr + torch.arange(len(xtr)).unsqueeze(1) * 1e-3  # every row unique
+    seen, scored = [], []
+    step, evaluate = classic._TorchLearner.step, classic.evaluate_target
+    monkeypatch.setattr(
+        classic._TorchLearner, "step", lambda self, x, y: seen.append(x) or step(self, x, y)
+    )
+    monkeypatch.setattr(
+        classic,
+        "evaluate_target",
+        lambda t, p, x, y: scored.append(x) or evaluate(t, p, x, y),
+    )
+    cfg = ClassicConfig(optimizer="sgd", epochs=2, batch_size=32, hidden=8, lr=0.5, seed=5)
+    (res,) = train_classic(cfg, progress=False, features=(xtr, ytr, xte, yte))
+    _, val_idx = split_validation(ytr, cfg.val_fraction, cfg.seed)
+    rows = lambda t: {tuple(r) for r in t.tolist()}  # noqa: E731
+    trained, val = rows(torch.cat(seen)), rows(xtr[val_idx])
+    assert len(val) == 20 and trained.isdisjoint(val) and val.isdisjoint(rows(xte))
+    assert trained | val == rows(xtr)  # the rest of the train split is trained on
+    assert [rows(x) for x in scored] == [rows(xte), val] * 2  # test and val after every epoch
+    assert all(e.val_accuracy is not None for e in res.epochs)
+
+
+def test_selection_uses_validation_not_test_accuracy():
+    rep = RepResult(0)
+    for epoch, (val, test) in enumerate([(0.5, 0.6), (0.8, 0.7), (0.7, 0.9), (0.8, 0.8)], 1):
+        rep.epochs.append(EpochRecord(epoch, 1.0, test, 1 - test, val, 1 - val + 0.01 * epoch))
+    assert rep.selected.epoch == 2  # best val (tie with epoch 4 broken by the lower val loss)
+    d = rep.to_dict()
+    assert d["test_accuracy_at_best_val"] == 0.7 and d["best_test_accuracy"] == 0.9
+    assert d["selected_val_accuracy"] == 0.8 and d["final_test_accuracy"] == 0.8
+
+
+def test_no_validation_split_reports_only_test_selection():
+    cfg = ClassicConfig(optimizer="adam", epochs=1, hidden=8, lr=0.01, val_fraction=0)
+    (res,) = train_classic(cfg, progress=False, features=_features())
+    assert res.selected is None and res.to_dict()["test_accuracy_at_best_val"] is None
+    assert "no validation split" in res.summary()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="--val-fraction"):
+            ClassicConfig(val_fraction=bad).validate()

@@ -1,0 +1,96 @@
+"""The CLI's defaults are the settings the committed benchmarks selected (issue 19).
+
+Each test reads the selection from the committed benchmark outputs under benchmarks/ (never from
+gwnmo_meta/defaults.py), so editing a default without re-running its benchmark fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from gwnmo_meta.classic import OPTIMIZERS, ClassicConfig
+from gwnmo_meta.cli.app import app
+from gwnmo_meta.config import RunConfig
+from gwnmo_meta.methods import MethodConfig
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def cli_default(command: str, flag: str):
+    """The default of ``gwnmo-meta COMMAND FLAG`` as the CLI declares it."""
+    cmd = typer.main.get_command(app).commands[command]
+    (param,) = [p for p in cmd.params if flag in p.opts]
+    return param.default
+
+
+def _json(path: str):
+    return json.loads((BENCH / path).read_text())
+
+
+# ---- classic: gwnmo-meta train vs benchmarks/classic/results.json ------------------------------
+CLASSIC = _json("classic/results.json")
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_classic_step_size_is_the_scans_selection(optimizer):
+    scan = [r for r in CLASSIC["lr_scan"] if r["optimizer"] == optimizer]
+    best = max(scan, key=lambda r: r["mean_val"])  # recomputed from the scan's rows
+    assert best["lr"] == CLASSIC["selected_lr"][optimizer]
+    assert cli_default("train", "--lr") is None  # --lr unset: the optimizer's default α
+    assert ClassicConfig(optimizer=optimizer).step_size == best["lr"]
+
+
+def test_classic_meta_lr_hg_beta_and_val_split_are_the_tables():
+    rows = [r for r in CLASSIC["rows"] if r["table"] in ("table1", "table2")]
+    assert {r["meta_lr"] for r in rows} == {cli_default("train", "--meta-lr")}
+    hg = {r["hg_beta"] for r in rows if r["optimizer"] == "hg"}
+    assert hg == {cli_default("train", "--hg-beta")}
+    assert cli_default("train", "--val-fraction") == CLASSIC["val_fraction"]
+    assert all(r["epochs"] == cli_default("train", "--epochs") for r in rows)
+    cfg = ClassicConfig()
+    assert (cfg.meta_lr, cfg.hg_beta, cfg.val_fraction) == (
+        cli_default("train", "--meta-lr"),
+        cli_default("train", "--hg-beta"),
+        cli_default("train", "--val-fraction"),
+    )
+
+
+# ---- few-shot: gwnmo-meta meta-train vs the main table and the fine-tuning lr scan ----------
+MAIN = _json("main/results.json")
+
+
+@pytest.mark.parametrize("method", sorted({r["method"] for r in MAIN["rows"]}))
+def test_inner_step_size_is_the_main_tables_selection(method):
+    chosen = Counter(r["inner_lr"] for r in MAIN["rows"] if r["method"] == method)
+    assert cli_default("meta-train", "--inner-lr") is None  # unset: the method's default α
+    assert MethodConfig(method=method).lr == chosen.most_common(1)[0][0]
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam"])
+def test_fine_tuning_step_size_is_the_lr_scans_selection(method):
+    rows = [
+        r
+        for p in sorted((BENCH / "lr_scan").glob("*.json"))
+        for r in json.loads(p.read_text())
+        if r["method"] == method and r["part"] == "val"
+    ]
+    lrs = sorted({r["inner_lr"] for r in rows})
+    mean_val = {
+        lr: statistics.mean(r["accuracy_mean"] for r in rows if r["inner_lr"] == lr) for lr in lrs
+    }
+    assert MethodConfig(method=method).lr == max(lrs, key=mean_val.get)
+
+
+def test_meta_lr_and_m_width_are_the_committed_tables():
+    assert cli_default("meta-train", "--meta-lr") == MAIN["base"]["meta_lr"] == RunConfig().meta_lr
+    width = _json("quick/results.json")["base"]["weighting_hidden"]
+    assert cli_default("meta-train", "--weighting-hidden") == width == RunConfig().weighting_hidden
+    assert cli_default("benchmark", "--weighting-hidden") == width
+    assert MethodConfig().meta_lr == RunConfig().meta_lr
+    assert MethodConfig().weighting_hidden == RunConfig().weighting_hidden
