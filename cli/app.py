@@ -18,12 +18,15 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from typer.core import TyperGroup
 
 from gwnmo_meta import defaults, registry
+
+if TYPE_CHECKING:
+    from gwnmo_meta.config import RunConfig
 
 
 class OneLineErrors(TyperGroup):
@@ -133,6 +136,34 @@ def _path(p: Path | None) -> str | None:
     return None if p is None else str(p)
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave option ``name`` (on the command line or through the environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def relaunch(ctx: typer.Context, path: Path, flags: RunConfig) -> RunConfig:
+    """The run configuration saved in ``path``, with the options the user gave overriding it.
+
+    Args:
+        ctx: the command's context (which options were given explicitly).
+        path: a RUN_DIR/config.json written by meta-train.
+        flags: the configuration built from the command's options (defaults included).
+
+    Returns:
+        The saved configuration, updated with every explicitly given option.
+    """
+    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.errors import ConfigError
+
+    saved = RunConfig.load(path)
+    explicit = {k: v for k, v in flags.to_dict().items() if given(ctx, k)}
+    cfg = saved.replace(**explicit)
+    if "schedule" in explicit and not registry.METHODS.check(cfg.method).learned_optimizer:
+        raise ConfigError(f"--schedule does not apply to the run's method {cfg.method}")
+    return cfg
+
+
 # ---- help panels and shared options ---------------------------------------------------------
 DATA, TASK, METHOD, INNER, META, OUTPUT = (
     "Data",
@@ -156,7 +187,10 @@ DataRoot = Annotated[
     Path | None,
     typer.Option(
         "--data-root",
-        help="Folder with the datasets (default: $GWNMO_DATA, else ~/.cache/gwnmo-meta/data).",
+        help=(
+            "Folder with the datasets (default: $GWNMO_DATA, else "
+            "$XDG_CACHE_HOME/gwnmo-meta/data, else ~/.cache/gwnmo-meta/data)."
+        ),
         rich_help_panel=DATA,
     ),
 ]
@@ -337,6 +371,7 @@ def version() -> None:
 @app.command("meta-train")
 @user_errors
 def meta_train_cmd(
+    ctx: typer.Context,
     dataset: TaskDatasetOpt = "mnist",
     test_dataset: TestDataset = None,
     data_root: DataRoot = None,
@@ -456,6 +491,17 @@ def meta_train_cmd(
             rich_help_panel=OUTPUT,
         ),
     ] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help=(
+                "Relaunch the run of this RUN_DIR/config.json: its settings, overridden by the "
+                "flags given here; --out defaults to that RUN_DIR (add --resume to continue it)."
+            ),
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Meta-train GWNMO (or a baseline) on few-shot tasks; writes checkpoints and TensorBoard events to --out."""
@@ -500,6 +546,9 @@ def meta_train_cmd(
         device=device,
         seed=seed,
     )
+    if config is not None:
+        cfg = relaunch(ctx, config, cfg)
+        out = out if given(ctx, "out") else config.parent
     progress = progress_bars(quiet)
     try:
         result = meta_train(cfg, out, resume=resume, progress=progress, check_test=test_tasks > 0)

@@ -27,7 +27,7 @@ from gwnmo_meta.atomic import (
 )
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.registry import METHODS, SCHEDULES
+from gwnmo_meta.registry import METHODS, SCHEDULES, Registry
 
 
 def _scheduled(method: str) -> bool:
@@ -113,7 +113,7 @@ def grid_cells(
     return cells
 
 
-def _in_suite(registry: Any, suite: str) -> tuple[str, ...]:
+def _in_suite(registry: Registry[Any], suite: str) -> tuple[str, ...]:
     return registry.names(lambda info: suite in info.suites)
 
 

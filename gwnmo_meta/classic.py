@@ -454,7 +454,7 @@ def _train(
                     weighting, meta_opt = _build_weighting(
                         cfg, target, xtr.shape[1], device, start_state
                     )
-                learner: Any = OnlineGWNMO(target, weighting, cfg, meta_opt)
+                learner: OnlineGWNMO | _TorchLearner = OnlineGWNMO(target, weighting, cfg, meta_opt)
             else:
                 learner = _TorchLearner(target, cfg)
             result = RepResult(rep)

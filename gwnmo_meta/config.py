@@ -141,10 +141,23 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied (field names as keywords)."""
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """A config from :meth:`to_dict`'s output; unknown keys are a ``ConfigError``.
+
+        Args:
+            data: field name → value (missing fields take their defaults).
+
+        Returns:
+            The config (not yet validated).
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -157,6 +170,31 @@ class RunConfig:
         return cls(**data)
 
     def save(self, path: Path) -> None:
+        """Write the config as JSON (RUN_DIR/config.json), atomically."""
         from gwnmo_meta.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """Read a config written by :meth:`save`.
+
+        Args:
+            path: a RUN_DIR/config.json.
+
+        Returns:
+            The config (not yet validated).
+
+        Raises:
+            ConfigError: the file is missing, not JSON, or holds unknown keys.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise ConfigError(f"config {path} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path} does not hold a JSON object")
+        return cls.from_dict(data)

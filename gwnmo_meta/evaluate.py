@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from gwnmo_meta.stats import MeanCI, mean_ci95
+
+if TYPE_CHECKING:
+    from gwnmo_meta.methods import MetaMethod
+    from gwnmo_meta.tasks.episodes import EpisodeSampler
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,8 @@ class EvalSummary:
 
 
 def evaluate_tasks(
-    method: Any,
-    sampler: Any,
+    method: MetaMethod,
+    sampler: EpisodeSampler,
     tasks: int,
     *,
     progress: bool = True,
@@ -48,6 +52,17 @@ def evaluate_tasks(
 
     A task-batched method (``method.task_batched``) adapts up to ``task_batch`` tasks at a time;
     the tasks, and so the summary up to float rounding, are the same either way.
+
+    Args:
+        method: the method, with its meta-learned state (left in its train/eval mode).
+        sampler: the episode stream (e.g. ``FewShotData.sampler("test", spec, seed)``).
+        tasks: how many episodes.
+        progress: a progress bar.
+        desc: the progress bar's label.
+        task_batch: at most this many tasks adapted together.
+
+    Returns:
+        Query accuracy and loss, mean ± 95% CI over the tasks.
     """
     accs: list[float] = []
     losses: list[float] = []
@@ -89,10 +104,32 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate a meta-train checkpoint on meta-test tasks (of another dataset for cross-dataset transfer).
 
-    Returns a JSON-ready dict: ``accuracy_mean``, ``accuracy_ci95``, ``loss_mean``, ``loss_ci95``,
-    ``tasks``, ``dataset``, ``trained_on``, ``test_dataset`` (the held-out dataset of a
-    leave-one-dataset-out run on mixed, else null), ``ways``, ``shots``, ``query``, ``inner_steps``,
-    ``method``, ``schedule``, ``weighting``, ``checkpoint``, ``seed`` and a human-readable ``text``.
+    Args:
+        checkpoint: best.pt or last.pt of a meta-train run.
+        dataset: meta-test on this dataset (default: the training dataset).
+        data_root: folder with the datasets (default: the run's, else ``$GWNMO_DATA`` ...).
+        download: let torchvision download missing data.
+        skip_integrity_check: accept a re-packed CIFAR-10 copy.
+        tasks: number of meta-test tasks.
+        ways: N (default: as trained).
+        shots: K (default: as trained).
+        query: Q (default: as trained).
+        inner_steps: inner steps (default: as trained).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        seed: seed of the meta-test task stream.
+        progress: progress bars.
+
+    Returns:
+        A JSON-ready dict: ``accuracy_mean``, ``accuracy_ci95``, ``loss_mean``, ``loss_ci95``,
+        ``tasks``, ``dataset``, ``trained_on``, ``test_dataset`` (the held-out dataset of a
+        leave-one-dataset-out run on mixed, else null), ``ways``, ``shots``, ``query``,
+        ``inner_steps``,
+        ``method``, ``schedule``, ``weighting``, ``backbone``, ``checkpoint``, ``seed`` and a
+        human-readable ``text``.
+
+    Raises:
+        CheckpointError: missing, corrupt or incompatible checkpoint.
+        ConfigError, DataError: bad options or data (one-line messages).
     """
     from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
     from gwnmo_meta.config import RunConfig, check_seed

@@ -27,7 +27,6 @@ were computed). learn2learn's MAML/Meta-SGD adapt one task at a time either way.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.nets import build_weighting, make_head
 from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 from gwnmo_meta.schedules import EpisodeOutcome, query_metrics, run_episode, run_episodes
-from gwnmo_meta.tasks.episodes import stack_episodes
+from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 
 # Inner step size α per method when --inner-lr is not given (provenance: gwnmo_meta/defaults.py).
 DEFAULT_INNER_LR = {name: tuned.value for name, tuned in defaults.INNER_LR.items()}
@@ -113,11 +112,11 @@ class MetaMethod(nn.Module):
         """Whether :meth:`episodes` adapts its tasks together (else one at a time)."""
         return False
 
-    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:  # pragma: no cover - interface
+    def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:  # pragma: no cover - interface
         raise NotImplementedError
 
     def episodes(
-        self, eps: Sequence[Any], train: bool
+        self, eps: Sequence[Episode], train: bool
     ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
         """Adapt on several episodes: (mean meta-loss or ``None``, one outcome per episode)."""
         outcomes = [self.episode(ep, train) for ep in eps]
@@ -164,11 +163,11 @@ class HigherMethod(MetaMethod):
             first_order=self.cfg.first_order,
         )
 
-    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
+    def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
         return run_episode(self.head, self.inner_opt, ep, **self._schedule_kwargs(train))
 
     def episodes(
-        self, eps: Sequence[Any], train: bool
+        self, eps: Sequence[Episode], train: bool
     ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
         if not self.cfg.task_batch:
             return super().episodes(eps, train)
@@ -189,7 +188,7 @@ class L2LMethod(MetaMethod):
         cls = load(cfg.info.impl)
         self.learner = cls(head, lr=cfg.lr, first_order=cfg.first_order)
 
-    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
+    def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
         learner = self.learner.clone()
         inner = []
         for _ in range(self.cfg.inner_steps):
@@ -213,14 +212,20 @@ class L2LMethod(MetaMethod):
 def build_method(
     cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu"
 ) -> MetaMethod:
-    """The :class:`MetaMethod` for ``cfg.method`` on ``device``."""
+    """The :class:`MetaMethod` for ``cfg.method`` on ``device``.
+
+    Args:
+        cfg: the method's configuration (validated here).
+        feature_dim: width of the features the target head reads.
+        ways: N, the head's number of outputs.
+        device: where its parameters live.
+
+    Returns:
+        The method; its initialisation depends on ``cfg.seed`` only (the global RNG is untouched).
+    """
     cfg.validate()
     cls = L2LMethod if cfg.info.engine == "learn2learn" else HigherMethod
     with torch.random.fork_rng(devices=[]):  # initialisation depends on cfg.seed only
         torch.manual_seed(cfg.seed)
         method = cls(cfg, feature_dim, ways)
     return method.to(device)
-
-
-def method_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(MethodConfig)}

@@ -324,7 +324,17 @@ def build_weighting(
     hidden: int = 32,
     prime: bool = False,
 ) -> nn.Module:
-    """M for ``kind`` in {mlp, coordinate}; ``prime`` (GWNMO') starts at output 1 instead of 0.
+    """M for ``kind`` (a registered weighting); ``prime`` (GWNMO') starts at output 1 instead of 0.
+
+    Args:
+        kind: ``coordinate`` (one MLP shared by all coordinates) or ``mlp`` (the thesis MLP).
+        feature_dim: width of the batch features M reads.
+        param_shapes: the target's parameter shapes (sizes the thesis MLP; unused otherwise).
+        hidden: M's hidden width.
+        prime: initialise for GWNMO' (raw weights ≈ 1) instead of GWNMO (sigmoid(0) = 0.5).
+
+    Returns:
+        The weighting network, called as ``M(features, params, grads)`` → raw weights.
 
     The thesis MLP is refused with a ``ConfigError`` when its weights and Adam state would exceed
     ``MLP_MEMORY_LIMIT_BYTES`` (its size grows with the target; use ``coordinate`` then).

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from gwnmo_meta.config import RunConfig
 
+if TYPE_CHECKING:
+    from gwnmo_meta.methods import MetaMethod, MethodConfig
+    from gwnmo_meta.tasks.episodes import TaskSpec
+    from gwnmo_meta.tasks.fewshot import FewShotConfig, FewShotData
 
-def task_spec(cfg: RunConfig) -> Any:
+
+def task_spec(cfg: RunConfig) -> TaskSpec:
     """The N-way K-shot Q-query spec of ``cfg``."""
     from gwnmo_meta.tasks.episodes import TaskSpec
 
     return TaskSpec(ways=cfg.ways, shots=cfg.shots, query=cfg.query)
 
 
-def fewshot_config(cfg: RunConfig, eval_dataset: str | None = None, progress: bool = True) -> Any:
-    """The tasks module's FewShotConfig for ``cfg`` (``eval_dataset``: cross-dataset meta-test)."""
+def fewshot_config(
+    cfg: RunConfig, eval_dataset: str | None = None, progress: bool = True
+) -> FewShotConfig:
+    """The tasks module's FewShotConfig for ``cfg``.
+
+    Args:
+        cfg: the run.
+        eval_dataset: another dataset to meta-test on (cross-dataset protocol: its classes, the
+            run's backbone), or ``None``.
+        progress: progress bars while features are computed.
+
+    Returns:
+        The data configuration.
+    """
     from gwnmo_meta.errors import ConfigError
     from gwnmo_meta.tasks.data import MIXED
     from gwnmo_meta.tasks.fewshot import FewShotConfig
@@ -67,14 +84,24 @@ def load_run_data(
     *,
     eval_dataset: str | None = None,
     progress: bool = True,
-) -> Any:
-    """Features and task samplers for ``cfg`` (cached features; backbone from ``cfg.dataset``)."""
+) -> FewShotData:
+    """Features and task samplers for ``cfg`` (cached features; backbone from ``cfg.dataset``).
+
+    Args:
+        cfg: the run.
+        device: where the backbone computes features.
+        eval_dataset: see :func:`fewshot_config`.
+        progress: progress bars while features are computed.
+
+    Returns:
+        The few-shot data of the run.
+    """
     from gwnmo_meta.tasks.fewshot import prepare_fewshot
 
     return prepare_fewshot(fewshot_config(cfg, eval_dataset, progress), device)
 
 
-def method_config(cfg: RunConfig) -> Any:
+def method_config(cfg: RunConfig) -> MethodConfig:
     """The methods module's MethodConfig for ``cfg`` (inner lr ``None`` → the method's default)."""
     from gwnmo_meta.methods import MethodConfig
 
@@ -87,8 +114,17 @@ def method_config(cfg: RunConfig) -> Any:
     return MethodConfig(**values)
 
 
-def build_method_for(cfg: RunConfig, feature_dim: int, device: torch.device) -> Any:
-    """Build the MetaMethod of ``cfg`` on ``device``."""
+def build_method_for(cfg: RunConfig, feature_dim: int, device: torch.device) -> MetaMethod:
+    """Build the MetaMethod of ``cfg`` on ``device``.
+
+    Args:
+        cfg: the run.
+        feature_dim: width of the backbone's features (the head's input).
+        device: where the method's parameters live.
+
+    Returns:
+        The method, initialised from ``cfg.seed``.
+    """
     from gwnmo_meta.methods import build_method
 
     mcfg = method_config(cfg)

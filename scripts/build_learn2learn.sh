@@ -7,7 +7,7 @@
 # per Python version in $GWNMO_WHEEL_CACHE, so later setups only install it.
 set -euo pipefail
 VPY="${1:?usage: build_learn2learn.sh PYTHON}"
-CACHE="${GWNMO_WHEEL_CACHE:-$HOME/.cache/gwnmo-meta/wheels}"
+CACHE="${GWNMO_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gwnmo-meta/wheels}"
 TAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 mkdir -p "$CACHE"
 shopt -s nullglob

@@ -5,7 +5,7 @@
 #
 # A second run with unchanged inputs only checks a stamp and the imports (seconds).
 # Environment knobs: PYTHON (interpreter, default python3), GWNMO_WHEEL_CACHE (where the
-# learn2learn wheel built for this Python is cached, default ~/.cache/gwnmo-meta/wheels).
+# learn2learn wheel built for this Python is cached, default ${XDG_CACHE_HOME:-~/.cache}/gwnmo-meta/wheels).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

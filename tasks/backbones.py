@@ -8,7 +8,6 @@ cross-dataset transfer works with any backbone.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,15 +23,6 @@ CONV4_MAX_PER_CLASS = 600
 CONV4_BATCH = 64
 CONV4_LR = 2e-3
 RESNET_SIZE = 112
-DEFAULT_CACHE = Path.home() / ".cache" / "gwnmo-meta"
-
-
-def cache_dir(override: str | Path | None = None) -> Path:
-    """``override``, else ``$GWNMO_CACHE``, else ``~/.cache/gwnmo-meta`` (holds ``backbones/`` and ``features/``)."""
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("GWNMO_CACHE")
-    return Path(env).expanduser() if env else DEFAULT_CACHE
 
 
 def check_backbone(name: str) -> str:

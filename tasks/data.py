@@ -1,6 +1,7 @@
 """Loading MNIST, Fashion-MNIST and CIFAR-10 through torchvision's own dataset classes.
 
-Data root: ``--data-root`` flag, else ``$GWNMO_DATA``, else ``~/.cache/gwnmo-meta/data``; inside it
+Data root: ``--data-root`` flag, else ``$GWNMO_DATA``, else ``<user cache>/gwnmo-meta/data`` (``$XDG_CACHE_HOME``
+or ``~/.cache``, see :mod:`gwnmo_meta.paths`); inside it
 the usual torchvision layout (``MNIST/raw``, ``FashionMNIST/raw``, ``cifar-10-batches-py``).
 torchvision downloads only with ``download=True``. Anything missing or unreadable is a one-line
 :class:`~gwnmo_meta.errors.DataError` that names the folder searched and the flag that fixes it.
@@ -22,7 +23,6 @@ torchvision unpickles only the original files; without it, every file is first u
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +32,12 @@ import torch
 from torch import Tensor
 
 from gwnmo_meta.errors import DataError
+from gwnmo_meta.paths import data_root
 from gwnmo_meta.registry import DATASETS
 
 NUM_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
 MIXED = "mixed"  # the pool (registry: DatasetInfo.sources)
 SOURCES = DATASETS[MIXED].sources  # the datasets read from disk, in pool order
-DEFAULT_DATA_ROOT = Path.home() / ".cache" / "gwnmo-meta" / "data"
 # the folder below the data root that torchvision reads for each dataset
 FOLDERS = {
     "mnist": Path("MNIST") / "raw",
@@ -75,15 +75,12 @@ class LabeledImages:
         return h.hexdigest()[:12]
 
 
-def resolve_path(flag: str | Path | None, env_var: str, default: Path) -> Path:
-    """``flag`` if given, else the environment variable ``env_var`` if set, else ``default``."""
-    value = flag or os.environ.get(env_var)
-    return Path(value).expanduser() if value else default
-
-
 def resolve_data_root(flag: str | Path | None = None) -> Path:
-    """``--data-root`` flag, else ``$GWNMO_DATA``, else ``~/.cache/gwnmo-meta/data``."""
-    return resolve_path(flag, "GWNMO_DATA", DEFAULT_DATA_ROOT)
+    """``--data-root`` flag, else ``$GWNMO_DATA``, else ``$XDG_CACHE_HOME/gwnmo-meta/data``.
+
+    (``~/.cache/gwnmo-meta/data`` without ``XDG_CACHE_HOME``; see :mod:`gwnmo_meta.paths`.)
+    """
+    return data_root(flag)
 
 
 def check_dataset(name: str) -> str:

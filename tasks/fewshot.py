@@ -21,10 +21,10 @@ from torch import Tensor
 
 from gwnmo_meta.atomic import atomic_torch_save, remove_stale_temps
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.paths import cache_dir
 from gwnmo_meta.tasks.backbones import (
     CONV4_EPOCHS,
     CONV4_MAX_PER_CLASS,
-    cache_dir,
     check_backbone,
     extract,
     pretrain_conv4,
@@ -314,7 +314,19 @@ def _check(cfg: FewShotConfig) -> ClassSplit:
 
 
 def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str | None = None) -> FewShotData:
-    """Load ``cfg.dataset``, compute (or load cached) features, split classes into parts."""
+    """Load ``cfg.dataset``, compute (or load cached) features, split classes into parts.
+
+    Args:
+        cfg: dataset, backbone, class split and cache settings.
+        device: where the backbone runs (default: ``cfg.device``, else the CPU).
+
+    Returns:
+        L2-normalised features of every image (on the CPU), labels and the image indices of the
+        meta-train / meta-val / meta-test parts; ``.sampler(part, spec, seed)`` draws episodes.
+
+    Raises:
+        ConfigError, DataError: unknown names, a bad split, missing or unreadable data.
+    """
     split = _check(cfg)
     device = torch.device(device if device is not None else (cfg.device or "cpu"))
     imgs, feats = _features(cfg, device)

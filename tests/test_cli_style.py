@@ -67,3 +67,35 @@ def test_progress_bars_stay_out_of_logs(tiny_data_root, tmp_path):
         assert res.exit_code == 0, res.output
         assert "\r" not in res.stderr and "it/s" not in res.stderr, res.stderr
         assert "meta-trained 2 steps" in res.stdout
+
+
+def test_config_relaunches_a_run_and_explicit_flags_override_it(tiny_data_root, tmp_path):
+    import json
+
+    import torch
+
+    first = tmp_path / "first"
+    args = ["meta-train", "--data-root", str(tiny_data_root), "--backbone", "none", "-q"]
+    args += ["--ways", "4", "--query", "3", "--inner-steps", "1", "--meta-batch", "2"]
+    args += ["--val-tasks", "4", "--meta-steps", "2", "--val-every", "2", "--device", "cpu"]
+    args += ["--schedule", "alg1", "--weighting-hidden", "8"]
+    assert runner.invoke(cli.app, [*args, "--out", str(first)]).exit_code == 0
+    saved = json.loads((first / "config.json").read_text())
+
+    second = tmp_path / "second"  # a new run with the saved settings, one of them overridden
+    cmd = ["meta-train", "--config", str(first / "config.json"), "--out", str(second), "-q"]
+    res = runner.invoke(cli.app, [*cmd, "--meta-steps", "3", "--val-every", "3"])
+    assert res.exit_code == 0, res.output
+    relaunched = json.loads((second / "config.json").read_text())
+    assert relaunched == {**saved, "meta_steps": 3, "val_every": 3}
+    assert relaunched["ways"] == 4 and relaunched["schedule"] == "alg1"
+
+    # --out defaults to the config's RUN_DIR: --resume continues the first run
+    cmd = ["meta-train", "--config", str(first / "config.json"), "--resume", "-q"]
+    res = runner.invoke(cli.app, [*cmd, "--meta-steps", "4"])
+    assert res.exit_code == 0, res.output
+    assert "meta-trained 4 steps" in res.stdout
+    assert torch.load(first / "last.pt", weights_only=False)["step"] == 4
+
+    res = runner.invoke(cli.app, ["meta-train", "--config", str(tmp_path / "none.json")])
+    assert res.exit_code == 2 and res.stderr.startswith("error: cannot read config")
