@@ -5,6 +5,8 @@ no schedules module): the inner trajectory is computed first, then each schedule
 is assembled from its definition in docs/ALGORITHMS.md.
 """
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -195,3 +197,19 @@ def test_delayed_meta_optimizer_applies_the_previous_gradient_and_resumes():
             opt.step()
         torch.testing.assert_close(p.detach(), q.detach())
         torch.testing.assert_close(resumed_p.detach(), q.detach())
+
+
+def test_meta_train_learns_alpha_logs_it_and_checkpoints_it(tiny_data_root, tmp_path):
+    from tests.test_cli import event_tags, meta_train
+
+    out = tmp_path / "run"
+    args = ("--meta-steps", "3", "--val-every", "3", "--learn-lr", "tensor", "--inner-batch", "5")
+    res = meta_train(tiny_data_root, out, "--shots", "2", "--query", "2", *args)
+    assert res.exit_code == 0, res.output
+    tags = event_tags(out)
+    assert {"lr/inner", "lr/inner/weight", "lr/inner/bias", "gwnmo/step_ratio_weight"} <= tags
+    state = torch.load(out / "last.pt", weights_only=False)["method"]
+    log_lr = state["step_size.log_lr"]
+    assert log_lr.shape == (2,) and (log_lr - math.log(3.0)).abs().min() > 0  # α moved from 3
+    bad = meta_train(tiny_data_root, tmp_path / "bad", "--shots", "1", "--inner-batch", "5")
+    assert bad.exit_code == 2 and bad.output.count("error:") == 1 and "--inner-batch" in bad.output

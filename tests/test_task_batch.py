@@ -122,6 +122,12 @@ def test_weighting_nets_weight_each_task_as_alone(kind):
 CASES = {
     "gwnmo coordinate alg2": dict(method="gwnmo"),
     "gwnmo coordinate alg1": dict(method="gwnmo", schedule="alg1"),
+    "gwnmo unrolled, legacy through-norm": dict(
+        method="gwnmo", schedule="unrolled", grad_through_norm=True
+    ),
+    "gwnmo inner batches, learned α per tensor": dict(
+        method="gwnmo", inner_batch=5, learn_lr="tensor"
+    ),
     "gwnmo mlp alg2": dict(method="gwnmo", weighting="mlp"),
     "gwnmo two-layer head": dict(method="gwnmo", head_hidden=8),
     "gwnmo fixed init, first-order": dict(method="gwnmo", learn_init=False, first_order=True),
