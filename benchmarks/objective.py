@@ -64,7 +64,8 @@ def _diagnostics(method: Any, data: Any, cfg: RunConfig) -> dict[str, float]:
     sampler = data.sampler("train", task_spec(cfg), 4321, "cpu")
     _, outs = method.episodes([sampler.sample() for _ in range(100)], train=False)
     out = {k: sum(o.stats[k] for o in outs) / len(outs) for k in STATS if k in outs[0].stats}
-    bias = [p for n, p in method.head.named_parameters() if n.endswith("bias")]
+    head = method.head if hasattr(method, "head") else method.learner.module  # learn2learn
+    bias = [p for n, p in head.named_parameters() if n.endswith("bias")]
     out["init_bias_norm"] = float(torch.cat([b.detach().reshape(-1) for b in bias]).norm())
     out["train_query_acc"] = sum(o.query_acc for o in outs) / len(outs)
     return out
