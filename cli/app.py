@@ -114,6 +114,10 @@ ClassicOptimizer = choices(
     "ClassicOptimizer", {m: None for m in registry.METHODS.names(lambda i: i.classic)}
 )
 Schedule = choices("Schedule", registry.SCHEDULES)
+ClassicSchedule = choices(
+    "ClassicSchedule", {s: None for s in registry.SCHEDULES.names(lambda i: i.classic)}
+)
+LearnLr = choices("LearnLr", registry.LEARN_LR)
 Weighting = choices("Weighting", registry.WEIGHTINGS)
 Backbone = choices("Backbone", registry.BACKBONES)
 
@@ -394,8 +398,10 @@ def meta_train_cmd(
         typer.Option(
             "--schedule",
             help=(
-                "GWNMO meta-training schedule: alg1 (same-batch hypergradient) or "
-                "alg2 (look-ahead on the query set). Default alg2; only for gwnmo/gwnmo-prime."
+                "GWNMO meta-training schedule: alg2 (thesis Algorithm 2: each inner step judged by "
+                "the loss on the next batch after that one step), alg1 (the same, meta-update one "
+                "meta-step late: thesis Algorithm 1) or unrolled (query loss after all inner "
+                "steps, MAML's objective). Default alg2; only for gwnmo/gwnmo-prime."
             ),
             rich_help_panel=METHOD,
         ),
@@ -431,6 +437,36 @@ def meta_train_cmd(
             rich_help_panel=INNER,
         ),
     ] = None,
+    inner_batch: Annotated[
+        int | None,
+        typer.Option(
+            "--inner-batch",
+            help=(
+                "Inner steps on class-balanced mini-batches of this many support examples (a "
+                "multiple of --ways), walking the support set; default: the whole support set."
+            ),
+            rich_help_panel=INNER,
+        ),
+    ] = None,
+    learn_lr: Annotated[
+        LearnLr,
+        typer.Option(
+            "--learn-lr",
+            help="Meta-learn GWNMO's inner step size α (log-parameterised): off, global or per tensor.",
+            rich_help_panel=INNER,
+        ),
+    ] = "off",
+    grad_through_norm: Annotated[
+        bool,
+        typer.Option(
+            "--grad-through-norm",
+            help=(
+                "Legacy, for study: let the meta-gradient flow through GWNMO's normaliser ‖g‖ (the "
+                "step-length loophole that degrades a learned init; docs/ALGORITHMS.md)."
+            ),
+            rich_help_panel=META,
+        ),
+    ] = False,
     task_batch: TaskBatch = True,
     meta_lr: Annotated[
         float,
@@ -540,6 +576,9 @@ def meta_train_cmd(
         head_hidden=head_hidden,
         meta_batch=meta_batch,
         task_batch=task_batch,
+        inner_batch=inner_batch,
+        learn_lr=learn_lr.value,
+        grad_through_norm=grad_through_norm,
         meta_steps=meta_steps,
         val_every=val_every,
         val_tasks=val_tasks,
@@ -864,7 +903,7 @@ def train(
         typer.Option("--optimizer", help="Optimizer of the target.", rich_help_panel=METHOD),
     ] = "gwnmo",
     schedule: Annotated[
-        Schedule | None,
+        ClassicSchedule | None,
         typer.Option(
             "--schedule",
             help="How M learns online: alg1 or alg2 (default alg1; gwnmo/gwnmo-prime only).",

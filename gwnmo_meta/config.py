@@ -14,6 +14,7 @@ from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import (
     BACKBONES,
     DATASETS,
+    LEARN_LR,
     METHODS,
     SCHEDULES,
     WEIGHTINGS,
@@ -88,6 +89,9 @@ class RunConfig:
     first_order: bool = False
     head_hidden: int | None = None
     task_batch: bool = True
+    inner_batch: int | None = None
+    learn_lr: str = "off"
+    grad_through_norm: bool = False
     # loop
     meta_batch: int = 4
     meta_steps: int = 1000
@@ -103,6 +107,7 @@ class RunConfig:
         """
         METHODS.check(self.method)
         SCHEDULES.check(self.schedule)
+        LEARN_LR.check(self.learn_lr, "--learn-lr")
         WEIGHTINGS.check(self.weighting)
         DATASETS.check(self.dataset)
         if self.test_dataset is not None:
@@ -138,7 +143,26 @@ class RunConfig:
             raise ConfigError(f"--head-hidden must be positive, got {self.head_hidden}")
         if self.inner_lr is not None:
             check_positive("--inner-lr", self.inner_lr)
+        if self.inner_batch is not None:
+            self._validate_inner_batch()
         return self
+
+    def _validate_inner_batch(self) -> None:
+        """Class-balanced mini-batches of the support set; a look-ahead schedule needs disjoint ones."""
+        per_class = self.inner_batch // self.ways
+        if self.inner_batch % self.ways or not 0 < per_class <= self.shots:
+            raise ConfigError(
+                f"--inner-batch must be a multiple of --ways ({self.ways}) between {self.ways} and "
+                f"the support set's {self.ways * self.shots} examples, got {self.inner_batch}"
+            )
+        scheduled = METHODS.check(self.method).learned_optimizer
+        if scheduled and self.schedule in ("alg1", "alg2") and 2 * per_class > self.shots:
+            raise ConfigError(
+                f"--schedule {self.schedule} judges each inner step on the next mini-batch, which "
+                f"must not share examples with it: --inner-batch {self.inner_batch} takes "
+                f"{per_class} of the {self.shots} shots per class; use at most "
+                f"{self.ways * (self.shots // 2)} (needs --shots >= 2) or no --inner-batch"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""

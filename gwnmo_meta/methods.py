@@ -7,8 +7,8 @@ the query set:
 ========== ============================================================ =====================
 method     inner loop                                                   meta-learned
 ========== ============================================================ =====================
-gwnmo      GWNMO (sigmoid weights, normalised) via higher               M (+ init)
-gwnmo-prime GWNMO' (raw weights, no normalisation) via higher           M (+ init)
+gwnmo      GWNMO (sigmoid weights, normalised) via higher               M (+ init, + α)
+gwnmo-prime GWNMO' (raw weights, no normalisation) via higher           M (+ init, + α)
 maml       SGD via ``learn2learn.algorithms.MAML``                      init
 meta-sgd   per-parameter step sizes via ``learn2learn.algorithms.MetaSGD`` init + step sizes
 hg         hypergradient per-element step sizes (Baydin) via higher     init (with learn-init)
@@ -38,8 +38,14 @@ from torch import Tensor, nn
 from gwnmo_meta import defaults
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.nets import build_weighting, make_head
-from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
-from gwnmo_meta.schedules import EpisodeOutcome, query_metrics, run_episode, run_episodes
+from gwnmo_meta.registry import LEARN_LR, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
+from gwnmo_meta.schedules import (
+    EpisodeOutcome,
+    inner_batch_rows,
+    query_metrics,
+    run_episode,
+    run_episodes,
+)
 from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 
 # Inner step size α per method when --inner-lr is not given (provenance: gwnmo_meta/defaults.py).
@@ -63,6 +69,9 @@ class MethodConfig:
     hg_beta: float = defaults.HG_BETA.value
     task_batch: bool = True
     seed: int = 0
+    inner_batch: int | None = None
+    learn_lr: str = "off"
+    grad_through_norm: bool = False
 
     @property
     def lr(self) -> float:
@@ -80,6 +89,12 @@ class MethodConfig:
         WEIGHTINGS.check(self.weighting)
         if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
             raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
+        LEARN_LR.check(self.learn_lr, "--learn-lr")
+        if self.learn_lr != "off" and not self.info.learned_optimizer:
+            learned = ", ".join(METHODS.names(lambda m: m.learned_optimizer))
+            raise ConfigError(
+                f"--learn-lr applies to {learned} only, not to --method {self.method}"
+            )
         if self.info.init_always_learned and not self.learn_init:
             raise ConfigError(
                 f"--method {self.method} always meta-learns the init; drop --no-learn-init"
@@ -102,10 +117,24 @@ class MetaMethod(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def make_meta_optimizer(self) -> torch.optim.Optimizer | None:
-        """Adam with ``meta_lr`` on everything meta-learned, or ``None`` if nothing is."""
+        """Adam with ``meta_lr`` on everything meta-learned, or ``None`` if nothing is.
+
+        Schedule ``alg1`` (learned optimizers): the one-meta-step-delayed Adam of thesis
+        Algorithm 1 (``optim.DelayedMetaOptimizer``).
+        """
+        from gwnmo_meta.optim import DelayedMetaOptimizer
+
         params = self.meta_parameters()
+        if not params:
+            return None
+        delayed = self.cfg.info.learned_optimizer and self.cfg.schedule == "alg1"
+        cls = DelayedMetaOptimizer if delayed else torch.optim.Adam
         # foreach: one fused pass over M's many small tensors (same numbers as the per-tensor loop)
-        return torch.optim.Adam(params, lr=self.cfg.meta_lr, foreach=True) if params else None
+        return cls(params, lr=self.cfg.meta_lr, foreach=True)
+
+    def inner_lr(self) -> dict[str, float]:
+        """The inner step size α as used now: ``{"": α}``, or one entry per tensor when learned per tensor."""
+        return {"": self.cfg.lr}
 
     @property
     def task_batched(self) -> bool:
@@ -129,6 +158,9 @@ class HigherMethod(MetaMethod):
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
+        from gwnmo_meta.optim import LearnedStepSize
+
+        self.ways = ways
         self.head = _seeded_head(cfg, feature_dim, ways)
         params = list(self.head.parameters())
         info = cfg.info
@@ -137,30 +169,53 @@ class HigherMethod(MetaMethod):
             self.weighting = build_weighting(
                 cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=info.prime
             )
+            self.step_size = (
+                None
+                if cfg.learn_lr == "off"
+                else LearnedStepSize(cfg.lr, len(params), per_tensor=cfg.learn_lr == "tensor")
+            )
             self.inner_opt: torch.optim.Optimizer = load(info.impl)(
-                params, self.weighting, lr=cfg.lr, normalize=not info.prime
+                params,
+                self.weighting,
+                lr=cfg.lr,
+                normalize=not info.prime,
+                step_size=self.step_size,
+                grad_through_norm=cfg.grad_through_norm,
             )
         else:
             options = {kw: getattr(cfg, field) for kw, field in info.optimizer_options}
             self.inner_opt = load(info.impl)(params, lr=cfg.lr, **options)
 
     def meta_parameters(self) -> list[nn.Parameter]:
-        """M's parameters, plus the head's initialisation with ``learn_init``."""
+        """M's parameters and the learned step sizes, plus the head's initialisation with ``learn_init``."""
         params = list(self.weighting.parameters()) if hasattr(self, "weighting") else []
+        if getattr(self, "step_size", None) is not None:
+            params += list(self.step_size.parameters())
         return params + (list(self.head.parameters()) if self.cfg.learn_init else [])
+
+    def inner_lr(self) -> dict[str, float]:
+        step_size = getattr(self, "step_size", None)
+        if step_size is None:
+            return super().inner_lr()
+        alphas = step_size.log_lr.detach().exp().tolist()
+        if len(alphas) == 1:
+            return {"": alphas[0]}
+        return {name: a for (name, _), a in zip(self.head.named_parameters(), alphas, strict=True)}
 
     @property
     def task_batched(self) -> bool:
         return self.cfg.task_batch
 
     def _schedule_kwargs(self, train: bool) -> dict[str, Any]:
-        schedule = self.cfg.schedule if self.cfg.info.learned_optimizer else "alg2"
+        schedule = self.cfg.schedule if self.cfg.info.learned_optimizer else "unrolled"
         return dict(
             steps=self.cfg.inner_steps,
             schedule=schedule,
             train=train and bool(self.meta_parameters()),
             learn_init=self.cfg.learn_init,
             first_order=self.cfg.first_order,
+            inner_batch=self.cfg.inner_batch,
+            ways=self.ways,
         )
 
     def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
@@ -184,6 +239,7 @@ class L2LMethod(MetaMethod):
         from gwnmo_meta.l2l import learn2learn
 
         learn2learn()  # imports it quietly (before load() does)
+        self.ways = ways
         head = _seeded_head(cfg, feature_dim, ways)
         cls = load(cfg.info.impl)
         self.learner = cls(head, lr=cfg.lr, first_order=cfg.first_order)
@@ -191,8 +247,16 @@ class L2LMethod(MetaMethod):
     def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
         learner = self.learner.clone()
         inner = []
-        for _ in range(self.cfg.inner_steps):
-            loss = F.cross_entropy(learner(ep.support_x), ep.support_y)
+        rows = inner_batch_rows(
+            len(ep.support_y),
+            self.ways,
+            self.cfg.inner_batch,
+            self.cfg.inner_steps,
+            ep.support_x.device,
+        )
+        for r in rows:
+            x, y = (ep.support_x, ep.support_y) if r is None else (ep.support_x[r], ep.support_y[r])
+            loss = F.cross_entropy(learner(x), y)
             inner.append(loss.detach())
             learner.adapt(loss, first_order=True if not train else None)
         if train:

@@ -11,7 +11,8 @@ then weighted exactly as it would be alone.
 * :class:`CoordinateWeighting` — a small MLP shared by every coordinate: per-coordinate inputs
   (g and φ scaled by their tensor's RMS, |g|/RMS, log-magnitude of g, the log-scale of the input
   feature a weight reads (first layer only), is-bias flag, depth of the tensor in the target)
-  plus a task context (a projection of the batch-mean features). Its size does not depend on
+  plus a task context (a projection of the batch-mean features). The target's first weight
+  matrix (in parameter order) is the one that reads the input features. Its size does not depend on
   the target's size, so it scales to targets the thesis MLP cannot hold.
 
 Both start near plain gradient descent: the last layer is initialised to output ``init`` (0 for
@@ -208,12 +209,15 @@ class CoordinateWeighting(nn.Module):
                 device=dev,
                 dtype=dt,
             )
-            # which feature column each first-layer weight reads (-1: not a first-layer weight)
+            # which feature column each first-layer weight reads (-1: not a first-layer weight).
+            # Only the target's first weight matrix reads the input features: a later layer
+            # whose width happens to equal the feature dimension reads hidden units instead.
+            first = next((i for i, s in enumerate(shapes) if len(s) == 2), None)
             cols = [
                 torch.arange(feature_dim, device=dev).repeat(s[0])
-                if len(s) == 2 and s[1] == feature_dim
+                if i == first and s[1] == feature_dim
                 else torch.full((k,), -1, device=dev)
-                for s, k in zip(shapes, sizes, strict=False)
+                for i, (s, k) in enumerate(zip(shapes, sizes, strict=True))
             ]
             col = torch.cat(cols)
             self._layout_key = key

@@ -13,6 +13,7 @@ optimizer (higher deep-copies param groups, which would detach a module stored t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,11 +24,31 @@ from torch import Tensor, nn
 
 from gwnmo_meta.nets import split_like
 from gwnmo_meta.weighting import (
+    bias_mask,
     direction_stats,
     flat_direction_stats,
     gwnmo_direction,
     task_normalised_direction,
 )
+
+
+class LearnedStepSize(nn.Module):
+    """A meta-learned inner step size α = exp(log α): one for the whole target or one per tensor.
+
+    Log-parameterised so α stays positive and Adam's steps on it are relative. Starts at ``lr``.
+    """
+
+    def __init__(self, lr: float, num_tensors: int, per_tensor: bool = False):
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.num_tensors = num_tensors
+        self.log_lr = nn.Parameter(torch.full((num_tensors if per_tensor else 1,), math.log(lr)))
+
+    def alphas(self) -> list[Tensor]:
+        """α for each of the target's tensors (0-dim tensors with their graph to ``log_lr``)."""
+        lr = self.log_lr.exp()
+        return [lr[i if lr.numel() > 1 else 0] for i in range(self.num_tensors)]
 
 
 def gwnmo_delta(
@@ -46,11 +67,19 @@ def gwnmo_delta(
     return gwnmo_direction(list(grads), h, normalize=normalize), h
 
 
+def _step_sizes(group: dict[str, Any], step_size: LearnedStepSize | None, n: int) -> list[Any]:
+    """α per tensor: the learned step sizes, else the group's ``lr`` for every tensor."""
+    return step_size.alphas() if step_size is not None else [group["lr"]] * n
+
+
 class GWNMO(torch.optim.Optimizer):
     """GWNMO for ordinary training: x ← x − α·Δ with Δ from :func:`gwnmo_direction`.
 
     ``normalize=False`` gives GWNMO' (no sigmoid, no rescaling). M's inputs are detached φ and g;
     training M itself is the job of a schedule (see ``gwnmo_meta.schedules`` / ``classic``).
+    ``step_size``: a :class:`LearnedStepSize` used instead of ``lr`` (its tensors index the
+    parameters in order). ``grad_through_norm``: let meta-gradients through ‖g‖ (the legacy
+    step-length loophole; see :func:`~gwnmo_meta.weighting.gwnmo_direction`).
     """
 
     def __init__(
@@ -59,11 +88,15 @@ class GWNMO(torch.optim.Optimizer):
         weighting_net: nn.Module,
         lr: float = 0.1,
         normalize: bool = True,
+        step_size: LearnedStepSize | None = None,
+        grad_through_norm: bool = False,
     ):
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
-        super().__init__(params, dict(lr=lr, normalize=normalize, features=None))
+        defaults = dict(lr=lr, normalize=normalize, features=None)
+        super().__init__(params, defaults | dict(grad_through_norm=grad_through_norm))
         self.weighting_net = weighting_net
+        self.step_size = step_size
         self.last_stats: dict[str, Tensor] = {}
         self.last_h: Tensor | None = None
 
@@ -74,13 +107,15 @@ class GWNMO(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            if not ps:
+            lrs = _step_sizes(group, self.step_size, len(group["params"]))
+            idx = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+            if not idx:
                 continue
+            ps = [group["params"][i] for i in idx]
             grads = [p.grad for p in ps]
             delta, h = gwnmo_delta(self.weighting_net, features, ps, grads, group["normalize"])
-            for p, d in zip(ps, delta, strict=False):
-                p.sub_(group["lr"] * d)
+            for i, p, d in zip(idx, ps, delta, strict=True):
+                p.sub_(lrs[i] * d)
             self.last_stats = direction_stats(grads, h, delta)
             self.last_h = torch.cat([x.reshape(-1) for x in h])
         return loss
@@ -94,6 +129,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
     ) -> None:
         super().__init__(other, reference_params, *args, **kwargs)
         self.weighting_net = other.weighting_net
+        self.step_size = other.step_size
         self._features: Tensor | None = None
         self.last_h: Tensor | None = (
             None  # h of the latest step, flattened ([T, P] when task-batched)
@@ -103,18 +139,21 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         self._trace: list[tuple[Tensor, Tensor, Tensor]] = []
         self._stat_sums: dict[str, Tensor] = {}
         self._stat_steps = 0
+        self._bias_mask: Tensor | None = None
 
     TRACE_FOLD = 16
 
-    def _record(self, g: Tensor, h: Tensor, delta: Tensor) -> None:
+    def _record(self, g: Tensor, h: Tensor, delta: Tensor, shapes: Sequence[Any]) -> None:
         self.last_h = h
+        if self._bias_mask is None:
+            self._bias_mask = bias_mask(shapes).to(g.device)
         self._trace.append((g, h, delta))
         if len(self._trace) >= self.TRACE_FOLD:
             self._fold()
 
     def _fold(self) -> None:
         stacked = (torch.stack([t[i] for t in self._trace]) for i in range(3))
-        for k, v in flat_direction_stats(*stacked).items():
+        for k, v in flat_direction_stats(*stacked, bias_mask=self._bias_mask).items():
             self._stat_sums[k] = v.sum(0) + self._stat_sums[k] if k in self._stat_sums else v.sum(0)
         self._stat_steps += len(self._trace)
         self._trace.clear()
@@ -166,27 +205,34 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             # M sees φ and g as data (detached, as in Andrychowicz et al.); θ's meta-gradient flows
             # through h, and through φ and g via Δ (g is detached by a first-order grad_callback).
             m_params, m_grads = [p.detach() for p in ps], [g.detach() for g in gs]
+            through_norm = group.get("grad_through_norm", False)
             if features.dim() == 3:
                 # Task-batched loop: the whole target as one [T, P] tensor, norms per task.
                 lead = (features.shape[0],)
+                shapes = [p.shape[1:] for p in ps]
                 flat_raw = self._flat_weights(features, m_params, m_grads)
                 g_flat = torch.cat([g.reshape(*lead, -1) for g in gs], -1)
                 if group["normalize"]:
                     h_flat = torch.sigmoid(flat_raw)
-                    d_flat = task_normalised_direction(g_flat, h_flat)
+                    d_flat = task_normalised_direction(
+                        g_flat, h_flat, grad_through_norm=through_norm
+                    )
                 else:
                     h_flat, d_flat = flat_raw, flat_raw * g_flat
-                delta = split_like(d_flat, [p.shape[1:] for p in ps])
-                self._record(g_flat.detach(), h_flat.detach(), d_flat.detach())
+                delta = split_like(d_flat, shapes)
+                self._record(g_flat.detach(), h_flat.detach(), d_flat.detach(), shapes)
             else:
+                shapes = [p.shape for p in ps]
                 raw = self.weighting_net(features, m_params, m_grads)
                 h = [torch.sigmoid(r) for r in raw] if group["normalize"] else list(raw)
-                delta = gwnmo_direction(gs, h, normalize=group["normalize"])
-                self._record(
-                    *(torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta))
+                delta = gwnmo_direction(
+                    gs, h, normalize=group["normalize"], grad_through_norm=through_norm
                 )
-            for i, p, d in zip(idx, ps, delta, strict=False):
-                group["params"][i] = p - group["lr"] * d
+                flat = (torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta))
+                self._record(*flat, shapes)
+            lrs = _step_sizes(group, self.step_size, len(group["params"]))
+            for i, p, d in zip(idx, ps, delta, strict=True):
+                group["params"][i] = p - lrs[i] * d
 
 
 class HG(torch.optim.Optimizer):
@@ -241,3 +287,40 @@ class DifferentiableHG(DifferentiableOptimizer):
 
 higher.register_optim(GWNMO, DifferentiableGWNMO)
 higher.register_optim(HG, DifferentiableHG)
+
+
+class DelayedMetaOptimizer(torch.optim.Adam):
+    """Adam whose ``step`` applies the gradients of the *previous* call (schedule ``alg1``).
+
+    Thesis Algorithm 1 moves θ one step late: the loss that judges the update computed with θ_t
+    changes θ only after θ_t has produced the next weighting. With θ updated once per meta-batch
+    this is a one-meta-step delay: meta-step n applies the meta-gradient of meta-batch n−1
+    (computed at θ_{n−1}); the first call stores its gradients and leaves θ as it is. The pending
+    gradients are part of ``state_dict`` so a resumed run continues exactly.
+    """
+
+    def __init__(self, params: Iterable[Tensor], **kwargs: Any):
+        super().__init__(params, **kwargs)
+        self._pending: list[Tensor | None] | None = None
+
+    def _params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        params = self._params()
+        current = [None if p.grad is None else p.grad.clone() for p in params]
+        previous, self._pending = self._pending, current
+        if previous is None:
+            return None
+        for p, g in zip(params, previous, strict=True):
+            p.grad = g
+        return super().step(closure)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "pending_grads": self._pending}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self._pending = state_dict.pop("pending_grads", None)
+        super().load_state_dict(state_dict)

@@ -254,15 +254,29 @@ class ScheduleInfo(Choice):
 
 SCHEDULES: Registry[ScheduleInfo] = Registry("schedule")
 SCHEDULES.register(
-    ScheduleInfo("alg1", "thesis Algorithm 1: same-batch hypergradient", ("quick", "main"))
+    ScheduleInfo(
+        "alg1",
+        "thesis Algorithm 1: alg2's one-step look-ahead, meta-update one meta-step late",
+        ("quick", "main"),
+    )
 )
 SCHEDULES.register(
     ScheduleInfo(
         "alg2",
-        "thesis Algorithm 2: look-ahead on the next batch (the query set)",
+        "thesis Algorithm 2: each inner step judged on the next batch (or the query set)",
         ("quick", "main", "transfer"),
     )
 )
+SCHEDULES.register(
+    ScheduleInfo("unrolled", "query loss after all inner steps (MAML's objective)", classic=False)
+)
+
+# ---- learned inner step size (``--learn-lr``) -----------------------------------------------
+
+LEARN_LR: Registry[Choice] = Registry("learned step size")
+LEARN_LR.register(Choice("off", "α fixed at --inner-lr"))
+LEARN_LR.register(Choice("global", "one meta-learned α = exp(log α) for the whole target"))
+LEARN_LR.register(Choice("tensor", "one meta-learned α per parameter tensor of the target"))
 
 
 # ---- weighting networks M -------------------------------------------------------------------

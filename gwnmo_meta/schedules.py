@@ -1,23 +1,27 @@
 """Meta-training schedules for learned inner-loop optimizers: thesis Algorithms 1 and 2 on episodes.
 
 An episode has a support set (Xs, ys) and a query set (Xq, yq); the inner loop takes k steps
-φ_{t+1} = φ_t − α·Δ_t(θ) on the support loss L_s, starting from φ_0 (the learned or fixed init).
+φ_{t+1} = φ_t − α·Δ_t(θ) starting from φ_0 (the learned or fixed init). Step t is computed on the
+batch X_t of the episode's stream: the whole support set at every step, or with ``inner_batch`` the
+class-balanced mini-batches of the support set (:func:`inner_batch_rows`, consecutive ones
+disjoint).
 
-``alg2`` — alternating / look-ahead (Algorithm 2). The thesis judges each step by the loss on the
-*next* batch. In an episode the fresh data after the steps is the query set: the meta-loss is
-L_q(φ_k), back-propagated through all k differentiable updates to θ (and φ_0 with learn-init).
+``alg1`` / ``alg2`` — the thesis's one-step look-ahead. The update computed on X_t is judged by
+the loss, right after that one update, on data it was not computed from: the next mini-batch
+X_{t+1}, or the query set for the last step (for every step without ``inner_batch``, when all
+steps use the whole support set). For t = 0..k−1,
 
-``alg1`` — same-batch online hypergradient (Algorithm 1). The thesis evaluates L at φ_t on the
-current batch, and φ_t depends on θ only through the previous update. In an episode the stream of
-batches is the repeated support set: for t = 1..k,
+    φ_t'    = φ_0 + stopgrad(φ_t − φ_0)       (θ reaches φ_t' through no earlier update;
+                                                 a learned init gets ∂φ_t'/∂φ_0 = I)
+    meta-loss = (1/k) Σ_t L(φ_t' − α·Δ_t(θ, φ_t'); judge_t)
 
-    φ_t = stopgrad(φ_{t−1}) − α·Δ_{t−1}(θ)     (φ_0 itself is kept, so a learned init is trained)
-    meta-loss = (1/k) Σ_t L_s(φ_t)
+(one-step truncation, averaged over the inner steps). Within an episode θ is fixed, so both give
+the same meta-loss; they differ in when the meta-gradient lands (docs/ALGORITHMS.md): alg2 steps θ
+before the next meta-batch is adapted, alg1 one meta-step later
+(``methods.DelayedMetaOptimizer``), as Algorithm 1 moves θ one step late.
 
-so each term reaches θ through exactly one update (one-step truncation), and no query data
-enters the meta-gradient. The query set is only used to report accuracy. Since φ_t (t ≥ 1) is
-detached, its gradient g_t is a constant for θ; those inner steps are taken first-order, which
-gives the same meta-gradient (bit for bit, tested) at lower cost.
+``unrolled`` — the k-step unrolled query loss (MAML's objective): L_q(φ_k), back-propagated
+through all k differentiable updates to θ (and φ_0 with learn-init).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gwnmo_meta.registry import SCHEDULES
+
+ONE_STEP_SCHEDULES = ("alg1", "alg2")
 
 
 @dataclass
@@ -69,6 +75,42 @@ def _step(diffopt: Any, loss: Tensor, x: Tensor, first_order: bool) -> None:
     diffopt.step(loss, **kwargs)
 
 
+def _restart(init: list[Tensor], params: list[Tensor], learn_init: bool) -> list[Tensor]:
+    """φ_0 + stopgrad(φ_t − φ_0): the values of φ_t with no path to θ, and ∂/∂φ_0 = I for a learned init."""
+    if not learn_init:
+        return [p.detach().requires_grad_() for p in params]
+    return [p0 + (p - p0).detach() for p0, p in zip(init, params, strict=True)]
+
+
+def inner_batch_rows(
+    support: int, ways: int, inner_batch: int | None, steps: int, device: Any = None
+) -> list[Tensor | None]:
+    """Support rows of each inner step's mini-batch (``None``: the whole support set).
+
+    Support rows are grouped by class, K = ``support // ways`` each. Mini-batch t takes
+    m = ``inner_batch // ways`` rows of every class, walking each class's rows cyclically:
+    rows (t·m + j) mod K, j < m. Consecutive mini-batches are disjoint when 2m ≤ K.
+    """
+    if inner_batch is None:
+        return [None] * steps
+    shots, per_class = support // ways, inner_batch // ways
+    if support % ways or inner_batch % ways or not 0 < per_class <= shots:
+        raise ValueError(
+            f"inner batch {inner_batch} must be a positive multiple of ways ({ways}) "
+            f"of at most the support set's {support} rows"
+        )
+    offsets = torch.arange(ways, device=device).repeat_interleave(per_class) * shots
+    within = torch.arange(per_class, device=device).repeat(ways)
+    return [offsets + (t * per_class + within) % shots for t in range(steps)]
+
+
+def _rows(x: Tensor, rows: Tensor | None) -> Tensor:
+    """``x``'s examples (second-to-last dimension for features, last for labels) at ``rows``."""
+    if rows is None:
+        return x
+    return x.index_select(x.dim() - (2 if x.is_floating_point() else 1), rows)
+
+
 def run_episode(
     head: nn.Module,
     opt: torch.optim.Optimizer,
@@ -79,11 +121,14 @@ def run_episode(
     train: bool,
     learn_init: bool,
     first_order: bool = False,
+    inner_batch: int | None = None,
+    ways: int | None = None,
 ) -> EpisodeOutcome:
     """Adapt ``head`` with ``opt`` (through higher) on the support set and score the query set.
 
     ``train=True`` returns the schedule's meta-loss with its graph to θ (and to the init when
-    ``learn_init``); ``train=False`` keeps no meta-graph.
+    ``learn_init``); ``train=False`` keeps no meta-graph. ``inner_batch`` (with the episode's
+    ``ways``): the inner steps walk class-balanced mini-batches of the support set.
     """
     _, (outcome,) = _adapt(
         head,
@@ -94,6 +139,8 @@ def run_episode(
         train=train,
         learn_init=learn_init,
         first_order=first_order,
+        inner_batch=inner_batch,
+        ways=ways,
     )
     return outcome
 
@@ -108,6 +155,8 @@ def run_episodes(
     train: bool,
     learn_init: bool,
     first_order: bool = False,
+    inner_batch: int | None = None,
+    ways: int | None = None,
 ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
     """:func:`run_episode` for T tasks at once, in one task-batched inner loop.
 
@@ -133,6 +182,8 @@ def run_episodes(
         train=train,
         learn_init=learn_init,
         first_order=first_order,
+        inner_batch=inner_batch,
+        ways=ways,
     )
 
 
@@ -146,11 +197,20 @@ def _adapt(
     train: bool,
     learn_init: bool,
     first_order: bool,
+    inner_batch: int | None = None,
+    ways: int | None = None,
 ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
+    if inner_batch is not None and ways is None:
+        raise ValueError("inner_batch needs the episode's number of ways")
     sx, sy, qx, qy = ep.support_x, ep.support_y, ep.query_x, ep.query_y
     batched = sx.dim() == 3
+    batch_rows = inner_batch_rows(sx.shape[-2], ways or 1, inner_batch, steps, sx.device)
+    # the data stream: step t is computed on batch t; a one-step schedule judges it on batch t+1
+    stream = [(_rows(sx, r), _rows(sy, r)) for r in batch_rows]
+    judges = stream[1:] + [(qx, qy)] if inner_batch is not None else [(qx, qy)] * steps
+    one_step = train and schedule in ONE_STEP_SCHEDULES
     inner: list[Tensor] = []
     meta_terms: list[Tensor] = []
     with higher.innerloop_ctx(
@@ -158,20 +218,20 @@ def _adapt(
     ) as (fmodel, diffopt):
         if batched:  # every task starts from the (shared) init
             fmodel.update_params([p.expand(sx.shape[0], *p.shape) for p in fmodel.parameters()])
-        for t in range(steps):
-            if train and schedule == "alg1" and t >= 1:
-                meta_terms.append(task_losses(fmodel(sx), sy))  # L_s(φ_t), through update t−1 only
-                fmodel.update_params([p.detach().requires_grad_() for p in fmodel.parameters()])
-            losses = task_losses(fmodel(sx), sy)
+        init = list(fmodel.parameters())
+        for t, (x, y) in enumerate(stream):
+            if one_step and t >= 1:  # one-step truncation: cut φ_t's path through earlier updates
+                fmodel.update_params(_restart(init, list(fmodel.parameters()), learn_init))
+            losses = task_losses(fmodel(x), y)
             inner.append(losses.detach())
-            # alg1, t ≥ 1: g_t is taken at the detached φ_t, so no path from it reaches θ — a
+            # A restarted φ_t without a learned init is a constant leaf: g_t cannot reach θ, so a
             # first-order step gives the same meta-gradient, bit for bit, without building and
             # traversing a second-order graph into a discarded leaf.
-            constant_grads = first_order or (schedule == "alg1" and t >= 1)
-            _step(diffopt, losses.sum() if batched else losses, sx, constant_grads and train)
-        if train and schedule == "alg1":
-            meta_terms.append(task_losses(fmodel(sx), sy))
-        if train and schedule == "alg2":
+            constant_grads = first_order or (one_step and t >= 1 and not learn_init)
+            _step(diffopt, losses.sum() if batched else losses, x, constant_grads and train)
+            if one_step:  # L(φ_{t+1}; judge_t): update t, judged on data it was not computed from
+                meta_terms.append(task_losses(fmodel(judges[t][0]), judges[t][1]))
+        if train and schedule == "unrolled":
             q_loss, q_acc = query_metrics(fmodel(qx), qy)
             meta: Tensor | None = q_loss
         else:

@@ -27,10 +27,14 @@ class RunLogger:
         outcomes: Sequence[Any],
         meta_loss: float,
         tasks_per_s: float,
-        inner_lr: float,
+        inner_lr: float | dict[str, float],
         meta_opt: Any,
     ) -> dict[str, float]:
-        """Log one meta-step; return the scalars as a dict (kept in the run history)."""
+        """Log one meta-step; return the scalars as a dict (kept in the run history).
+
+        ``inner_lr``: α, or ``MetaMethod.inner_lr()``'s dict (``{"": α}`` or one α per tensor of
+        the target, logged as ``lr/inner/<tensor>`` with their mean as ``lr/inner``).
+        """
         w = self.writer
         record: dict[str, float] = {"step": float(step), "meta_loss": meta_loss}
         record["train_accuracy"] = _mean([float(o.query_acc) for o in outcomes])
@@ -48,7 +52,12 @@ class RunLogger:
             )
         if meta_opt is not None:
             w.add_scalar("lr/meta", meta_opt.param_groups[0]["lr"], step)
-        w.add_scalar("lr/inner", inner_lr, step)  # α as resolved (Meta-SGD: its initial value)
+        lrs = inner_lr if isinstance(inner_lr, dict) else {"": inner_lr}
+        # α as resolved, or as learned (--learn-lr); Meta-SGD: its initial value
+        w.add_scalar("lr/inner", _mean(list(lrs.values())), step)
+        for name, value in lrs.items():
+            if name:
+                w.add_scalar(f"lr/inner/{name}", value, step)
         w.add_scalar("speed/tasks_per_s", tasks_per_s, step)
         return record
 

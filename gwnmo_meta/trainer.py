@@ -279,7 +279,7 @@ class MetaTrainer:
         step = self.state.step
         tasks_per_s = cfg.meta_batch / max(seconds, 1e-9)
         record = self.log.train_step(
-            step, outcomes, meta_loss, tasks_per_s, self.method.cfg.lr, self.meta_opt
+            step, outcomes, meta_loss, tasks_per_s, self.method.inner_lr(), self.meta_opt
         )
         if step % self.hist_every == 0 or step == cfg.meta_steps:
             self.log.histograms(step, self.method, outcomes)

@@ -38,21 +38,47 @@ def test_batched_direction_normalises_each_task_on_its_own():
         torch.testing.assert_close(norm_d, torch.cat([g[t].reshape(-1) for g in grads]).norm())
 
 
-def test_fused_direction_matches_autograd_version_including_zero_gradients():
+@pytest.mark.parametrize("through_norm", [False, True])
+def test_fused_direction_matches_autograd_version_including_zero_gradients(through_norm):
     g = torch.randn(TASKS, 11, dtype=torch.double)
     g[1] = 0.0  # a task with a zero gradient: the eps floors bind
     g.requires_grad_()
     h = torch.rand(TASKS, 11, dtype=torch.double, requires_grad=True)
     w = torch.randn(TASKS, 11, dtype=torch.double)
-    fused, ref = task_normalised_direction(g, h), gwnmo_direction(g, h, batched=True)
+    fused = task_normalised_direction(g, h, grad_through_norm=through_norm)
+    ref = gwnmo_direction(g, h, batched=True, grad_through_norm=through_norm)
     torch.testing.assert_close(fused, ref)
     grads_fused = torch.autograd.grad((fused * w).sum(), (g, h))
     grads_ref = torch.autograd.grad((ref * w).sum(), (g, h))
     for a, b in zip(grads_fused, grads_ref, strict=False):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b)
-    g2 = torch.randn(TASKS, 11, dtype=torch.double, requires_grad=True)
-    assert gradcheck(task_normalised_direction, (g2, h))
+
+
+def test_fused_direction_gradcheck():
+    """Full derivative by gradcheck; with ‖g‖ constant, against the Jacobian of (A/‖h∘g‖)(h∘g), A = ‖g₀‖ fixed."""
+    g = torch.randn(TASKS, 11, dtype=torch.double, requires_grad=True)
+    h = torch.rand(TASKS, 11, dtype=torch.double, requires_grad=True)
+    assert gradcheck(lambda a, b: task_normalised_direction(a, b, grad_through_norm=True), (g, h))
+    norm0 = g.detach().norm(dim=1, keepdim=True)
+
+    def fixed_length(a, b):
+        return norm0 / (a * b).norm(dim=1, keepdim=True) * (a * b)
+
+    for i, x in enumerate((g, h)):
+
+        def fused_i(v, i=i):
+            args = [g, h]
+            args[i] = v
+            return task_normalised_direction(*args)
+
+        def ref_i(v, i=i):
+            args = [g, h]
+            args[i] = v
+            return fixed_length(*args)
+
+        jac = torch.autograd.functional.jacobian
+        torch.testing.assert_close(jac(fused_i, x.detach()), jac(ref_i, x.detach()))
 
 
 def test_fused_trunk_gradcheck():
@@ -96,6 +122,12 @@ def test_weighting_nets_weight_each_task_as_alone(kind):
 CASES = {
     "gwnmo coordinate alg2": dict(method="gwnmo"),
     "gwnmo coordinate alg1": dict(method="gwnmo", schedule="alg1"),
+    "gwnmo unrolled, legacy through-norm": dict(
+        method="gwnmo", schedule="unrolled", grad_through_norm=True
+    ),
+    "gwnmo inner batches, learned α per tensor": dict(
+        method="gwnmo", inner_batch=5, learn_lr="tensor"
+    ),
     "gwnmo mlp alg2": dict(method="gwnmo", weighting="mlp"),
     "gwnmo two-layer head": dict(method="gwnmo", head_hidden=8),
     "gwnmo fixed init, first-order": dict(method="gwnmo", learn_init=False, first_order=True),
