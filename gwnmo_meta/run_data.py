@@ -56,7 +56,7 @@ def fewshot_config(cfg: RunConfig, eval_dataset: str | None = None, progress: bo
         split=None if cross else train_split,
         test_dataset=cfg.test_dataset,
         keep_image_split=cfg.keep_image_split,
-        seed=cfg.seed,
+        seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
         progress=progress,
     )
 
