@@ -177,6 +177,7 @@ DATA, TASK, METHOD, INNER, META, OUTPUT = (
     "Meta-training",
     "Output",
 )
+NO_CKPT, PROTOCOL = "Without a checkpoint (--method)", "Suite protocol"
 
 
 def panel(option: Any, name: str) -> Any:
@@ -505,6 +506,14 @@ def meta_train_cmd(
     ] = 200,
     device: MetaDevice = "auto",
     seed: MetaSeed = 0,
+    data_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--data-seed",
+            help="Seed of the data side (conv4 pre-training, held-out image split); default --seed.",
+            rich_help_panel=META,
+        ),
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -584,6 +593,7 @@ def meta_train_cmd(
         val_tasks=val_tasks,
         device=device,
         seed=seed,
+        data_seed=data_seed,
     )
     if config is not None:
         cfg = relaunch(ctx, config, cfg)
@@ -618,8 +628,11 @@ def meta_train_cmd(
 @user_errors
 def evaluate(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A checkpoint written by meta-train (best.pt or last.pt).")
-    ],
+        Path | None,
+        typer.Argument(
+            help="A checkpoint written by meta-train (best.pt or last.pt); omit it with --method."
+        ),
+    ] = None,
     dataset: Annotated[
         Dataset | None,
         typer.Option(
@@ -659,29 +672,108 @@ def evaluate(
         typer.Option("--json", help="Also write the results as JSON here.", rich_help_panel=OUTPUT),
     ] = None,
     quiet: Quiet = False,
+    method: Annotated[
+        Method | None,
+        typer.Option(
+            "--method",
+            help=(
+                "Without a checkpoint: score a method with nothing to meta-learn (prototype, "
+                "logreg, or sgd/adam/hg fine-tuning from a fixed random init) on the tasks and "
+                "features meta-train would use with the same data flags and seeds."
+            ),
+            rich_help_panel=NO_CKPT,
+        ),
+    ] = None,
+    backbone: panel(BackboneOpt, NO_CKPT) = "conv4",
+    test_dataset: panel(TestDataset, NO_CKPT) = None,
+    train_classes: panel(TrainClasses, NO_CKPT) = None,
+    val_classes: panel(ValClasses, NO_CKPT) = None,
+    test_classes: panel(TestClasses, NO_CKPT) = None,
+    inner_lr: Annotated[
+        float | None,
+        typer.Option("--inner-lr", help="Inner step size of sgd/adam/hg.", rich_help_panel=NO_CKPT),
+    ] = None,
+    head_hidden: panel(HeadHidden, NO_CKPT) = None,
+    hg_beta: Annotated[
+        float,
+        typer.Option("--hg-beta", help="HG's hypergradient step size.", rich_help_panel=NO_CKPT),
+    ] = 1e-3,
+    logreg_l2: Annotated[
+        float,
+        typer.Option("--logreg-l2", help="logreg's L2 penalty λ.", rich_help_panel=NO_CKPT),
+    ] = 1e-3,
+    run_seed: Annotated[
+        int,
+        typer.Option(
+            "--run-seed",
+            help="meta-train's --seed of the run to match (fixed init; data side by default).",
+            rich_help_panel=NO_CKPT,
+        ),
+    ] = 0,
+    data_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--data-seed",
+            help="meta-train's --data-seed of the run to match (default: --run-seed).",
+            rich_help_panel=NO_CKPT,
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate a checkpoint on meta-test tasks: accuracy mean ± 95% CI and query loss."""
+    """Score a checkpoint (or, with --method, a method that needs none) on meta-test tasks."""
     from gwnmo_meta.atomic import atomic_write_json, check_writable_file
-    from gwnmo_meta.evaluate import evaluate_checkpoint
+    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.evaluate import evaluate_checkpoint, evaluate_method
 
     if json_path is not None:
         check_writable_file(json_path, "--json")  # before the evaluation, not after it
-
-    summary = evaluate_checkpoint(
-        checkpoint,
-        dataset=value(dataset),
-        data_root=_path(data_root),
-        download=download,
-        skip_integrity_check=skip_integrity_check,
-        tasks=tasks,
-        ways=ways,
-        shots=shots,
-        query=query,
-        inner_steps=inner_steps,
-        device=device,
-        seed=seed,
-        progress=progress_bars(quiet),
-    )
+    if checkpoint is not None and method is not None:
+        raise ConfigError("give a checkpoint or --method, not both")
+    if checkpoint is None and method is None:
+        raise ConfigError("give a checkpoint to evaluate, or --method prototype (or logreg)")
+    if checkpoint is not None:
+        summary = evaluate_checkpoint(
+            checkpoint,
+            dataset=value(dataset),
+            data_root=_path(data_root),
+            download=download,
+            skip_integrity_check=skip_integrity_check,
+            tasks=tasks,
+            ways=ways,
+            shots=shots,
+            query=query,
+            inner_steps=inner_steps,
+            device=device,
+            seed=seed,
+            progress=progress_bars(quiet),
+        )
+    else:
+        default = RunConfig()
+        cfg = RunConfig(
+            dataset=value(dataset) or default.dataset,
+            test_dataset=value(test_dataset),
+            data_root=_path(data_root),
+            download=download,
+            skip_integrity_check=skip_integrity_check,
+            backbone=value(backbone),
+            train_classes=train_classes,
+            val_classes=val_classes,
+            test_classes=test_classes,
+            ways=default.ways if ways is None else ways,
+            shots=default.shots if shots is None else shots,
+            query=default.query if query is None else query,
+            method=value(method),
+            inner_steps=default.inner_steps if inner_steps is None else inner_steps,
+            inner_lr=inner_lr,
+            learn_init=False,
+            head_hidden=head_hidden,
+            hg_beta=hg_beta,
+            logreg_l2=logreg_l2,
+            device=device,
+            seed=run_seed,
+            data_seed=data_seed,
+        )
+        summary = evaluate_method(cfg, tasks=tasks, seed=seed, progress=progress_bars(quiet))
     held_out = f" (meta-test: {summary['test_dataset']})" if summary["test_dataset"] else ""
     typer.echo(
         f"{summary['dataset']}{held_out} {summary['ways']}-way {summary['shots']}-shot, "
@@ -772,7 +864,10 @@ def benchmark(
     suite: Annotated[
         str,
         typer.Argument(
-            help="Suite: quick (minutes), main (datasets × shots × all methods), transfer (3×3 cross-dataset).",
+            help=(
+                "Suite: quick (minutes), main (datasets × shots × all methods), transfer (3×3 "
+                "cross-dataset), protocol (class-disjoint sources, tuned grids, seeds, paired CIs)."
+            ),
         ),
     ] = "quick",
     out: Annotated[
@@ -847,11 +942,92 @@ def benchmark(
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
+    sources: Annotated[
+        str | None,
+        typer.Option(
+            "--sources",
+            help="Comma list of DATASET or DATASET:TEST_DATASET (default: mixed and each "
+            "leave-one-dataset-out source).",
+            rich_help_panel=PROTOCOL,
+        ),
+    ] = None,
+    regimes: Annotated[
+        str | None,
+        typer.Option("--regimes", help="learned,fixed (init regimes).", rich_help_panel=PROTOCOL),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="Seeds of the selected rows (default 0,1,2; tuning on the first).",
+            rich_help_panel=PROTOCOL,
+        ),
+    ] = None,
+    seed_sources: Annotated[
+        str | None,
+        typer.Option(
+            "--seed-sources",
+            help="Sources whose rows run on every seed (default: all; others: the first seed).",
+            rich_help_panel=PROTOCOL,
+        ),
+    ] = None,
+    variants: Annotated[
+        str | None,
+        typer.Option(
+            "--variants",
+            help="Extra rows 'NAME=METHOD:FIELD=VALUE,...;...' (RunConfig fields).",
+            rich_help_panel=PROTOCOL,
+        ),
+    ] = None,
+    inner_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--inner-steps",
+            help="Inner steps of every method (default 5).",
+            rich_help_panel=PROTOCOL,
+        ),
+    ] = None,
+    val_tasks: Annotated[
+        int | None,
+        typer.Option(
+            "--val-tasks",
+            help="Meta-val tasks per validation (default 100).",
+            rich_help_panel=PROTOCOL,
+        ),
+    ] = None,
 ) -> None:
     """Run a benchmark suite on shared tasks and seeds; resumable (finished cells are not re-run)."""
     from gwnmo_meta.benchmark import build_suite, run_suite
     from gwnmo_meta.config import RunConfig
 
+    if suite == "protocol":
+        _protocol(
+            out=out,
+            progress=progress_bars(quiet),
+            sources=sources,
+            shots=shots,
+            regimes=regimes,
+            methods=methods,
+            schedules=schedules,
+            variants=variants,
+            seeds=seeds,
+            seed_sources=seed_sources,
+            test_tasks=test_tasks,
+            base=dict(
+                data_root=_path(data_root),
+                skip_integrity_check=skip_integrity_check,
+                backbone=value(backbone),
+                device=device,
+                head_hidden=head_hidden,
+                weighting=value(weighting),
+                weighting_hidden=weighting_hidden,
+                task_batch=task_batch,
+                meta_steps=meta_steps,
+                inner_steps=inner_steps,
+                val_tasks=val_tasks,
+            ),
+        )
+        return
     base = RunConfig(
         data_root=_path(data_root),
         skip_integrity_check=skip_integrity_check,
@@ -880,6 +1056,33 @@ def benchmark(
             f"{r['train_dataset']}->{r['test_dataset']} {r['shots']}-shot {r['variant']:<18} "
             f"{100 * r['accuracy_mean']:6.2f}% ± {100 * r['accuracy_ci95']:.2f}"
         )
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _protocol(*, out: Path, base: dict[str, Any], progress: bool, **lists: Any) -> None:
+    """``benchmark protocol``: build the suite from the CLI's strings, run it, print the tables."""
+    import dataclasses
+
+    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.protocol import build_protocol, parse_variants, run_protocol
+
+    given = {k: v for k, v in base.items() if v is not None}
+    cfg = dataclasses.replace(RunConfig(meta_steps=100, val_every=50, val_tasks=100), **given)
+    cfg.val_every = max(1, cfg.meta_steps // 2)
+    spec = build_protocol(
+        base=cfg,
+        sources=_csv(lists["sources"]),
+        shots=_csv(lists["shots"], int),
+        regimes=_csv(lists["regimes"]),
+        methods=_csv(lists["methods"]),
+        schedules=_csv(lists["schedules"]),
+        extra_variants=parse_variants(lists["variants"] or ""),
+        seeds=_csv(lists["seeds"], int),
+        seed_sources=_csv(lists["seed_sources"]),
+        test_tasks=lists["test_tasks"],
+    )
+    _, paths = run_protocol(spec, out, progress=progress, log=typer.echo)
+    typer.echo((out / "results.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 

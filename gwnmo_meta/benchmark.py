@@ -35,6 +35,11 @@ def _scheduled(method: str) -> bool:
     return METHODS[method].learned_optimizer
 
 
+def _reference(method: str) -> bool:
+    """Whether ``method`` is a reference row (one cell, no step size, no meta-training)."""
+    return METHODS[method].engine == "reference"
+
+
 # Inner step-size grids: the same number of values for every method (equal tuning budget).
 # (ordered: a suite with --lr-values N takes the first N; values suit the unit-norm features:
 # benchmarks/lr_scan.py shows plain SGD diverging from lr 10 and Adam from 0.3 on MNIST tasks)
@@ -65,6 +70,8 @@ class Cell:
     @property
     def cell_id(self) -> str:
         sched = f"-{self.schedule}" if _scheduled(self.method) else ""
+        if _reference(self.method):  # no step size, nothing learned
+            return f"{self.dataset}-{self.shots}shot-{self.method}"
         init = "" if self.learn_init else "-randinit"
         return f"{self.dataset}-{self.shots}shot-{self.method}{sched}{init}-lr{self.inner_lr:g}"
 
@@ -108,7 +115,7 @@ def grid_cells(
         for k in shots:
             for m, s in _variants(methods, schedules):
                 learn_init = METHODS[m].suite_learn_init
-                for lr in LR_GRIDS[m][:lr_values]:
+                for lr in (0.0,) if _reference(m) else LR_GRIDS[m][:lr_values]:
                     cells.append(Cell(ds, k, m, s, lr, (ds,), learn_init))
     return cells
 
@@ -233,9 +240,11 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         shots=cell.shots,
         method=cell.method,
         schedule=cell.schedule,
-        inner_lr=cell.inner_lr,
+        inner_lr=None if _reference(cell.method) else cell.inner_lr,
         learn_init=cell.learn_init,
     )
+    if _reference(cell.method):
+        return _reference_cell(cell, cfg, suite, done, progress)
     t0 = time.perf_counter()
     result = meta_train(cfg, cell_dir, resume="auto", progress=progress, check_test=True)
     if result.interrupted:
@@ -269,6 +278,42 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         "history": result.history,
         "evals": evals,
     }
+    atomic_write_json(done, record)
+    return record
+
+
+def _reference_cell(
+    cell: Cell, cfg: RunConfig, suite: Suite, done: Path, progress: bool
+) -> dict[str, Any]:
+    """A reference row: scored on meta-val and meta-test (seed 1234) without meta-training."""
+    from gwnmo_meta.atomic import atomic_write_json
+    from gwnmo_meta.evaluate import evaluate_method
+
+    if cell.eval_datasets != (cell.dataset,):
+        raise ConfigError(
+            f"--methods {cell.method}: reference rows are scored on their own dataset"
+        )
+    val = evaluate_method(
+        cfg, tasks=cfg.val_tasks, seed=cfg.seed + 1, part="val", progress=progress
+    )
+    ev = evaluate_method(cfg, tasks=suite.test_tasks, progress=progress)
+    ev.pop("text")
+    record = {
+        "cell": cell.cell_id,
+        "variant": cell.variant,
+        "train_dataset": cell.dataset,
+        "shots": cell.shots,
+        "method": cell.method,
+        "schedule": "",
+        "inner_lr": None,
+        "learn_init": cell.learn_init,
+        "meta_steps": 0,
+        "val_accuracy": val["accuracy_mean"],
+        "train_seconds": 0.0,
+        "history": [],
+        "evals": [ev],
+    }
+    done.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(done, record)
     return record
 
@@ -374,8 +419,9 @@ def write_reports(
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        lr = "–" if r["inner_lr"] is None else format(r["inner_lr"], "g")
         lines.append(
-            f"| {r['train_dataset']} → {r['test_dataset']} | {r['shots']} | {r['variant']} | {r['inner_lr']:g} | "
+            f"| {r['train_dataset']} → {r['test_dataset']} | {r['shots']} | {r['variant']} | {lr} | "
             f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_ci95']:.2f} | {r['loss_mean']:.3f} | "
             f"{100 * (r['val_accuracy'] or 0):.1f} | {r['train_seconds']:.0f} |"
         )

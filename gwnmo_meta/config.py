@@ -92,6 +92,8 @@ class RunConfig:
     inner_batch: int | None = None
     learn_lr: str = "off"
     grad_through_norm: bool = False
+    hg_beta: float = defaults.HG_BETA.value  # HG's hypergradient step size
+    logreg_l2: float = defaults.LOGREG_L2.value  # logreg's L2 penalty λ on the weights
     # loop
     meta_batch: int = 4
     meta_steps: int = 1000
@@ -99,6 +101,9 @@ class RunConfig:
     val_tasks: int = 200
     device: str = "auto"
     seed: int = 0
+    # seed of the data side (conv4 pre-training, held-out image split); None: ``seed``. Lets runs
+    # that differ only in their meta-training seed share one frozen backbone (benchmark protocol)
+    data_seed: int | None = None
 
     def validate(self) -> RunConfig:
         """Check the names against the registry and the counts; returns ``self``.
@@ -137,10 +142,14 @@ class RunConfig:
             check_finite(f"--{f.name.replace('_', '-')}", getattr(self, f.name))
         check_positive("--meta-lr", self.meta_lr)
         check_seed("--seed", self.seed)
+        if self.data_seed is not None:
+            check_seed("--data-seed", self.data_seed)
         if self.weighting_hidden <= 0:
             raise ConfigError(f"--weighting-hidden must be positive, got {self.weighting_hidden}")
         if self.head_hidden is not None and self.head_hidden <= 0:
             raise ConfigError(f"--head-hidden must be positive, got {self.head_hidden}")
+        check_positive("--hg-beta", self.hg_beta)
+        check_positive("--logreg-l2", self.logreg_l2)
         if self.inner_lr is not None:
             check_positive("--inner-lr", self.inner_lr)
         if self.inner_batch is not None:

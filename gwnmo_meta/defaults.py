@@ -70,5 +70,10 @@ WEIGHTING_HIDDEN = Tuned(
     "8 measured equal on MNIST 1-shot at lower cost, benchmarks/m_hidden",
 )
 HG_BETA = Tuned(
-    1e-3, "HG's hypergradient step in every committed few-shot table (BENCHMARKS.md §1)"
+    1e-3, "HG's hypergradient step in every committed few-shot table (BENCHMARKS.md appendix A)"
+)
+LOGREG_L2 = Tuned(
+    1e-3,
+    "logreg's L2 penalty: an a-priori small value (L-BFGS converges in tens of iterations on "
+    "unit-norm features); benchmark protocol tunes it on meta-val (BENCHMARKS.md section 1)",
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +19,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EvalSummary:
-    """Query accuracy and loss over ``tasks`` episodes."""
+    """Query accuracy and loss over ``tasks`` episodes.
+
+    ``step_accuracy`` / ``step_loss``: mean query accuracy / loss over the tasks at the init and
+    after every inner step (the last entry is the final result; one entry for methods without
+    inner steps). ``task_accuracies`` / ``task_losses``: per task, in sampling order, so two
+    methods scored on the same task stream can be compared pair by pair.
+    """
 
     accuracy: MeanCI
     loss: MeanCI
     tasks: int
+    step_accuracy: list[float] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)
+    task_accuracies: list[float] = field(default_factory=list, repr=False)
+    task_losses: list[float] = field(default_factory=list, repr=False)
+    tasks_digest: str = ""  # sha1 of the tasks' image ids: equal digests = identical tasks
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +43,11 @@ class EvalSummary:
             "loss_mean": self.loss.mean,
             "loss_ci95": self.loss.ci95,
             "tasks": self.tasks,
+            "step_accuracy_mean": self.step_accuracy,
+            "step_loss_mean": self.step_loss,
+            "task_accuracies": self.task_accuracies,
+            "task_losses": self.task_losses,
+            "tasks_digest": self.tasks_digest,
         }
 
     def __str__(self) -> str:
@@ -66,6 +84,9 @@ def evaluate_tasks(
     """
     accs: list[float] = []
     losses: list[float] = []
+    step_accs: list[list[float]] = []
+    step_losses: list[list[float]] = []
+    digest = hashlib.sha1()
     was_training = method.training
     chunk = max(1, task_batch) if getattr(method, "task_batched", False) else 1
     method.eval()
@@ -76,14 +97,39 @@ def evaluate_tasks(
             done = 0
             while done < tasks:
                 n = min(chunk, tasks - done)
-                _, outs = method.episodes([sampler.sample() for _ in range(n)], train=False)
+                eps = [sampler.sample() for _ in range(n)]
+                for ep in eps:
+                    if getattr(ep, "image_ids", None) is not None:
+                        digest.update(ep.image_ids.numpy().tobytes())
+                _, outs = method.episodes(eps, train=False)
                 accs += [float(o.query_acc) for o in outs]
                 losses += [float(o.query_loss) for o in outs]
+                step_accs += [o.step_query_acc for o in outs]
+                step_losses += [o.step_query_loss for o in outs]
                 done += n
                 bar.update(n)
     finally:
         method.train(was_training)
-    return EvalSummary(mean_ci95(accs), mean_ci95(losses), tasks)
+    return EvalSummary(
+        mean_ci95(accs),
+        mean_ci95(losses),
+        tasks,
+        _mean_curve(step_accs),
+        _mean_curve(step_losses),
+        accs,
+        losses,
+        digest.hexdigest(),
+    )
+
+
+def _mean_curve(curves: list[list[float]]) -> list[float]:
+    """Entry-wise mean of equally long per-task curves ([] when any task has none)."""
+    if not curves or not all(curves) or len({len(c) for c in curves}) != 1:
+        return []
+    return [math.fsum(col) / len(col) for col in zip(*curves, strict=True)]
+
+
+EVAL_TASK_BATCH = 50  # tasks adapted together when evaluating a task-batched method
 
 
 def evaluate_checkpoint(
@@ -135,7 +181,7 @@ def evaluate_checkpoint(
     from gwnmo_meta.config import RunConfig, check_seed
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.errors import CheckpointError, ConfigError
-    from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
+    from gwnmo_meta.run_data import build_method_for, load_run_data
 
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
@@ -176,15 +222,105 @@ def evaluate_checkpoint(
             f"checkpoint {checkpoint}: its parameters do not fit the model its config describes"
         ) from None
     method.to(dev)
-    sampler = data.sampler("test", task_spec(cfg), seed, dev)
+    return _score(
+        method,
+        data,
+        cfg,
+        tasks=tasks,
+        seed=seed,
+        progress=progress,
+        dataset=dataset or trained.dataset,
+        checkpoint=str(checkpoint),
+        device=dev,
+    )
+
+
+def evaluate_method(
+    cfg: Any, *, tasks: int = 600, seed: int = 1234, part: str = "test", progress: bool = True
+) -> dict[str, Any]:
+    """Score a method that has nothing to meta-learn, without a checkpoint.
+
+    For ``prototype`` and ``logreg``, and for ``sgd``/``adam``/``hg`` fine-tuning from the fixed
+    random init of ``cfg.seed`` (``learn_init=False``). ``cfg`` (a ``RunConfig``) gives the data
+    exactly as ``meta-train`` would see them (same backbone, split and features for the same
+    flags and ``cfg.seed``), so the tasks of ``seed`` are the ones a checkpoint of that run is
+    scored on.
+
+    Args:
+        cfg: the run's ``RunConfig`` (method, data and task flags).
+        tasks: number of tasks.
+        seed: seed of the task stream.
+        part: ``test`` (default) or ``val`` (for tuning on meta-val).
+        progress: show a progress bar.
+
+    Returns:
+        The same keys as :func:`evaluate_checkpoint` (``checkpoint`` is ``None``).
+    """
+    from gwnmo_meta.config import check_seed
+    from gwnmo_meta.device import resolve_device
+    from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.registry import METHODS
+    from gwnmo_meta.run_data import build_method_for, load_run_data
+
+    if tasks <= 0:
+        raise ConfigError(f"--tasks must be positive, got {tasks}")
+    check_seed("--seed", seed)
+    cfg.validate()
+    info = METHODS.check(cfg.method, "--method")
+    fine_tuner = info.engine == "higher" and not info.learned_optimizer
+    if not (info.engine == "reference" or fine_tuner and not cfg.learn_init):
+        allowed = METHODS.names(lambda m: m.engine == "reference" or m.engine == "higher")
+        allowed = [m for m in allowed if not METHODS[m].learned_optimizer]
+        raise ConfigError(
+            f"--method {cfg.method} meta-learns parameters; evaluate its meta-train checkpoint "
+            f"(without one: {', '.join(allowed)}; fine-tuning from a fixed init)"
+        )
+    dev = resolve_device(cfg.device)
+    data = load_run_data(cfg, dev, progress=progress)
+    method = build_method_for(cfg, data.feature_dim, dev)
+    return _score(
+        method,
+        data,
+        cfg,
+        tasks=tasks,
+        seed=seed,
+        progress=progress,
+        dataset=cfg.dataset,
+        checkpoint=None,
+        device=dev,
+        part=part,
+    )
+
+
+def _score(
+    method: Any,
+    data: Any,
+    cfg: Any,
+    *,
+    tasks: int,
+    seed: int,
+    progress: bool,
+    dataset: str,
+    checkpoint: str | None,
+    device: Any,
+    part: str = "test",
+) -> dict[str, Any]:
+    from gwnmo_meta.run_data import task_spec
+
+    sampler = data.sampler(part, task_spec(cfg), seed, device)
     summary = evaluate_tasks(
-        method, sampler, tasks, progress=progress, desc="meta-test", task_batch=cfg.meta_batch
+        method,
+        sampler,
+        tasks,
+        progress=progress,
+        desc=f"meta-{part}",
+        task_batch=max(cfg.meta_batch, EVAL_TASK_BATCH),
     )
     return {
         **summary.to_dict(),
-        "dataset": dataset or trained.dataset,
-        "trained_on": trained.dataset,
-        "test_dataset": trained.test_dataset,
+        "dataset": dataset,
+        "trained_on": cfg.dataset,
+        "test_dataset": cfg.test_dataset,
         "ways": cfg.ways,
         "shots": cfg.shots,
         "query": cfg.query,
@@ -193,7 +329,7 @@ def evaluate_checkpoint(
         "schedule": cfg.schedule,
         "weighting": cfg.weighting,
         "backbone": cfg.backbone,
-        "checkpoint": str(checkpoint),
+        "checkpoint": checkpoint,
         "seed": seed,
         "text": str(summary),
     }

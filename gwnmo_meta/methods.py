@@ -14,6 +14,8 @@ meta-sgd   per-parameter step sizes via ``learn2learn.algorithms.MetaSGD`` init 
 hg         hypergradient per-element step sizes (Baydin) via higher     init (with learn-init)
 sgd        plain SGD via higher                                         init (with learn-init)
 adam       Adam via higher                                              init (with learn-init)
+prototype  none: nearest support-class centroid (``reference.py``)      nothing
+logreg     none: L-BFGS logistic regression to convergence              nothing
 ========== ============================================================ =====================
 
 Without ``learn_init`` the head starts every task from the same fixed random initialisation
@@ -48,6 +50,8 @@ from gwnmo_meta.schedules import (
 )
 from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 
+# methods with no inner loop and nothing meta-learned (gwnmo_meta/reference.py)
+REFERENCE_METHODS = METHODS.names(lambda m: m.engine == "reference")
 # Inner step size α per method when --inner-lr is not given (provenance: gwnmo_meta/defaults.py).
 DEFAULT_INNER_LR = {name: tuned.value for name, tuned in defaults.INNER_LR.items()}
 
@@ -72,10 +76,14 @@ class MethodConfig:
     inner_batch: int | None = None
     learn_lr: str = "off"
     grad_through_norm: bool = False
+    logreg_l2: float = defaults.LOGREG_L2.value
 
     @property
     def lr(self) -> float:
-        return self.inner_lr if self.inner_lr is not None else DEFAULT_INNER_LR[self.method]
+        """The inner step size (the method's default when unset; 1.0, unused, for references)."""
+        if self.inner_lr is not None:
+            return self.inner_lr
+        return DEFAULT_INNER_LR.get(self.method, 1.0)
 
     @property
     def info(self) -> MethodInfo:
@@ -95,6 +103,8 @@ class MethodConfig:
             raise ConfigError(
                 f"--learn-lr applies to {learned} only, not to --method {self.method}"
             )
+        if self.hg_beta <= 0 or self.logreg_l2 <= 0:
+            raise ConfigError("--hg-beta and --logreg-l2 must be positive")
         if self.info.init_always_learned and not self.learn_init:
             raise ConfigError(
                 f"--method {self.method} always meta-learns the init; drop --no-learn-init"
@@ -247,6 +257,7 @@ class L2LMethod(MetaMethod):
     def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
         learner = self.learner.clone()
         inner = []
+        curve: list[Tensor] = []  # evaluation only: query (loss, acc) before each step
         rows = inner_batch_rows(
             len(ep.support_y),
             self.ways,
@@ -255,6 +266,9 @@ class L2LMethod(MetaMethod):
             ep.support_x.device,
         )
         for r in rows:
+            if not train:
+                with torch.no_grad():
+                    curve.extend(query_metrics(learner(ep.query_x), ep.query_y))
             x, y = (ep.support_x, ep.support_y) if r is None else (ep.support_x[r], ep.support_y[r])
             loss = F.cross_entropy(learner(x), y)
             inner.append(loss.detach())
@@ -264,12 +278,17 @@ class L2LMethod(MetaMethod):
         else:
             with torch.no_grad():
                 q_loss, q_acc = query_metrics(learner(ep.query_x), ep.query_y)
-        nums = torch.stack([q_loss.detach(), q_acc] + inner).tolist()
+        if curve:  # the last entry is the final query metrics themselves
+            curve.extend((q_loss.detach(), q_acc))
+        n = len(inner)
+        nums = torch.stack([q_loss.detach(), q_acc] + inner + curve).tolist()
         return EpisodeOutcome(
             meta_loss=q_loss if train else None,
             query_loss=nums[0],
             query_acc=nums[1],
-            inner_losses=nums[2:],
+            inner_losses=nums[2 : 2 + n],
+            step_query_acc=nums[3 + n :: 2],
+            step_query_loss=nums[2 + n :: 2],
         )
 
 
@@ -288,7 +307,11 @@ def build_method(
         The method; its initialisation depends on ``cfg.seed`` only (the global RNG is untouched).
     """
     cfg.validate()
-    cls = L2LMethod if cfg.info.engine == "learn2learn" else HigherMethod
+    engine = cfg.info.engine
+    if engine == "reference":
+        cls: type[MetaMethod] = load(cfg.info.impl)
+    else:
+        cls = L2LMethod if engine == "learn2learn" else HigherMethod
     with torch.random.fork_rng(devices=[]):  # initialisation depends on cfg.seed only
         torch.manual_seed(cfg.seed)
         method = cls(cfg, feature_dim, ways)

@@ -128,8 +128,9 @@ class MethodInfo(Choice):
 
     Attributes:
         engine: what adapts the target head: ``"higher"`` (a torch optimizer made
-            differentiable by higher) or ``"learn2learn"`` (an ``l2l.algorithms`` wrapper,
-            one task at a time).
+            differentiable by higher), ``"learn2learn"`` (an ``l2l.algorithms`` wrapper,
+            one task at a time) or ``"reference"`` (a reference classifier fitted on the
+            support set, no inner loop, nothing meta-learned; ``impl`` is its MetaMethod).
         impl: ``"module:Class"`` of the torch optimizer (higher) or learn2learn algorithm.
         meta_learns: what meta-training learns (for docs and ``--help``).
         learned_optimizer: has a weighting network M and takes a ``--schedule``.
@@ -143,7 +144,7 @@ class MethodInfo(Choice):
         suites: benchmark suites whose default method list includes it.
     """
 
-    engine: Literal["higher", "learn2learn"] = "higher"
+    engine: Literal["higher", "learn2learn", "reference"] = "higher"
     impl: str = ""
     meta_learns: str = ""
     learned_optimizer: bool = False
@@ -232,6 +233,25 @@ METHODS.register(
         classic=True,
         suite_learn_init=False,
         suites=("main", "transfer"),
+    )
+)
+
+METHODS.register(
+    MethodInfo(
+        "prototype",
+        "reference: nearest support-class centroid (Euclidean), no training",
+        engine="reference",
+        impl="gwnmo_meta.reference:ReferenceMethod",
+        meta_learns="nothing",
+    )
+)
+METHODS.register(
+    MethodInfo(
+        "logreg",
+        "reference: L2-penalised logistic regression on the support set, L-BFGS to convergence",
+        engine="reference",
+        impl="gwnmo_meta.reference:ReferenceMethod",
+        meta_learns="nothing",
     )
 )
 

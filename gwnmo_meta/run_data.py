@@ -73,7 +73,7 @@ def fewshot_config(
         split=None if cross else train_split,
         test_dataset=cfg.test_dataset,
         keep_image_split=cfg.keep_image_split,
-        seed=cfg.seed,
+        seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
         progress=progress,
     )
 

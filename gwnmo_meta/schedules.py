@@ -49,6 +49,9 @@ class EpisodeOutcome:
     inner_losses: list[float] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
     weights: Tensor | None = None
+    # query accuracy / loss at the init and after every inner step (filled when not training)
+    step_query_acc: list[float] = field(default_factory=list)
+    step_query_loss: list[float] = field(default_factory=list)
 
 
 def task_losses(logits: Tensor, y: Tensor) -> Tensor:
@@ -213,6 +216,7 @@ def _adapt(
     one_step = train and schedule in ONE_STEP_SCHEDULES
     inner: list[Tensor] = []
     meta_terms: list[Tensor] = []
+    curve: list[tuple[Tensor, Tensor]] = []  # evaluation only: query (loss, acc) at φ_0..φ_{k−1}
     with higher.innerloop_ctx(
         head, opt, copy_initial_weights=not (train and learn_init), track_higher_grads=train
     ) as (fmodel, diffopt):
@@ -222,6 +226,9 @@ def _adapt(
         for t, (x, y) in enumerate(stream):
             if one_step and t >= 1:  # one-step truncation: cut φ_t's path through earlier updates
                 fmodel.update_params(_restart(init, list(fmodel.parameters()), learn_init))
+            if not train:
+                with torch.no_grad():
+                    curve.append(query_metrics(fmodel(qx), qy))
             losses = task_losses(fmodel(x), y)
             inner.append(losses.detach())
             # A restarted φ_t without a learned init is a constant leaf: g_t cannot reach θ, so a
@@ -240,18 +247,24 @@ def _adapt(
             meta = torch.stack(meta_terms).mean(0) if meta_terms else None
         weights = getattr(diffopt, "last_h", None)
         stats = diffopt.step_stats() if hasattr(diffopt, "step_stats") else {}
+    if curve:  # the last entry is the final query metrics themselves (φ_k)
+        curve.append((q_loss.detach(), q_acc))
     # one host transfer for all the numbers of the episode(s): rows = quantities, columns = tasks
     rows = [q_loss.detach(), q_acc] + inner + list(stats.values())
+    rows += [c[1] for c in curve] + [c[0] for c in curve]
     table = torch.stack(rows).reshape(len(rows), -1).t().tolist()
-    n_inner = len(inner)
+    n_inner, n_stats, n_curve = len(inner), len(stats), len(curve)
+    c0 = 2 + n_inner + n_stats
     outcomes = [
         EpisodeOutcome(
             meta_loss=None if meta is None else (meta[i] if batched else meta),
             query_loss=nums[0],
             query_acc=nums[1],
             inner_losses=nums[2 : 2 + n_inner],
-            stats=dict(zip(stats.keys(), nums[2 + n_inner :], strict=False)),
+            stats=dict(zip(stats.keys(), nums[2 + n_inner : c0], strict=True)),
             weights=None if weights is None else (weights[i] if batched else weights),
+            step_query_acc=nums[c0 : c0 + n_curve],
+            step_query_loss=nums[c0 + n_curve :],
         )
         for i, nums in enumerate(table)
     ]

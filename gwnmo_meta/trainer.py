@@ -45,6 +45,7 @@ from gwnmo_meta.device import resolve_device
 from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.evaluate import EvalSummary, evaluate_tasks
 from gwnmo_meta.interrupts import Interrupts
+from gwnmo_meta.registry import METHODS
 from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
 from gwnmo_meta.runlock import RunLock, remove_if_empty
 from gwnmo_meta.tblog import RunLogger
@@ -424,6 +425,11 @@ def meta_train(
         TrainingDiverged: NaN/Inf meta-loss or meta-parameters (no non-finite checkpoint is written).
     """
     cfg.validate()
+    if METHODS.check(cfg.method).engine == "reference":
+        raise ConfigError(
+            f"--method {cfg.method} has nothing to meta-train; "
+            f"score it with gwnmo-meta evaluate --method {cfg.method}"
+        )
     device = resolve_device(cfg.device)
     out = Path(out)
     if resume is True and not (out / "last.pt").is_file():

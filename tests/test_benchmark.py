@@ -192,3 +192,18 @@ def test_task_batch_keys_only_cells_it_changes(tiny_data_root, tmp_path):
     run_suite(plain, tmp_path / "plain", progress=False)
     assert [p.name for p in (tmp_path / "plain" / "cells").iterdir() if "-tb" in p.name] == []
     assert "one task at a time (--no-task-batch)" in (tmp_path / "plain" / "results.md").read_text()
+
+
+def test_reference_rows_in_the_old_suites_are_scored_without_meta_training(
+    tiny_data_root, tmp_path
+):
+    base = RunConfig(
+        data_root=str(tiny_data_root), backbone="none", query=3, meta_batch=2, device="cpu"
+    )
+    suite = build_suite("quick", methods=("prototype",), meta_steps=1, test_tasks=4, base=base)
+    assert [c.cell_id for c in suite.cells] == ["mnist-1shot-prototype"]
+    rows, _ = run_suite(suite, tmp_path, progress=False)
+    (row,) = rows
+    assert row["variant"] == "prototype" and row["inner_lr"] is None and row["tasks"] == 4
+    assert not list((tmp_path / "cells").glob("*/*.pt"))  # nothing was meta-trained
+    assert "| prototype | – |" in (tmp_path / "results.md").read_text()

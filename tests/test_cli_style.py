@@ -21,7 +21,7 @@ runner = CliRunner()
         (["meta-train", "--ways", "five"], "Invalid value for '--ways'"),
         (["meta-train", "--device", "tpu"], "unknown device 'tpu'"),
         (["meta-train", "--no-such-flag"], "No such option: --no-such-flag"),
-        (["evaluate"], "Missing argument 'CHECKPOINT'"),
+        (["evaluate"], "give a checkpoint to evaluate, or --method"),  # the checkpoint is optional
         (["no-such-command"], "No such command 'no-such-command'"),
     ],
 )
