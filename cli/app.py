@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
@@ -77,8 +78,18 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _rank_prefix() -> str | None:
+    """Under torchrun: ``None`` on ranks > 0 before they joined the process group (the error came
+    from the command line, every rank has it and rank 0 prints it), else ``"rank N: "``."""
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    if rank == "0":
+        return ""
+    dist = sys.modules.get("gwnmo_meta.distributed")
+    return f"rank {rank}: " if dist is not None and dist.world().active else None
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn gwnmo-meta's user errors into one line + exit 2 (no traceback)."""
+    """Turn gwnmo-meta's user errors into one line + exit 2 (no traceback); a lost rank: exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -87,9 +98,17 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except GwnmoError as exc:
-            fail(str(exc), 2)
+            prefix = _rank_prefix()
+            if prefix is None:
+                raise typer.Exit(2) from None
+            fail(prefix + str(exc), 2)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Exception as exc:
+            dist = sys.modules.get("gwnmo_meta.distributed")
+            if dist is None or not isinstance(exc, dist.RankFailure):
+                raise
+            fail(str(exc), 1)  # another rank died or stopped answering
 
     return wrapper
 
@@ -550,6 +569,7 @@ def meta_train_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Meta-train GWNMO (or a baseline) on few-shot tasks; writes checkpoints and TensorBoard events to --out."""
+    from gwnmo_meta import distributed
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import ConfigError
     from gwnmo_meta.trainer import TrainingDiverged, meta_train
@@ -601,27 +621,30 @@ def meta_train_cmd(
     progress = progress_bars(quiet)
     try:
         result = meta_train(cfg, out, resume=resume, progress=progress, check_test=test_tasks > 0)
-    except TrainingDiverged as exc:
+    except TrainingDiverged as exc:  # the global meta-loss: every rank stops, rank 0 says why
+        if not distributed.world().is_main:
+            raise typer.Exit(1) from None
         fail(str(exc), 1)
+    echo = typer.echo if distributed.world().is_main else lambda *a, **k: None  # rank 0 reports
     if result.interrupted:
-        typer.echo(
+        echo(
             f"interrupted at meta-step {result.steps_done}; "
             f"checkpoint saved to {out / 'last.pt'} (continue with --resume)"
         )
         raise typer.Exit(128 + result.signal)
     best = "n/a" if result.best_val_accuracy is None else f"{100 * result.best_val_accuracy:.2f}%"
-    typer.echo(
-        f"meta-trained {result.steps_done} steps; best meta-val accuracy {best}; run dir {out}"
-    )
+    echo(f"meta-trained {result.steps_done} steps; best meta-val accuracy {best}; run dir {out}")
     if test_tasks:
         from gwnmo_meta.atomic import atomic_write_json
         from gwnmo_meta.evaluate import evaluate_checkpoint
 
+        # under torchrun the test tasks are sharded over the ranks and gathered
         summary = evaluate_checkpoint(out / "best.pt", tasks=test_tasks, progress=progress)
-        typer.echo(
+        echo(
             f"meta-test ({summary['dataset']}, {summary['ways']}-way {summary['shots']}-shot): {summary['text']}"
         )
-        atomic_write_json(out / "test.json", summary)
+        if distributed.world().is_main:
+            atomic_write_json(out / "test.json", summary)
 
 
 @app.command()
@@ -774,6 +797,10 @@ def evaluate(
             data_seed=data_seed,
         )
         summary = evaluate_method(cfg, tasks=tasks, seed=seed, progress=progress_bars(quiet))
+    from gwnmo_meta import distributed
+
+    if not distributed.world().is_main:  # under torchrun, rank 0 reports
+        return
     held_out = f" (meta-test: {summary['test_dataset']})" if summary["test_dataset"] else ""
     typer.echo(
         f"{summary['dataset']}{held_out} {summary['ways']}-way {summary['shots']}-shot, "
@@ -939,6 +966,13 @@ def benchmark(
     weighting: WeightingOpt = "coordinate",
     weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     task_batch: TaskBatch = True,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            help="Run this many cells at once in worker processes (same results as one at a time).",
+        ),
+    ] = 1,
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -1050,7 +1084,7 @@ def benchmark(
         lr_values=lr_values,
         base=base,
     )
-    rows, paths = run_suite(spec, out, progress=progress_bars(quiet))
+    rows, paths = run_suite(spec, out, progress=progress_bars(quiet), jobs=jobs)
     for r in rows:
         typer.echo(
             f"{r['train_dataset']}->{r['test_dataset']} {r['shots']}-shot {r['variant']:<18} "

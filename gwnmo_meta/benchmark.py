@@ -6,6 +6,9 @@ best-by-val checkpoint is evaluated on meta-test tasks. Each method gets the sam
 one cell per inner step size in its grid (the same number of values for every method), and the
 value with the best meta-val accuracy is the one reported. Cells are resumable: a finished cell
 (``result.json`` present) is never re-run, an unfinished one resumes from its ``last.pt``.
+Cells are independent: ``jobs > 1`` runs them in that many worker processes (spawned, each with
+its share of the CPU threads) after the parent has filled the feature cache, and collects the
+records in cell order, so the reports are those of a serial run.
 """
 
 from __future__ import annotations
@@ -493,22 +496,94 @@ def plot_results(
     return [acc_png, curves_png]
 
 
+def _warm_cache(suite: Suite, progress: bool) -> None:
+    """Compute (or load) every dataset's features once, so parallel cells only read the cache."""
+    from gwnmo_meta.device import resolve_device
+    from gwnmo_meta.run_data import load_run_data
+
+    device = resolve_device(suite.base.device)
+    pairs = {(c.dataset, e) for c in suite.cells for e in c.eval_datasets}
+    for ds, ev in sorted(pairs):
+        cfg = replace(suite.base, dataset=ds)
+        load_run_data(cfg, device, eval_dataset=None if ev == ds else ev, progress=progress)
+
+
+def _init_worker(threads: int) -> None:
+    import os
+
+    # read when (and only if) the worker imports torch: a finished cell's worker never does
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
+def _run_parallel(suite: Suite, out: Path, jobs: int, bar: Any) -> list[dict[str, Any]]:
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads,),
+    )
+    try:
+        futures = [pool.submit(run_cell, c, suite, out, progress=False) for c in suite.cells]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            bar.update(len(done))
+            for f in done:
+                f.result()  # re-raise a cell's error here (the others are cancelled below)
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_suite(
-    suite: Suite, out: Path, *, progress: bool = True
+    suite: Suite, out: Path, *, progress: bool = True, jobs: int = 1
 ) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Run (or resume) every cell of ``suite`` and write the reports."""
+    """Run (or resume) every cell of ``suite`` and write the reports.
+
+    Args:
+        suite: the cells and shared settings.
+        out: folder for ``cells/`` and the reports.
+        progress: show a progress bar over the cells.
+        jobs: worker processes running cells at the same time (1: in this process).
+
+    Returns:
+        The report rows and the paths of the written reports.
+    """
     from tqdm.auto import tqdm
 
+    from gwnmo_meta.distributed import env_world
     from gwnmo_meta.trainer import check_writable
 
+    if env_world().active:
+        raise ConfigError(
+            "benchmark runs its cells in one process or with --jobs N, not under torchrun"
+        )
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be positive, got {jobs}")
     check_writable(out)
     remove_stale_temps(out)
     for name in REPORTS:  # an unwritable report is refused before hours of training
         check_writable_file(out / name)
-    records = []
-    for cell in tqdm(
-        suite.cells, desc=f"suite {suite.name}", disable=not progress, dynamic_ncols=True
-    ):
-        records.append(run_cell(cell, suite, out, progress=False))
+    bar = tqdm(
+        total=len(suite.cells),
+        desc=f"suite {suite.name}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    with bar:
+        if jobs == 1:
+            records = []
+            for cell in suite.cells:
+                records.append(run_cell(cell, suite, out, progress=False))
+                bar.update(1)
+        else:
+            _warm_cache(suite, progress)
+            records = _run_parallel(suite, out, min(jobs, len(suite.cells)), bar)
     rows = result_rows(records)
     return rows, write_reports(rows, records, suite, out)

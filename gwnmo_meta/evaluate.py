@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from gwnmo_meta import distributed
 from gwnmo_meta.stats import MeanCI, mean_ci95
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ def evaluate_tasks(
 
     A task-batched method (``method.task_batched``) adapts up to ``task_batch`` tasks at a time;
     the tasks, and so the summary up to float rounding, are the same either way.
+    Under torchrun every rank draws all the tasks but adapts only its share of the chunks; the
+    results are gathered in task order, so every rank returns what one process would compute
+    (see :mod:`gwnmo_meta.distributed`).
 
     Args:
         method: the method, with its meta-learned state (left in its train/eval mode).
@@ -89,10 +93,16 @@ def evaluate_tasks(
     digest = hashlib.sha1()
     was_training = method.training
     chunk = max(1, task_batch) if getattr(method, "task_batched", False) else 1
+    world = distributed.world()
+    lo, hi = world.chunk_slice(tasks, chunk)  # this rank's tasks; (0, tasks) in one process
     method.eval()
     try:
         with tqdm(
-            total=tasks, desc=desc, disable=not progress, leave=False, dynamic_ncols=True
+            total=hi - lo,
+            desc=desc,
+            disable=not progress or not world.is_main,
+            leave=False,
+            dynamic_ncols=True,
         ) as bar:
             done = 0
             while done < tasks:
@@ -101,15 +111,19 @@ def evaluate_tasks(
                 for ep in eps:
                     if getattr(ep, "image_ids", None) is not None:
                         digest.update(ep.image_ids.numpy().tobytes())
-                _, outs = method.episodes(eps, train=False)
-                accs += [float(o.query_acc) for o in outs]
-                losses += [float(o.query_loss) for o in outs]
-                step_accs += [o.step_query_acc for o in outs]
-                step_losses += [o.step_query_loss for o in outs]
+                if lo <= done < hi:  # a chunk of this rank's share
+                    _, outs = method.episodes(eps, train=False)
+                    accs += [float(o.query_acc) for o in outs]
+                    losses += [float(o.query_loss) for o in outs]
+                    step_accs += [o.step_query_acc for o in outs]
+                    step_losses += [o.step_query_loss for o in outs]
+                    bar.update(n)
                 done += n
-                bar.update(n)
     finally:
         method.train(was_training)
+    accs, losses, step_accs, step_losses = distributed.gather_lists(
+        accs, losses, step_accs, step_losses
+    )
     return EvalSummary(
         mean_ci95(accs),
         mean_ci95(losses),
@@ -204,6 +218,7 @@ def evaluate_checkpoint(
         cfg.data_root = data_root
     cfg.validate()
     dev = resolve_device(device)
+    progress = progress and distributed.setup(None, dev).is_main  # torchrun: shard the tasks
     data = load_run_data(cfg, dev, eval_dataset=dataset, progress=progress)
     if data.feature_dim != ckpt["feature_dim"]:
         raise CheckpointError(

@@ -21,6 +21,7 @@ first thing on resume.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from gwnmo_meta import distributed
 from gwnmo_meta.atomic import remove_stale_temps
 from gwnmo_meta.checkpoint import (
     KIND_META,
@@ -154,7 +156,9 @@ class MetaTrainer:
     ) -> None:
         self.cfg, self.out, self.device = cfg, out, device
         self.progress, self.hist_every = progress, hist_every
-        self.data = load_run_data(cfg, device, progress=progress)
+        self.world = distributed.world()
+        with distributed.main_first():  # one rank per node fills the feature cache first
+            self.data = load_run_data(cfg, device, progress=progress)
         self.spec = task_spec(cfg)
         # every part the run will draw from must supply the requested tasks: check before training
         self.val_sampler = self.data.sampler("val", self.spec, cfg.seed + 1, device)
@@ -167,7 +171,7 @@ class MetaTrainer:
         self.train_sampler = self.data.sampler("train", self.spec, cfg.seed, device)
         self.state = LoopState()
         self.interrupts = interrupts or Interrupts()
-        self.log: RunLogger | None = None
+        self.log: RunLogger | distributed.NullLogger | None = None
         self.last_val: EvalSummary | None = None
         self._best_unsaved = False
 
@@ -211,6 +215,7 @@ class MetaTrainer:
             "best_val_accuracy": self.state.best_val_accuracy,
             "history": self.state.history,
             "pending_validation": self.state.pending,
+            "world_size": self.world.world_size,  # information only: any world size may resume
         }
 
     def check_finite(self, meta_loss: float) -> None:
@@ -242,25 +247,32 @@ class MetaTrainer:
         Returns:
             (mean meta-loss, the episodes' outcomes, the back-propagated losses).
         """
-        cfg, method = self.cfg, self.method
+        cfg, method, world = self.cfg, self.method, self.world
         if self.meta_opt is not None:
             self.meta_opt.zero_grad(set_to_none=True)
+        lo, hi = world.task_slice(cfg.meta_batch)  # this rank's global task indices (all of them)
+        episodes = distributed.draw_share(self.train_sampler, cfg.meta_batch, lo, hi)
         if method.task_batched:  # the meta-batch's tasks in one task-batched inner loop
-            batch_loss, outcomes = method.episodes(
-                [self.train_sampler.sample() for _ in range(cfg.meta_batch)], train=True
-            )
+            batch_loss, outcomes = method.episodes(episodes, train=True)
             meta_losses = [] if batch_loss is None else [float(batch_loss.detach())]
+            if batch_loss is not None and world.active:  # this rank's share of the global mean
+                batch_loss = batch_loss * ((hi - lo) / cfg.meta_batch)
+                meta_losses = [meta_losses[0] * (hi - lo)]  # sum over this rank's tasks
             if batch_loss is not None:
                 batch_loss.backward()
         else:  # one task at a time, each graph freed after its backward
             outcomes = []
-            for _ in range(cfg.meta_batch):
-                outcome = method.episode(self.train_sampler.sample(), train=True)
+            for ep in episodes:
+                outcome = method.episode(ep, train=True)
                 if outcome.meta_loss is not None:
                     (outcome.meta_loss / cfg.meta_batch).backward()
                 outcomes.append(outcome)
             meta_losses = [float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None]
         meta_loss = sum(meta_losses) / len(meta_losses) if meta_losses else float("nan")
+        if meta_losses and world.active:  # sum the meta-gradients and task losses over ranks
+            params = [p for g in self.meta_opt.param_groups for p in g["params"]]
+            (loss_sum,) = distributed.all_reduce_grads(params, sum(meta_losses))
+            meta_loss = loss_sum / cfg.meta_batch
         if meta_losses and not math.isfinite(meta_loss):
             raise TrainingDiverged(
                 f"meta-loss became {meta_loss} at meta-step {self.state.step + 1}; "
@@ -334,7 +346,10 @@ class MetaTrainer:
         return summary
 
     def write_checkpoints(self) -> None:
-        """best.pt (if the current state is a new best not yet saved), then last.pt."""
+        """best.pt (if the current state is a new best not yet saved), then last.pt (rank 0)."""
+        if not self.world.is_main:
+            self._best_unsaved = False
+            return
         payload = self.payload()
         if self._best_unsaved:
             save_checkpoint(self.out / "best.pt", payload)
@@ -347,7 +362,9 @@ class MetaTrainer:
         cfg, st = self.cfg, self.state
         if st.stream is None:
             self.capture_stream()
-        self.log = RunLogger(self.out, purge_step=st.step + 1 if st.step else None)
+        self.log = distributed.NullLogger()  # rank 0 writes the TensorBoard events
+        if self.world.is_main:
+            self.log = RunLogger(self.out, purge_step=st.step + 1 if st.step else None)
         interrupted = False
         bar = tqdm(
             total=cfg.meta_steps,
@@ -377,6 +394,10 @@ class MetaTrainer:
                     interrupted = True
                     with self.interrupts.critical(discard=True):
                         self.write_checkpoints()
+                except distributed.RankFailure:  # keep the latest completed phase, as on Ctrl-C
+                    with self.interrupts.critical(discard=True):
+                        self.write_checkpoints()
+                    raise
         finally:
             bar.close()
             if not interrupted:
@@ -431,14 +452,19 @@ def meta_train(
             f"score it with gwnmo-meta evaluate --method {cfg.method}"
         )
     device = resolve_device(cfg.device)
+    distributed.check_divisible(cfg.meta_batch)  # before anything is written
+    main = distributed.env_world().is_main  # under torchrun, rank 0 owns RUN_DIR (and its lock)
+    progress = progress and main
     out = Path(out)
     if resume is True and not (out / "last.pt").is_file():
         raise ConfigError(f"--resume: no checkpoint to resume in {out} (expected last.pt)")
-    created = not out.exists()
-    check_writable(out)
+    created = main and not out.exists()
+    if main:
+        check_writable(out)
     interrupts = Interrupts()  # from here on SIGTERM, like SIGINT, unwinds (releasing the lock)
     try:
-        with interrupts, RunLock(out):  # one run per folder, from here to the end of the run
+        lock = RunLock(out) if main else contextlib.nullcontext()
+        with interrupts, lock:  # one run per folder, from here to the end of the run
             return _locked_meta_train(
                 cfg, out, device, resume, progress, hist_every, on_step, check_test, interrupts
             )
@@ -459,8 +485,10 @@ def _locked_meta_train(
     check_test: bool,
     interrupts: Interrupts,
 ) -> TrainResult:
-    """The body of :func:`meta_train`, run while holding ``out``'s lock."""
-    remove_stale_temps(out)
+    """The body of :func:`meta_train`, run while holding ``out``'s lock (rank 0)."""
+    main = distributed.env_world().is_main
+    if main:
+        remove_stale_temps(out)
     resuming = resume is True or (resume == "auto" and (out / "last.pt").is_file())
     ckpt = None
     if resuming:
@@ -472,8 +500,10 @@ def _locked_meta_train(
                 f"{out} already holds a run ({', '.join(run_artefacts(out)[:3])}); "
                 "pass --resume to continue it or choose another --out"
             )
-        for name in run_artefacts(out):  # "auto": a run cut off before its first checkpoint
-            (out / name).unlink()
+        if main:  # "auto": a run cut off before its first checkpoint
+            for name in run_artefacts(out):
+                (out / name).unlink()
+    distributed.setup(cfg.meta_batch, device)  # no-op without torchrun; user errors come first
     trainer = MetaTrainer(
         cfg,
         out,
@@ -485,5 +515,10 @@ def _locked_meta_train(
     )
     if ckpt is not None:
         trainer.restore(ckpt)
-    cfg.save(out / "config.json")
-    return trainer.run(on_step)
+    distributed.broadcast_module(trainer.method)  # every rank starts from rank 0's parameters
+    if main:
+        cfg.save(out / "config.json")
+    result = trainer.run(on_step)
+    if not result.interrupted:
+        distributed.barrier()  # best.pt and last.pt are on disk before any rank reads them
+    return result
