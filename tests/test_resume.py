@@ -70,7 +70,7 @@ def _resume_and_compare(cfg, out, reference):
     assert_same_run(reference, out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_inside_a_meta_step(tiny_data_root, tmp_path, reference, monkeypatch, sig):
     import gwnmo_meta.methods as methods
 
@@ -172,43 +172,16 @@ def test_sigterm_to_a_cli_process_resumes_exactly(tiny_data_root, tmp_path):
     assert proc.returncode == 143, err.decode()[-2000:]
     done = load_checkpoint(out / "last.pt")["step"]
     assert done >= 1
-    # resume to two steps more, and compare with an uninterrupted run of that length
+    # resume to two steps more (in this process), and compare with an uninterrupted run
+    from typer.testing import CliRunner
+
+    from gwnmo_meta.cli.app import app
+
     extra = ["--meta-steps", str(done + 2)]
-    resumed = subprocess.run([*cmd, *extra, "--resume"], env=env, capture_output=True)
-    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    resumed = CliRunner().invoke(app, [*cmd[3:], *extra, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
     ref = tmp_path / "ref"
     cmd[cmd.index("--out") + 1] = str(ref)
-    full = subprocess.run([*cmd, *extra], env=env, capture_output=True)
-    assert full.returncode == 0, full.stderr.decode()[-2000:]
+    full = CliRunner().invoke(app, [*cmd[3:], *extra])
+    assert full.exit_code == 0, full.output
     assert_same_run(ref, out)
-
-
-@pytest.mark.parametrize("bad_step", [1, 3])
-def test_non_finite_parameters_are_never_checkpointed(
-    tiny_data_root, tmp_path, monkeypatch, bad_step
-):
-    """A meta-update that makes parameters NaN while the meta-loss is still finite stops the run
-    at once; last.pt stays the last good state and the message names a file that exists."""
-    real, calls = torch.optim.Adam.step, {"n": 0}
-
-    def step(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == bad_step:
-            with torch.no_grad():
-                self.param_groups[0]["params"][0].view(-1)[0] = float("nan")
-        return out
-
-    monkeypatch.setattr(torch.optim.Adam, "step", step)
-    out = tmp_path / "run"
-    with pytest.raises(trainer.TrainingDiverged, match=f"meta-step {bad_step}") as err:
-        trainer.meta_train(tiny_cfg(tiny_data_root, val_every=1), out, progress=False)
-    if bad_step == 1:
-        assert "no checkpoint was written" in str(err.value)
-        assert not list(out.glob("*.pt"))
-    else:
-        assert str(out / "last.pt") in str(err.value)
-        for name in ("last.pt", "best.pt"):
-            body = load_checkpoint(out / name)
-            assert body["step"] <= bad_step - 1
-            assert all(torch.isfinite(t).all() for t in body["method"].values())
