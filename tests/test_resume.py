@@ -185,3 +185,34 @@ def test_sigterm_to_a_cli_process_resumes_exactly(tiny_data_root, tmp_path):
     full = CliRunner().invoke(app, [*cmd[3:], *extra])
     assert full.exit_code == 0, full.output
     assert_same_run(ref, out)
+
+
+@pytest.mark.parametrize("bad_step", [1, 3])
+def test_non_finite_parameters_are_never_checkpointed(
+    tiny_data_root, tmp_path, monkeypatch, bad_step
+):
+    """A meta-update that makes parameters NaN while the meta-loss is still finite stops the run
+    at once; last.pt stays the last good state and the message names a file that exists."""
+    real, calls = torch.optim.Adam.step, {"n": 0}
+
+    def step(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == bad_step:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    out = tmp_path / "run"
+    with pytest.raises(trainer.TrainingDiverged, match=f"meta-step {bad_step}") as err:
+        trainer.meta_train(tiny_cfg(tiny_data_root, val_every=1), out, progress=False)
+    if bad_step == 1:
+        assert "no checkpoint was written" in str(err.value)
+        assert not list(out.glob("*.pt"))
+    else:
+        assert str(out / "last.pt") in str(err.value)
+        for name in ("last.pt", "best.pt"):
+            body = load_checkpoint(out / name)
+            assert body["step"] <= bad_step - 1
+            assert all(torch.isfinite(t).all() for t in body["method"].values())
