@@ -70,7 +70,7 @@ def _resume_and_compare(cfg, out, reference):
     assert_same_run(reference, out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_inside_a_meta_step(tiny_data_root, tmp_path, reference, monkeypatch, sig):
     import gwnmo_meta.methods as methods
 
@@ -172,14 +172,18 @@ def test_sigterm_to_a_cli_process_resumes_exactly(tiny_data_root, tmp_path):
     assert proc.returncode == 143, err.decode()[-2000:]
     done = load_checkpoint(out / "last.pt")["step"]
     assert done >= 1
-    # resume to two steps more, and compare with an uninterrupted run of that length
+    # resume to two steps more (in this process), and compare with an uninterrupted run
+    from typer.testing import CliRunner
+
+    from gwnmo_meta.cli.app import app
+
     extra = ["--meta-steps", str(done + 2)]
-    resumed = subprocess.run([*cmd, *extra, "--resume"], env=env, capture_output=True)
-    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    resumed = CliRunner().invoke(app, [*cmd[3:], *extra, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
     ref = tmp_path / "ref"
     cmd[cmd.index("--out") + 1] = str(ref)
-    full = subprocess.run([*cmd, *extra], env=env, capture_output=True)
-    assert full.returncode == 0, full.stderr.decode()[-2000:]
+    full = CliRunner().invoke(app, [*cmd[3:], *extra])
+    assert full.exit_code == 0, full.output
     assert_same_run(ref, out)
 
 
