@@ -303,6 +303,7 @@ LEARN_LR.register(Choice("tensor", "one meta-learned α per parameter tensor of 
 WEIGHTINGS: Registry[Choice] = Registry("weighting")
 WEIGHTINGS.register(Choice("mlp", "the thesis MLP over all parameters (size tied to the target)"))
 WEIGHTINGS.register(Choice("coordinate", "one small MLP shared by every coordinate"))
+WEIGHTINGS.register(Choice("factored", "one small MLP shared by every output unit (row)"))
 
 
 # ---- datasets -------------------------------------------------------------------------------
