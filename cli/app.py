@@ -120,6 +120,7 @@ ClassicSchedule = choices(
 LearnLr = choices("LearnLr", registry.LEARN_LR)
 Weighting = choices("Weighting", registry.WEIGHTINGS)
 Backbone = choices("Backbone", registry.BACKBONES)
+Adapt = choices("Adapt", registry.ADAPT)
 
 
 def value(choice: Enum | None) -> Any:
@@ -304,6 +305,17 @@ HeadHidden = Annotated[
         rich_help_panel=METHOD,
     ),
 ]
+AdaptOpt = Annotated[
+    Adapt,
+    typer.Option(
+        "--adapt",
+        help=(
+            "What the inner loop adapts: head (a head on frozen, cached backbone features) or all "
+            "(conv4 + linear head from images, MAML's standard setting; --backbone is unused)."
+        ),
+        rich_help_panel=METHOD,
+    ),
+]
 TaskBatch = Annotated[
     bool,
     typer.Option(
@@ -469,6 +481,7 @@ def meta_train_cmd(
         ),
     ] = False,
     task_batch: TaskBatch = True,
+    adapt: AdaptOpt = "head",
     meta_lr: Annotated[
         float,
         typer.Option(
@@ -588,6 +601,7 @@ def meta_train_cmd(
         inner_batch=inner_batch,
         learn_lr=learn_lr.value,
         grad_through_norm=grad_through_norm,
+        adapt=value(adapt),
         meta_steps=meta_steps,
         val_every=val_every,
         val_tasks=val_tasks,
@@ -939,6 +953,7 @@ def benchmark(
     weighting: WeightingOpt = "coordinate",
     weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     task_batch: TaskBatch = True,
+    adapt: AdaptOpt = "head",
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -1038,6 +1053,7 @@ def benchmark(
         weighting=weighting.value,
         weighting_hidden=weighting_hidden,
         task_batch=task_batch,
+        adapt=value(adapt),
     )
     spec = build_suite(
         suite,

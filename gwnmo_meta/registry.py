@@ -306,6 +306,12 @@ WEIGHTINGS.register(Choice("coordinate", "one small MLP shared by every coordina
 WEIGHTINGS.register(Choice("factored", "one small MLP shared by every output unit (row)"))
 
 
+# ---- what the inner loop adapts (--adapt) ----------------------------------------------------
+ADAPT: Registry[Choice] = Registry("adapt mode")
+ADAPT.register(Choice("head", "a head on frozen, cached backbone features"))
+ADAPT.register(Choice("all", "conv4 + linear head from images, end to end (MAML's setting)"))
+
+
 # ---- datasets -------------------------------------------------------------------------------
 
 
