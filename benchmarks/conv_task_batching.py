@@ -38,7 +38,7 @@ def main() -> None:
         y = torch.arange(5).expand(tasks, -1)
         base = [p.detach().unsqueeze(0).repeat(tasks, *[1] * p.dim()) for p in net.parameters()]
 
-        def grouped():
+        def grouped(base=base, x=x, y=y):
             ps = [p.clone().requires_grad_() for p in base]
             out = torch.func.functional_call(net, dict(zip(names, ps, strict=True)), (x,))
             loss = F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1).sum()
@@ -50,7 +50,7 @@ def main() -> None:
             out = functional_call(net, dict(zip(names, params, strict=True)), (xt,))
             return F.cross_entropy(out, yt)
 
-        def vmapped():
+        def vmapped(base=base, x=x, y=y):
             ps = [p.clone().requires_grad_() for p in base]
             loss = vmap(one)(ps, x, y).sum()
             gs = torch.autograd.grad(loss, ps, create_graph=True)
