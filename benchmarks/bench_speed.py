@@ -136,7 +136,7 @@ REAL_SIZE_ROWS = {  # name → (MethodConfig overrides, targets it runs on)
     ),
     "gwnmo-prime factored alg2, task-batched": (
         dict(method="gwnmo-prime", weighting="factored"),
-        None,
+        ("linear head (1,285)", "head 256→512→5 (134,149)"),
     ),
     "gwnmo coordinate alg2, task-batched": (
         dict(method="gwnmo"),
