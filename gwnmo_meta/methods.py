@@ -119,6 +119,10 @@ class MethodConfig:
             raise ConfigError(
                 f"--method {self.method} always meta-learns the init; drop --no-learn-init"
             )
+        if self.adapt == "all" and self.method in REFERENCE_METHODS:
+            raise ConfigError(
+                f"--adapt all needs an inner loop; --method {self.method} has none (use --adapt head)"
+            )
         return self
 
 
