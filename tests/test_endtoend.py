@@ -146,3 +146,25 @@ def test_cli_meta_train_and_evaluate_adapt_all(tiny_data_root, tmp_path):
         tiny_data_root, out / "gwnmo", "--meta-steps", "6", "--val-every", "2", "--resume"
     )
     assert res.exit_code == 2 and "adapt" in res.output
+
+
+def test_adapt_all_on_the_mixed_pool(tiny_data_root, tmp_path):
+    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.trainer import meta_train as train
+
+    cfg = RunConfig(
+        dataset="mixed",
+        data_root=str(tiny_data_root),
+        skip_integrity_check=True,
+        adapt="all",
+        weighting="factored",
+        meta_steps=1,
+        val_every=1,
+        val_tasks=2,
+        query=2,
+        meta_batch=2,
+        inner_steps=1,
+        device="cpu",
+    )
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert res.steps_done == 1 and 0 <= res.best_val_accuracy <= 1
