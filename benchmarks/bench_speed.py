@@ -13,6 +13,11 @@ linear head, meta-batch 4, 5 inner steps unless stated):
    target meta-trained with the coordinate M, and a ~17M-parameter target trained with GWNMO
    (torch optimizer) where the thesis MLP is refused (> 24 GiB of training state).
 
+5. real sizes (``--only real-sizes`` runs this section alone, into speed-real-sizes.{md,json}):
+   GWNMO with the factored M (and the per-coordinate M where affordable) against MAML on the
+   linear head, the 134,149-parameter head (256→512→5) and conv4 end to end (``--adapt all``,
+   5-way 1-shot 15-query 32×32 images), every row paired with MAML on the same target.
+
 Timings are medians over repeats after warm-up, in one process; section 2's ratios come from
 alternating each method's steps with MAML's, which cancels this VM's slow speed drift.
 """
@@ -118,16 +123,103 @@ def paired_times(fn, ref, device, rounds: int, warmup: int = 3) -> tuple[float, 
     return statistics.median(a), statistics.median(b)
 
 
+REAL_SIZE_TARGETS = {  # name → (MethodConfig overrides, feature dim of the episodes)
+    "linear head (1,285)": (dict(), 256),
+    "head 256→512→5 (134,149)": (dict(head_hidden=512), 256),
+    "conv4 end to end (114,373)": (dict(adapt="all"), 3072),
+}
+REAL_SIZE_ROWS = {  # name → (MethodConfig overrides, targets it runs on)
+    "gwnmo factored alg2, task-batched": (dict(method="gwnmo", weighting="factored"), None),
+    "gwnmo factored alg2, one task at a time": (
+        dict(method="gwnmo", weighting="factored", task_batch=False),
+        None,
+    ),
+    "gwnmo-prime factored alg2, task-batched": (
+        dict(method="gwnmo-prime", weighting="factored"),
+        ("linear head (1,285)", "head 256→512→5 (134,149)"),
+    ),
+    "gwnmo coordinate alg2, task-batched": (
+        dict(method="gwnmo"),
+        ("linear head (1,285)", "conv4 end to end (114,373)"),
+    ),
+    "sgd, learned init (higher), task-batched": (dict(method="sgd"), None),
+}
+
+
+def real_sizes(args, device: torch.device, out: Path) -> None:
+    """Section 5: GWNMO vs MAML at real target sizes, rows paired with MAML, interleaved passes."""
+    spec = TaskSpec(5, 1, 15)
+    results: dict = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "repeats": args.repeats,
+        "passes": args.passes,
+        "rows": {},
+    }
+    cells = []
+    for target, (tkw, dim) in REAL_SIZE_TARGETS.items():
+        data = fake_features(dim=dim)
+        sampler = data.sampler("train", spec, seed=0, device=device)
+
+        def build(sampler=sampler, tkw=tkw, dim=dim, **kw):
+            cfg = MethodConfig(**{"inner_steps": 5, **tkw, **kw})
+            return meta_step_fn(build_method(cfg, dim, 5, device), sampler, 4)
+
+        maml = build(method="maml")
+        for name, (kw, only) in REAL_SIZE_ROWS.items():
+            if only is None or target in only:
+                cells.append((target, name, build(**kw), maml))
+    pairs: dict = {}
+    for _ in range(args.passes):  # interleaved passes: every row sees the VM's load in turn
+        for target, name, fn, maml in cells:
+            rounds = max(3, args.repeats // 3) if target.startswith("conv4") else args.repeats
+            t, tm = paired_times(fn, maml, device, rounds, warmup=2)
+            pairs.setdefault((target, name), []).append((t, tm))
+    lines = [
+        f"# GWNMO at real target sizes (device {device}, {results['cpu']}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)",
+        "",
+        "Meta-step: 4 tasks × 5 inner steps, 5-way 1-shot 15-query; every row alternates its steps "
+        "with learn2learn MAML's on the same target (medians), in "
+        f"{args.passes} interleaved passes; × MAML is the median of the passes' ratios, with their range.",
+        "",
+        "| target | method | step (ms) | MAML in the pair (ms) | × MAML | range over passes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (target, name), ps in pairs.items():
+        ratios = [t / tm for t, tm in ps]
+        row = {
+            "seconds": statistics.median(t for t, _ in ps),
+            "maml_seconds": statistics.median(tm for _, tm in ps),
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+        }
+        results["rows"][f"{target} | {name}"] = row
+        lines.append(
+            f"| {target} | {name} | {1e3 * row['seconds']:.1f} | {1e3 * row['maml_seconds']:.1f} | "
+            f"**{row['ratio']:.2f}** | {min(ratios):.2f}-{max(ratios):.2f} |"
+        )
+    (out / "speed-real-sizes.md").write_text("\n".join(lines) + "\n")
+    (out / "speed-real-sizes.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="benchmarks/speed")
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--passes", type=int, default=3, help="passes over section 2's rows")
+    ap.add_argument("--passes", type=int, default=3, help="passes over section 2's and 5's rows")
+    ap.add_argument("--only", choices=("all", "real-sizes"), default="all")
     args = ap.parse_args()
     device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only == "real-sizes":
+        real_sizes(args, device, out)
+        return
     data = fake_features()
     spec = TaskSpec(5, 1, 15)
     results: dict = {
@@ -330,6 +422,7 @@ def main() -> None:
     (out / "speed.md").write_text("\n".join(lines) + "\n")
     (out / "speed.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("\n".join(lines))
+    real_sizes(args, device, out)
 
 
 if __name__ == "__main__":

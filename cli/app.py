@@ -139,6 +139,7 @@ ClassicSchedule = choices(
 LearnLr = choices("LearnLr", registry.LEARN_LR)
 Weighting = choices("Weighting", registry.WEIGHTINGS)
 Backbone = choices("Backbone", registry.BACKBONES)
+Adapt = choices("Adapt", registry.ADAPT)
 
 
 def value(choice: Enum | None) -> Any:
@@ -323,6 +324,17 @@ HeadHidden = Annotated[
         rich_help_panel=METHOD,
     ),
 ]
+AdaptOpt = Annotated[
+    Adapt,
+    typer.Option(
+        "--adapt",
+        help=(
+            "What the inner loop adapts: head (a head on frozen, cached backbone features) or all "
+            "(conv4 + linear head from images, MAML's standard setting; --backbone is unused)."
+        ),
+        rich_help_panel=METHOD,
+    ),
+]
 TaskBatch = Annotated[
     bool,
     typer.Option(
@@ -488,6 +500,7 @@ def meta_train_cmd(
         ),
     ] = False,
     task_batch: TaskBatch = True,
+    adapt: AdaptOpt = "head",
     meta_lr: Annotated[
         float,
         typer.Option(
@@ -608,6 +621,7 @@ def meta_train_cmd(
         inner_batch=inner_batch,
         learn_lr=learn_lr.value,
         grad_through_norm=grad_through_norm,
+        adapt=value(adapt),
         meta_steps=meta_steps,
         val_every=val_every,
         val_tasks=val_tasks,
@@ -973,6 +987,7 @@ def benchmark(
             help="Run this many cells at once in worker processes (same results as one at a time).",
         ),
     ] = 1,
+    adapt: AdaptOpt = "head",
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -1072,6 +1087,7 @@ def benchmark(
         weighting=weighting.value,
         weighting_hidden=weighting_hidden,
         task_batch=task_batch,
+        adapt=value(adapt),
     )
     spec = build_suite(
         suite,

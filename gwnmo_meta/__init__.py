@@ -8,7 +8,7 @@ The Python API, importable from the package root::
   :class:`DifferentiableGWNMO` inside ``higher.innerloop_ctx``), :class:`HG`, and the update
   direction :func:`gwnmo_direction`;
 * weighting networks M: :class:`CoordinateWeighting`, :class:`ThesisMLPWeighting`,
-  :func:`build_weighting`, and :func:`load_weighting` (a meta-trained M from a checkpoint);
+  :class:`FactoredWeighting`, :func:`build_weighting`, and :func:`load_weighting` (a meta-trained M from a checkpoint);
 * runs: :class:`RunConfig`, :func:`meta_train`, :func:`evaluate_checkpoint`;
 * few-shot data: :class:`FewShotConfig`, :func:`prepare_fewshot`, :class:`TaskSpec`,
   :class:`Episode`;
@@ -32,6 +32,7 @@ _LAZY = {
     "gwnmo_direction": "gwnmo_meta.weighting",
     "CoordinateWeighting": "gwnmo_meta.nets",
     "ThesisMLPWeighting": "gwnmo_meta.nets",
+    "FactoredWeighting": "gwnmo_meta.factored",
     "build_weighting": "gwnmo_meta.nets",
     "load_weighting": "gwnmo_meta.pretrained",
     "weighting_is_prime": "gwnmo_meta.pretrained",
@@ -61,6 +62,7 @@ __all__ = [  # the same names as _LAZY (tested), spelled out for static analysis
     "gwnmo_direction",
     "CoordinateWeighting",
     "ThesisMLPWeighting",
+    "FactoredWeighting",
     "build_weighting",
     "load_weighting",
     "weighting_is_prime",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import CheckpointError, ConfigError, DataError, GwnmoError
     from gwnmo_meta.evaluate import evaluate_checkpoint
+    from gwnmo_meta.factored import FactoredWeighting
     from gwnmo_meta.methods import MetaMethod, MethodConfig, build_method
     from gwnmo_meta.nets import CoordinateWeighting, ThesisMLPWeighting, build_weighting
     from gwnmo_meta.optim import GWNMO, HG, DifferentiableGWNMO

@@ -232,6 +232,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         suite.base.task_batch and METHODS[cell.method].engine != "learn2learn"
     ):  # learn2learn cells are unaffected;
         m_net += "-tb"  # unsuffixed cells (e.g. the committed ones) adapted one task at a time
+    head += "-all" if suite.base.adapt == "all" else ""  # conv4 adapted end to end
     cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     record = read_cell_result(done)

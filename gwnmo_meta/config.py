@@ -94,6 +94,7 @@ class RunConfig:
     grad_through_norm: bool = False
     hg_beta: float = defaults.HG_BETA.value  # HG's hypergradient step size
     logreg_l2: float = defaults.LOGREG_L2.value  # logreg's L2 penalty λ on the weights
+    adapt: str = "head"  # head: frozen backbone, cached features; all: conv4 + head from images
     # loop
     meta_batch: int = 4
     meta_steps: int = 1000
@@ -154,6 +155,9 @@ class RunConfig:
             check_positive("--inner-lr", self.inner_lr)
         if self.inner_batch is not None:
             self._validate_inner_batch()
+        from gwnmo_meta.registry import ADAPT
+
+        ADAPT.check(self.adapt, "--adapt")
         return self
 
     def _validate_inner_batch(self) -> None:

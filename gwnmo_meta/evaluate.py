@@ -344,6 +344,7 @@ def _score(
         "schedule": cfg.schedule,
         "weighting": cfg.weighting,
         "backbone": cfg.backbone,
+        "adapt": cfg.adapt,
         "checkpoint": checkpoint,
         "seed": seed,
         "text": str(summary),

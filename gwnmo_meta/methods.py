@@ -18,6 +18,10 @@ prototype  none: nearest support-class centroid (``reference.py``)      nothing
 logreg     none: L-BFGS logistic regression to convergence              nothing
 ========== ============================================================ =====================
 
+``adapt="all"`` (``--adapt all``): the target is conv4 plus a linear head on flat canonical images
+(:class:`~gwnmo_meta.targets.Conv4Target`), every parameter adapted in the inner loop from a
+meta-learned init (MAML's standard setting); BatchNorm uses each batch's own statistics.
+
 Without ``learn_init`` the head starts every task from the same fixed random initialisation
 (drawn from the run's seed); sgd/adam/hg then have nothing to meta-learn (plain fine-tuning).
 
@@ -48,12 +52,16 @@ from gwnmo_meta.schedules import (
     run_episode,
     run_episodes,
 )
+from gwnmo_meta.targets import IMAGE_DIM, Conv4Target
 from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 
 # methods with no inner loop and nothing meta-learned (gwnmo_meta/reference.py)
 REFERENCE_METHODS = METHODS.names(lambda m: m.engine == "reference")
 # Inner step size α per method when --inner-lr is not given (provenance: gwnmo_meta/defaults.py).
 DEFAULT_INNER_LR = {name: tuned.value for name, tuned in defaults.INNER_LR.items()}
+# --adapt all (conv4 + head from images, gradients of a different scale): untuned defaults in the
+# range MAML's conv4 uses (0.01-0.4); the benchmark tunes them per method.
+DEFAULT_INNER_LR_ALL = {m: (0.01 if m == "adam" else 0.1) for m in DEFAULT_INNER_LR}
 
 
 @dataclass
@@ -77,13 +85,15 @@ class MethodConfig:
     learn_lr: str = "off"
     grad_through_norm: bool = False
     logreg_l2: float = defaults.LOGREG_L2.value
+    adapt: str = "head"
 
     @property
     def lr(self) -> float:
         """The inner step size (the method's default when unset; 1.0, unused, for references)."""
         if self.inner_lr is not None:
             return self.inner_lr
-        return DEFAULT_INNER_LR.get(self.method, 1.0)
+        table = DEFAULT_INNER_LR_ALL if self.adapt == "all" else DEFAULT_INNER_LR
+        return table.get(self.method, 1.0)
 
     @property
     def info(self) -> MethodInfo:
@@ -109,11 +119,22 @@ class MethodConfig:
             raise ConfigError(
                 f"--method {self.method} always meta-learns the init; drop --no-learn-init"
             )
+        if self.adapt == "all" and self.method in REFERENCE_METHODS:
+            raise ConfigError(
+                f"--adapt all needs an inner loop; --method {self.method} has none (use --adapt head)"
+            )
         return self
 
 
 def _seeded_head(cfg: MethodConfig, feature_dim: int, ways: int) -> nn.Module:
-    return make_head(feature_dim, ways, cfg.head_hidden)
+    """The target: a head on features, or (``adapt="all"``) conv4 + head on flat images."""
+    if cfg.adapt != "all":
+        return make_head(feature_dim, ways, cfg.head_hidden)
+    if feature_dim != IMAGE_DIM:
+        raise ConfigError(f"--adapt all needs {IMAGE_DIM}-dim flat images, got {feature_dim}")
+    if cfg.head_hidden is not None:
+        raise ConfigError("--head-hidden applies to --adapt head only (conv4 has a linear head)")
+    return Conv4Target(ways)
 
 
 class MetaMethod(nn.Module):

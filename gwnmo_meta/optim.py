@@ -22,6 +22,7 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
+from gwnmo_meta.factored import FactoredWeighting, expand_rows
 from gwnmo_meta.nets import split_like
 from gwnmo_meta.weighting import (
     bias_mask,
@@ -131,9 +132,8 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         self.weighting_net = other.weighting_net
         self.step_size = other.step_size
         self._features: Tensor | None = None
-        self.last_h: Tensor | None = (
-            None  # h of the latest step, flattened ([T, P] when task-batched)
-        )
+        self._last_h: Tensor | None = None
+        self._last_rows: tuple[Tensor, list[torch.Size]] | None = None
         # Detached flat (g, h, Δ) of recent steps; folded into running sums every TRACE_FOLD steps,
         # so statistics cost a few batched ops per episode and memory stays bounded on long loops.
         self._trace: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -143,8 +143,15 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
 
     TRACE_FOLD = 16
 
+    @property
+    def last_h(self) -> Tensor | None:
+        """h of the latest step, flattened ([T, P] when task-batched); ``None`` before a step."""
+        if self._last_rows is not None:  # factored M: per-coordinate h built only when asked for
+            self._last_h, self._last_rows = expand_rows(*self._last_rows), None
+        return self._last_h
+
     def _record(self, g: Tensor, h: Tensor, delta: Tensor, shapes: Sequence[Any]) -> None:
-        self.last_h = h
+        self._last_h, self._last_rows = h, None
         if self._bias_mask is None:
             self._bias_mask = bias_mask(shapes).to(g.device)
         self._trace.append((g, h, delta))
@@ -157,6 +164,14 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             self._stat_sums[k] = v.sum(0) + self._stat_sums[k] if k in self._stat_sums else v.sum(0)
         self._stat_steps += len(self._trace)
         self._trace.clear()
+
+    def _record_stats(self, stats: dict[str, Tensor]) -> None:
+        """Add one step's already-reduced statistics (the fused factored path)."""
+        if self._trace:
+            self._fold()
+        for k, v in stats.items():
+            self._stat_sums[k] = v + self._stat_sums[k] if k in self._stat_sums else v
+        self._stat_steps += 1
 
     def step_stats(self) -> dict[str, Tensor]:
         """:func:`~gwnmo_meta.weighting.direction_stats` averaged over the steps so far.
@@ -206,6 +221,24 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             # through h, and through φ and g via Δ (g is detached by a first-order grad_callback).
             m_params, m_grads = [p.detach() for p in ps], [g.detach() for g in gs]
             through_norm = group.get("grad_through_norm", False)
+            if isinstance(self.weighting_net, FactoredWeighting) and self.step_size is None:
+                # one weight per row: a fused step, no per-coordinate h or flat vectors
+                stats: dict[str, Tensor] = {}
+                new, h_rows = self.weighting_net.step(
+                    features,
+                    ps,
+                    gs,
+                    group["lr"],
+                    normalize=group["normalize"],
+                    grad_through_norm=through_norm,
+                    stats=stats,
+                )
+                self._record_stats(stats)
+                lead = features.dim() - 2
+                self._last_rows = (h_rows.detach(), [p.shape[lead:] for p in ps])
+                for i, p in zip(idx, new, strict=True):
+                    group["params"][i] = p
+                continue
             if features.dim() == 3:
                 # Task-batched loop: the whole target as one [T, P] tensor, norms per task.
                 lead = (features.shape[0],)

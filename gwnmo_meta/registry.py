@@ -303,6 +303,13 @@ LEARN_LR.register(Choice("tensor", "one meta-learned α per parameter tensor of 
 WEIGHTINGS: Registry[Choice] = Registry("weighting")
 WEIGHTINGS.register(Choice("mlp", "the thesis MLP over all parameters (size tied to the target)"))
 WEIGHTINGS.register(Choice("coordinate", "one small MLP shared by every coordinate"))
+WEIGHTINGS.register(Choice("factored", "one small MLP shared by every output unit (row)"))
+
+
+# ---- what the inner loop adapts (--adapt) ----------------------------------------------------
+ADAPT: Registry[Choice] = Registry("adapt mode")
+ADAPT.register(Choice("head", "a head on frozen, cached backbone features"))
+ADAPT.register(Choice("all", "conv4 + linear head from images, end to end (MAML's setting)"))
 
 
 # ---- datasets -------------------------------------------------------------------------------

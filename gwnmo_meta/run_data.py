@@ -94,11 +94,13 @@ def load_run_data(
         progress: progress bars while features are computed.
 
     Returns:
-        The few-shot data of the run.
+        The few-shot data of the run; with ``cfg.adapt == "all"`` the episodes carry flat
+        canonical images instead of features (no backbone).
     """
-    from gwnmo_meta.tasks.fewshot import prepare_fewshot
+    from gwnmo_meta.tasks.fewshot import prepare_fewshot, prepare_images
 
-    return prepare_fewshot(fewshot_config(cfg, eval_dataset, progress), device)
+    fs = fewshot_config(cfg, eval_dataset, progress)
+    return prepare_images(fs) if cfg.adapt == "all" else prepare_fewshot(fs, device)
 
 
 def method_config(cfg: RunConfig) -> MethodConfig:

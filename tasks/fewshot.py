@@ -368,6 +368,25 @@ def split_summary(cfg: FewShotConfig, ways: int) -> dict[str, object]:
     }
 
 
+def prepare_images(cfg: FewShotConfig) -> FewShotData:
+    """``cfg.dataset``'s images as episode "features" for ``--adapt all``: flat canonical pixels.
+
+    Each row is the image in the canonical format conv4 is pre-trained on (3×32×32, values in
+    [-1, 1], see :func:`~gwnmo_meta.tasks.backbones.canonical`), flattened to 3072 values and not
+    normalised further; ``cfg.backbone`` is not used. Same class split and episode samplers as
+    :func:`prepare_fewshot` (so the same tasks for the same seed), ``mixed`` included.
+    """
+    split = _check(cfg)
+    imgs = _load(cfg)
+    feats = extract(
+        lambda x: x.flatten(1), imgs.images, "cpu", progress=cfg.progress, desc="images"
+    )
+    parts = split_indices(
+        imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
+    )
+    return FewShotData(feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test)
+
+
 def classic_features(
     *,
     dataset: str,
