@@ -51,6 +51,8 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "alg2-learn-lr-global": dict(meta_steps=300, learn_lr="global"),
         "alg1-norm-const": dict(meta_steps=300, schedule="alg1"),
         "alg2-learn-lr-tensor": dict(meta_steps=300, learn_lr="tensor"),
+        "alg2-default": dict(meta_steps=300),
+        "sgd-fixed-init": dict(meta_steps=300, method="sgd", learn_init=False),
     },
     # the Done-when command and its reference (600 meta-steps, default flags)
     "done-when": {

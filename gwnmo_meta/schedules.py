@@ -18,7 +18,7 @@ steps use the whole support set). For t = 0..k−1,
 (one-step truncation, averaged over the inner steps). Within an episode θ is fixed, so both give
 the same meta-loss; they differ in when the meta-gradient lands (docs/ALGORITHMS.md): alg2 steps θ
 before the next meta-batch is adapted, alg1 one meta-step later
-(``methods.DelayedMetaOptimizer``), as Algorithm 1 moves θ one step late.
+(``optim.DelayedMetaOptimizer``), as Algorithm 1 moves θ one step late.
 
 ``unrolled`` — the k-step unrolled query loss (MAML's objective): L_q(φ_k), back-propagated
 through all k differentiable updates to θ (and φ_0 with learn-init).
