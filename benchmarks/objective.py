@@ -178,7 +178,9 @@ def main() -> None:
     parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", default=None, help="comma list of variant names")
-    parser.add_argument("--reference", default=None, help="variant for paired differences")
+    parser.add_argument(
+        "--reference", default=None, help="comma list of variants for paired differences"
+    )
     parser.add_argument(
         "--also", default="", help="comma list of other suites' output folders to tabulate too"
     )
@@ -194,13 +196,8 @@ def main() -> None:
         for path in sorted(Path(folder).glob("*/summary.json")):
             rows.append(_with_per_task(json.loads(path.read_text()), path.parent))
     text = table(rows)
-    if args.reference:
-        text += (
-            "\n\n"
-            + paired(rows, args.reference, "best")
-            + "\n\n"
-            + paired(rows, args.reference, "last")
-        )
+    for ref in filter(None, (args.reference or "").split(",")):
+        text += "\n\n" + paired(rows, ref, "best") + "\n\n" + paired(rows, ref, "last")
     (args.out / "results.md").write_text(text + "\n")
     print(text)
 
