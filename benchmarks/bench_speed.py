@@ -16,7 +16,9 @@ linear head, meta-batch 4, 5 inner steps unless stated):
 5. real sizes (``--only real-sizes`` runs this section alone, into speed-real-sizes.{md,json}):
    GWNMO with the factored M (and the per-coordinate M where affordable) against MAML on the
    linear head, the 134,149-parameter head (256→512→5) and conv4 end to end (``--adapt all``,
-   5-way 1-shot 15-query 32×32 images), every row paired with MAML on the same target.
+   5-way 1-shot 15-query 32×32 images), every row paired with MAML on the same target; GWNMO
+   with MAML's objective (``--schedule unrolled``), plus the default one-step look-ahead alg2 on
+   the heads (its meta-loss evaluates the query set after every inner step).
 
 Timings are medians over repeats after warm-up, in one process; section 2's ratios come from
 alternating each method's steps with MAML's, which cancels this VM's slow speed drift.
@@ -128,19 +130,26 @@ REAL_SIZE_TARGETS = {  # name → (MethodConfig overrides, feature dim of the ep
     "head 256→512→5 (134,149)": (dict(head_hidden=512), 256),
     "conv4 end to end (114,373)": (dict(adapt="all"), 3072),
 }
-REAL_SIZE_ROWS = {  # name → (MethodConfig overrides, targets it runs on)
-    "gwnmo factored alg2, task-batched": (dict(method="gwnmo", weighting="factored"), None),
-    "gwnmo factored alg2, one task at a time": (
-        dict(method="gwnmo", weighting="factored", task_batch=False),
+REAL_SIZE_ROWS = {  # name → (MethodConfig overrides, targets it runs on); MAML's objective
+    "gwnmo factored unrolled, task-batched": (
+        dict(method="gwnmo", weighting="factored", schedule="unrolled"),
         None,
     ),
-    "gwnmo-prime factored alg2, task-batched": (
-        dict(method="gwnmo-prime", weighting="factored"),
+    "gwnmo factored unrolled, one task at a time": (
+        dict(method="gwnmo", weighting="factored", schedule="unrolled", task_batch=False),
+        None,
+    ),
+    "gwnmo-prime factored unrolled, task-batched": (
+        dict(method="gwnmo-prime", weighting="factored", schedule="unrolled"),
         ("linear head (1,285)", "head 256→512→5 (134,149)"),
     ),
-    "gwnmo coordinate alg2, task-batched": (
-        dict(method="gwnmo"),
+    "gwnmo coordinate unrolled, task-batched": (
+        dict(method="gwnmo", schedule="unrolled"),
         ("linear head (1,285)", "conv4 end to end (114,373)"),
+    ),
+    "gwnmo factored alg2 (one-step look-ahead), task-batched": (
+        dict(method="gwnmo", weighting="factored", schedule="alg2"),
+        ("linear head (1,285)", "head 256→512→5 (134,149)"),
     ),
     "sgd, learned init (higher), task-batched": (dict(method="sgd"), None),
 }

@@ -193,9 +193,10 @@ def _unit_stats(h, g_sq, rows, grads, lead, normalize, scale) -> dict[str, Tenso
             for r, g in zip(rows, grads, strict=True)
         ]
     )
-    # ‖g_i‖₄² per row, for Σ Δ⁴ = s⁴ Σ_i h_i⁴ ‖g_i‖₄⁴ (participation ratio of Δ)
+    # ‖g_i‖₄² = ‖g_i²‖₂ per row, for Σ Δ⁴ = s⁴ Σ_i h_i⁴ ‖g_i‖₄⁴ (participation ratio of Δ);
+    # vector_norm(ord=4) is ~40× slower than the 2-norm of g² on CPU
     g4 = torch.cat(
-        [torch.linalg.vector_norm(_as_rows(g, lead), ord=4, dim=-1) ** 2 for g in grads], -1
+        [torch.linalg.vector_norm(_as_rows(g, lead).square(), dim=-1) for g in grads], -1
     )
     count = float(cols.sum())
     mean = (h * cols).sum(-1) / count
