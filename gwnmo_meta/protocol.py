@@ -634,11 +634,33 @@ def cell_budget(out: Path) -> dict[str, Any]:
     return budget
 
 
+def _diff(a: list[float], b: list[float], n_seeds: int) -> dict[str, Any]:
+    """Paired difference a − b over the pooled tasks, and over the per-seed means.
+
+    The tasks of each seed are consecutive blocks of equal size in both lists. ``significant``:
+    the task-level CI excludes 0; ``seed_significant``: so does the Student-t CI of the per-seed
+    mean differences (n = seeds; it also covers the seed-to-seed variation of meta-training).
+    """
+    from gwnmo_meta.stats import paired_diff_ci95
+
+    d = paired_diff_ci95(a, b)
+    out = {"mean": d.mean, "ci95": d.ci95, "significant": d.significant}
+    if n_seeds >= 2:
+        k = len(a) // n_seeds
+        per_seed = [
+            math.fsum(a[i * k : (i + 1) * k]) / k - math.fsum(b[i * k : (i + 1) * k]) / k
+            for i in range(n_seeds)
+        ]
+        s = paired_diff_ci95(per_seed, [0.0] * n_seeds)
+        out.update(seed_ci95=s.ci95, seed_significant=s.significant)
+    return out
+
+
 def summarise(
     suite: ProtocolSuite, groups: list[dict[str, Any]], out: Path, wall_s: float
 ) -> dict[str, Any]:
     """Pooled means, paired differences (vs SGD fine-tuning, vs MAML, all pairs) and the budget."""
-    from gwnmo_meta.stats import mean_ci95, paired_diff_ci95
+    from gwnmo_meta.stats import mean_ci95
 
     out_groups = []
     for g in groups:
@@ -681,34 +703,21 @@ def summarise(
             raise ConfigError(
                 f"{g['source']} {g['shots']}-shot: rows were scored on different tasks"
             )
+        n_seeds = len(g["seeds"])
         refs = {"sgd": "sgd [fixed]", "maml": "maml [learned]"}
         for entry in table:
             for name, ref in refs.items():
                 if entry["row"] in pooled and ref in pooled:
-                    d = paired_diff_ci95(pooled[entry["row"]], pooled[ref])
-                    entry[f"vs_{name}"] = {
-                        "mean": d.mean,
-                        "ci95": d.ci95,
-                        "significant": d.significant,
-                    }
+                    entry[f"vs_{name}"] = _diff(pooled[entry["row"]], pooled[ref], n_seeds)
         pairs = []
         ids = list(pooled)
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
-                d = paired_diff_ci95(pooled[a], pooled[b])
-                pairs.append(
-                    {"a": a, "b": b, "mean": d.mean, "ci95": d.ci95, "significant": d.significant}
-                )
+                pairs.append({"a": a, "b": b, **_diff(pooled[a], pooled[b], n_seeds)})
         best = max(pooled, key=lambda r: math.fsum(pooled[r]) / len(pooled[r]), default=None)
         best_vs_proto = None
         if best is not None and "prototype" in pooled and best != "prototype":
-            d = paired_diff_ci95(pooled[best], pooled["prototype"])
-            best_vs_proto = {
-                "best": best,
-                "mean": d.mean,
-                "ci95": d.ci95,
-                "significant": d.significant,
-            }
+            best_vs_proto = {"best": best, **_diff(pooled[best], pooled["prototype"], n_seeds)}
         out_groups.append(
             {
                 "source": g["source"],
@@ -718,6 +727,7 @@ def summarise(
                 "rows": table,
                 "pairs": pairs,
                 "significant_pairs": sum(p["significant"] for p in pairs),
+                "seed_significant_pairs": sum(p.get("seed_significant", False) for p in pairs),
                 "best": best,
                 "best_vs_prototype": best_vs_proto,
             }
@@ -742,7 +752,7 @@ def _mean_curves(row: dict[str, Any], key: str) -> list[float]:
 def _fmt_diff(d: dict[str, Any] | None) -> str:
     if not d:
         return "–"
-    mark = " **✓**" if d["significant"] else ""
+    mark = " **✓✓**" if d.get("seed_significant") else (" **✓**" if d["significant"] else "")
     return f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f}{mark}"
 
 
@@ -766,7 +776,8 @@ def write_protocol_reports(results: dict[str, Any], out: Path) -> list[Path]:
         "extended while the best is at an edge; selected on seed 0's meta-val; 'edge' marks a "
         "value still at the edge after the extensions. Accuracy: mean ± 95% CI over the pooled "
         "tasks of all seeds. Δ: paired difference (percentage points) on the same tasks, ± 95% CI; "
-        "**✓** = the CI excludes 0.",
+        "**✓** = the CI excludes 0; **✓✓** = the Student-t CI of the per-seed mean differences "
+        "excludes 0 as well (several seeds only: it also covers seed-to-seed variation).",
         "",
         f"Budget: {b['meta_trained_cells']} meta-training runs ({b['meta_steps']} meta-steps), "
         f"{b['scored_cells']} configurations scored on meta-val, {b['cell_seconds']:.0f} s of cell "
@@ -800,7 +811,8 @@ def write_protocol_reports(results: dict[str, Any], out: Path) -> list[Path]:
         bp = g["best_vs_prototype"]
         lines += [
             "",
-            f"Significant pairs: {g['significant_pairs']} of {len(g['pairs'])}. Best row: "
+            f"Significant pairs: {g['significant_pairs']} of {len(g['pairs'])} on the pooled "
+            f"tasks ({g['seed_significant_pairs']} also across seeds). Best row: "
             f"{g['best']}" + (f"; vs prototype {_fmt_diff(bp)}." if bp else "."),
         ]
     _write_text(md_path, "\n".join(lines) + "\n")

@@ -146,7 +146,9 @@ def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
         assert set(r["seed_accuracy"]) == {0, 1}
         assert len(r["grid"]) == (0 if r["row"] == "prototype" else 3)  # ties: no extension
     assert len(rows["gwnmo alg2 [learned]"]["step_accuracy"]) == 3
-    assert rows["sgd [fixed]"]["vs_sgd"]["mean"] == 0.0
+    assert (
+        rows["sgd [fixed]"]["vs_sgd"]["mean"] == 0.0 == rows["sgd [fixed]"]["vs_sgd"]["seed_ci95"]
+    )
     assert "vs_maml" in rows["prototype"]
     assert len(g["pairs"]) == 6 * 5 // 2
     # every row of a seed was scored on the very same meta-test tasks
@@ -172,3 +174,14 @@ def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
     other = build_protocol(base=RunConfig(**{**base.to_dict(), "meta_steps": 2}), sources=["mnist"])
     with pytest.raises(ConfigError, match="other settings"):
         run_protocol(other, tmp_path, progress=False)
+
+
+def test_seed_level_difference_uses_per_seed_means():
+    from gwnmo_meta.protocol import _diff
+
+    d = _diff([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], n_seeds=2)
+    assert d["mean"] == pytest.approx(0.5)
+    # per-seed differences [1, 0]: sd 0.7071, t_{0.975,1} = 12.7062
+    assert d["seed_ci95"] == pytest.approx(12.7062047 * (0.5**0.5) / (2**0.5), rel=1e-6)
+    assert not d["seed_significant"]
+    assert "seed_ci95" not in _diff([1.0, 0.0], [0.0, 0.0], n_seeds=1)

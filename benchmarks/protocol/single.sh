@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export GWNMO_DATA=${GWNMO_DATA:?set GWNMO_DATA to the data root, e.g. /work/shared/data} OMP_NUM_THREADS=1
-for ds in mnist fmnist cifar10; do
+for ds in ${DATASETS:-mnist}; do  # DATASETS="mnist fmnist cifar10" for all three
   for k in 1 5; do
     for m in prototype logreg; do
       .venv/bin/gwnmo-meta evaluate --method $m --dataset $ds --shots $k --tasks 600 \
