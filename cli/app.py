@@ -460,11 +460,7 @@ def meta_train_cmd(
         typer.Option(
             "--inner-lr",
             help="Inner step size α (default: the method's: "
-            + "; ".join(f"{m} {t.value:g}" for m, t in defaults.INNER_LR.items())
-            + "; each "
-            + defaults.INNER_LR["gwnmo"].source
-            + ", sgd/adam also the "
-            + defaults.INNER_LR["sgd"].source.split(";")[0]
+            + defaults.describe_per_method(defaults.INNER_LR)
             + ").",
             rich_help_panel=INNER,
         ),
@@ -1176,9 +1172,7 @@ def train(
         typer.Option(
             "--lr",
             help="Step size α of the target (default: "
-            + ", ".join(f"{o} {t.value:g}" for o, t in defaults.CLASSIC_LR.items())
-            + "; each the "
-            + defaults.CLASSIC_LR["gwnmo"].source
+            + defaults.describe_per_method(defaults.CLASSIC_LR)
             + ").",
             rich_help_panel=METHOD,
         ),

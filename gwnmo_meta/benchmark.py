@@ -43,18 +43,8 @@ def _reference(method: str) -> bool:
     return METHODS[method].engine == "reference"
 
 
-# Inner step-size grids: the same number of values for every method (equal tuning budget).
-# (ordered: a suite with --lr-values N takes the first N; values suit the unit-norm features:
-# benchmarks/lr_scan.py shows plain SGD diverging from lr 10 and Adam from 0.3 on MNIST tasks)
-LR_GRIDS: dict[str, tuple[float, ...]] = {
-    "gwnmo": (3.0, 1.0, 0.3),
-    "gwnmo-prime": (3.0, 1.0, 0.3),
-    "maml": (3.0, 1.0, 0.3),
-    "meta-sgd": (3.0, 1.0, 0.3),
-    "hg": (3.0, 1.0, 0.3),
-    "sgd": (3.0, 1.0, 0.3),
-    "adam": (0.1, 0.03, 0.01),
-}
+# Inner step-size grids per method (MethodInfo.lr_grid in gwnmo_meta/registry.py).
+LR_GRIDS: dict[str, tuple[float, ...]] = {n: m.lr_grid for n, m in METHODS.items() if m.lr_grid}
 REPORTS = ("results.csv", "results.json", "results.md", "accuracy.png", "curves.png")
 
 

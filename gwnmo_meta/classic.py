@@ -46,8 +46,6 @@ from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 
 OPTIMIZERS = METHODS.names(lambda m: m.classic)  # the methods ``train --optimizer`` accepts
-# Step size α per optimizer when --lr is not given (provenance: gwnmo_meta/defaults.py).
-DEFAULT_LR = {name: tuned.value for name, tuned in defaults.CLASSIC_LR.items()}
 VAL_FRACTION = defaults.CLASSIC_VAL_FRACTION  # share of each class held out to select the epoch
 
 
@@ -118,7 +116,12 @@ class ClassicConfig:
 
     @property
     def step_size(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        if self.lr is not None:
+            return self.lr
+        tuned = METHODS.check(self.optimizer, "--optimizer").classic_lr  # MethodInfo.classic_lr
+        if tuned is None:
+            raise ConfigError(f"--optimizer {self.optimizer} has no default step size; give --lr")
+        return tuned.value
 
 
 @dataclass

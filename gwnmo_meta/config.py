@@ -169,7 +169,8 @@ class RunConfig:
                 f"the support set's {self.ways * self.shots} examples, got {self.inner_batch}"
             )
         scheduled = METHODS.check(self.method).learned_optimizer
-        if scheduled and self.schedule in ("alg1", "alg2") and 2 * per_class > self.shots:
+        one_step = SCHEDULES.check(self.schedule).one_step
+        if scheduled and one_step and 2 * per_class > self.shots:
             raise ConfigError(
                 f"--schedule {self.schedule} judges each inner step on the next mini-batch, which "
                 f"must not share examples with it: --inner-batch {self.inner_batch} takes "

@@ -1,48 +1,39 @@
-"""Defaults that a benchmark tunes, in one place, each with where its value comes from.
+"""Defaults that a benchmark tunes, each with where its value comes from.
 
 The CLI (values and ``--help``), the library configs (``RunConfig``, ``MethodConfig``,
 ``ClassicConfig``) and the benchmark scripts read these, so the plain command runs the settings
-that BENCHMARKS.md measured. When a benchmark's selection moves a value, move it here in the same
+that BENCHMARKS.md measured. Per-method values (step sizes, step-size grids) are stored with each
+method in ``gwnmo_meta/registry.py``; ``INNER_LR`` and ``CLASSIC_LR`` here are views of it. When a
+benchmark's selection moves a value, move it (here or in the method's registry entry) in the same
 commit as the evidence; ``tests/test_defaults.py`` compares the CLI's defaults with the selections
 recorded in the committed benchmark outputs and fails when they disagree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from gwnmo_meta.registry import METHODS, Tuned
 
 
-@dataclass(frozen=True)
-class Tuned:
-    """A default value and its provenance (which benchmark chose it, and where the evidence is)."""
+def describe_per_method(table: dict[str, Tuned]) -> str:
+    """Per-method values grouped by provenance, for ``--help``: ``"a 3, b 3 (src); c 0.1 (src')"``.
 
-    value: float
-    source: str
+    Args:
+        table: method name → its tuned value (``INNER_LR`` or ``CLASSIC_LR``).
 
-    def describe(self, symbol: str) -> str:
-        """``"α = 1 (best of …)"``: the value and its provenance, for ``--help`` and docs.
-
-        Args:
-            symbol: The quantity's name, e.g. ``"α"``.
-
-        Returns:
-            One line.
-        """
-        return f"{symbol} = {self.value:g} ({self.source})"
+    Returns:
+        One line.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, tuned in table.items():
+        groups.setdefault(tuned.source, []).append(f"{name} {tuned.value:g}")
+    return "; ".join(f"{', '.join(values)} ({source})" for source, values in groups.items())
 
 
 # ---- classic training (gwnmo-meta train; benchmarks/classic_tables.py) ------------------------
 _CLASSIC = "benchmarks/classic/results.json"
-_CLASSIC_SCAN = (
-    f"best mean validation accuracy of the classic lr scan on all three datasets, {_CLASSIC}"
-)
-CLASSIC_LR: dict[str, Tuned] = {
-    "gwnmo": Tuned(1.0, _CLASSIC_SCAN),
-    "gwnmo-prime": Tuned(1.0, _CLASSIC_SCAN),
-    "adam": Tuned(0.03, _CLASSIC_SCAN),
-    "hg": Tuned(1.0, _CLASSIC_SCAN),
-    "sgd": Tuned(1.0, _CLASSIC_SCAN),
-}
+# Per-method step sizes live with each method in gwnmo_meta/registry.py (MethodInfo.classic_lr,
+# MethodInfo.inner_lr); these are views of it.
+CLASSIC_LR: dict[str, Tuned] = {n: m.classic_lr for n, m in METHODS.items() if m.classic_lr}
 CLASSIC_META_LR = Tuned(
     1e-3, f"the thesis's; Tables 1-2 use it, Table 3 measures 1e-4 and 1e-2 too, {_CLASSIC}"
 )
@@ -52,17 +43,7 @@ CLASSIC_VAL_FRACTION = 0.1
 
 # ---- few-shot meta-training (gwnmo-meta meta-train / benchmark) ------------------------------
 _MAIN = "benchmarks/main/results.json"
-_MAIN_SEL = f"the step size meta-val selected most often in the main table, {_MAIN}"
-_SCAN = f"best mean meta-val accuracy of the fine-tuning lr scan, benchmarks/lr_scan/*.json; {_MAIN_SEL}"
-INNER_LR: dict[str, Tuned] = {
-    "gwnmo": Tuned(3.0, _MAIN_SEL),
-    "gwnmo-prime": Tuned(3.0, _MAIN_SEL),
-    "maml": Tuned(3.0, _MAIN_SEL),
-    "meta-sgd": Tuned(3.0, _MAIN_SEL),
-    "hg": Tuned(3.0, _MAIN_SEL),
-    "sgd": Tuned(3.0, _SCAN),
-    "adam": Tuned(0.1, _SCAN),
-}
+INNER_LR: dict[str, Tuned] = {n: m.inner_lr for n, m in METHODS.items() if m.inner_lr}
 META_LR = Tuned(1e-3, f"the meta-lr of every committed few-shot table, {_MAIN}")
 WEIGHTING_HIDDEN = Tuned(
     32,

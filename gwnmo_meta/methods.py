@@ -57,11 +57,6 @@ from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 
 # methods with no inner loop and nothing meta-learned (gwnmo_meta/reference.py)
 REFERENCE_METHODS = METHODS.names(lambda m: m.engine == "reference")
-# Inner step size α per method when --inner-lr is not given (provenance: gwnmo_meta/defaults.py).
-DEFAULT_INNER_LR = {name: tuned.value for name, tuned in defaults.INNER_LR.items()}
-# --adapt all (conv4 + head from images, gradients of a different scale): untuned defaults in the
-# range MAML's conv4 uses (0.01-0.4); the benchmark tunes them per method.
-DEFAULT_INNER_LR_ALL = {m: (0.01 if m == "adam" else 0.1) for m in DEFAULT_INNER_LR}
 
 
 @dataclass
@@ -92,8 +87,9 @@ class MethodConfig:
         """The inner step size (the method's default when unset; 1.0, unused, for references)."""
         if self.inner_lr is not None:
             return self.inner_lr
-        table = DEFAULT_INNER_LR_ALL if self.adapt == "all" else DEFAULT_INNER_LR
-        return table.get(self.method, 1.0)
+        info = METHODS.get(self.method)
+        tuned = (info.inner_lr_all if self.adapt == "all" else info.inner_lr) if info else None
+        return tuned.value if tuned else 1.0
 
     @property
     def info(self) -> MethodInfo:

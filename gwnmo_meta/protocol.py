@@ -95,12 +95,8 @@ def ladder_index(value: float) -> int:
 
 def hyperparameters(method: str) -> list[tuple[str, float]]:
     """(RunConfig field, centre of its grid) for each hyperparameter ``method`` is tuned on."""
-    from gwnmo_meta.methods import DEFAULT_INNER_LR
-
     info, default = METHODS[method], RunConfig()
-    if info.engine == "reference":
-        return [("logreg_l2", default.logreg_l2)] if method == "logreg" else []
-    axes = [("inner_lr", DEFAULT_INNER_LR[method])]
+    axes = [("inner_lr", info.inner_lr.value)] if info.inner_lr else []
     return axes + [(field, getattr(default, field)) for _, field in info.optimizer_options]
 
 

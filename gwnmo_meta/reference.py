@@ -123,7 +123,11 @@ def fit_logreg(
 
 
 class ReferenceMethod(MetaMethod):
-    """``prototype`` or ``logreg`` behind the :class:`MetaMethod` interface (nothing meta-learned)."""
+    """A reference classifier behind the :class:`MetaMethod` interface (nothing meta-learned).
+
+    Subclasses give the query logits (:meth:`_logits`); the registry names the subclass
+    (``MethodInfo.impl``).
+    """
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
@@ -134,10 +138,7 @@ class ReferenceMethod(MetaMethod):
         return True
 
     def _logits(self, ep: Any) -> Tensor:
-        if self.cfg.method == "prototype":
-            return prototype_logits(ep.support_x, ep.support_y, ep.query_x, self.ways)
-        w, b = fit_logreg(ep.support_x, ep.support_y, self.ways, self.cfg.logreg_l2)
-        return ep.query_x @ w.transpose(-1, -2) + b.unsqueeze(-2)
+        raise NotImplementedError
 
     def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
         return self.episodes([ep], train)[1][0]
@@ -159,3 +160,18 @@ class ReferenceMethod(MetaMethod):
             for lo, ac in zip(loss.tolist(), acc.tolist(), strict=True)
         ]
         return None, outcomes
+
+
+class PrototypeMethod(ReferenceMethod):
+    """``prototype``: nearest support-class centroid (:func:`prototype_logits`)."""
+
+    def _logits(self, ep: Any) -> Tensor:
+        return prototype_logits(ep.support_x, ep.support_y, ep.query_x, self.ways)
+
+
+class LogRegMethod(ReferenceMethod):
+    """``logreg``: L2-penalised logistic regression fitted on the support set (:func:`fit_logreg`)."""
+
+    def _logits(self, ep: Any) -> Tensor:
+        w, b = fit_logreg(ep.support_x, ep.support_y, self.ways, self.cfg.logreg_l2)
+        return ep.query_x @ w.transpose(-1, -2) + b.unsqueeze(-2)

@@ -119,7 +119,42 @@ def load(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """A default value and its provenance (which benchmark chose it, and where the evidence is)."""
+
+    value: float
+    source: str
+
+    def describe(self, symbol: str) -> str:
+        """``"α = 1 (best of …)"``: the value and its provenance, for ``--help`` and docs.
+
+        Args:
+            symbol: The quantity's name, e.g. ``"α"``.
+
+        Returns:
+            One line.
+        """
+        return f"{symbol} = {self.value:g} ({self.source})"
+
+
 # ---- methods --------------------------------------------------------------------------------
+# Where each method's tuned step sizes come from (tests/test_defaults.py checks the values
+# against these committed benchmark outputs).
+_CLASSIC_SCAN = (
+    "best mean validation accuracy of the classic lr scan on all three datasets, "
+    "benchmarks/classic/results.json"
+)
+_MAIN_SEL = (
+    "the step size meta-val selected most often in the main table, benchmarks/main/results.json"
+)
+_SCAN = f"best mean meta-val accuracy of the fine-tuning lr scan, benchmarks/lr_scan/*.json; {_MAIN_SEL}"
+# Inner step-size grids of the benchmark suites: the same number of values for every method
+# (equal tuning budget), ordered (a suite with --lr-values N takes the first N); values suit the
+# unit-norm features: benchmarks/lr_scan.py shows plain SGD diverging from lr 10 and Adam from 0.3.
+_GRID = (3.0, 1.0, 0.3)
+# --adapt all (conv4 + head from images, gradients of a different scale): untuned defaults.
+_ALL = "untuned, in the range MAML's conv4 uses (0.01-0.4); the benchmark tunes it per method"
 
 
 @dataclass(frozen=True)
@@ -137,11 +172,17 @@ class MethodInfo(Choice):
         prime: GWNMO' (raw weights, no normalisation; M starts at output 1).
         init_always_learned: meta-learns the head's initialisation whatever ``--learn-init``
             says (so ``--no-learn-init`` is refused).
-        optimizer_options: keyword of the optimizer → config field that supplies it.
+        optimizer_options: keyword of the optimizer (or of the reference fit) → config field
+            that supplies it; the benchmark protocol tunes these fields too.
         classic: available as ``gwnmo-meta train --optimizer``.
         suite_learn_init: benchmark suites meta-learn its init (``False``: plain fine-tuning
             from a fixed random init).
         suites: benchmark suites whose default method list includes it.
+        inner_lr: the few-shot inner step size α when ``--inner-lr`` is unset, with its
+            provenance (``None``: no inner loop).
+        inner_lr_all: the same with ``--adapt all`` (conv4 adapted end to end).
+        lr_grid: the benchmark's inner step-size grid (empty: no step size to tune).
+        classic_lr: the step size of ``gwnmo-meta train`` when ``--lr`` is unset (classic only).
     """
 
     engine: Literal["higher", "learn2learn", "reference"] = "higher"
@@ -154,6 +195,10 @@ class MethodInfo(Choice):
     classic: bool = False
     suite_learn_init: bool = True
     suites: tuple[str, ...] = ()
+    inner_lr: Tuned | None = None
+    inner_lr_all: Tuned | None = None
+    lr_grid: tuple[float, ...] = ()
+    classic_lr: Tuned | None = None
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
@@ -166,6 +211,10 @@ METHODS.register(
         learned_optimizer=True,
         classic=True,
         suites=("quick", "main", "transfer"),
+        inner_lr=Tuned(3.0, _MAIN_SEL),
+        inner_lr_all=Tuned(0.1, _ALL),
+        lr_grid=_GRID,
+        classic_lr=Tuned(1.0, _CLASSIC_SCAN),
     )
 )
 METHODS.register(
@@ -178,6 +227,10 @@ METHODS.register(
         prime=True,
         classic=True,
         suites=("main",),
+        inner_lr=Tuned(3.0, _MAIN_SEL),
+        inner_lr_all=Tuned(0.1, _ALL),
+        lr_grid=_GRID,
+        classic_lr=Tuned(1.0, _CLASSIC_SCAN),
     )
 )
 METHODS.register(
@@ -189,6 +242,9 @@ METHODS.register(
         meta_learns="init",
         init_always_learned=True,
         suites=("quick", "main"),
+        inner_lr=Tuned(3.0, _MAIN_SEL),
+        inner_lr_all=Tuned(0.1, _ALL),
+        lr_grid=_GRID,
     )
 )
 METHODS.register(
@@ -200,6 +256,9 @@ METHODS.register(
         meta_learns="init + step sizes",
         init_always_learned=True,
         suites=("main",),
+        inner_lr=Tuned(3.0, _MAIN_SEL),
+        inner_lr_all=Tuned(0.1, _ALL),
+        lr_grid=_GRID,
     )
 )
 METHODS.register(
@@ -211,6 +270,10 @@ METHODS.register(
         optimizer_options=(("beta", "hg_beta"),),
         classic=True,
         suites=("main",),
+        inner_lr=Tuned(3.0, _MAIN_SEL),
+        inner_lr_all=Tuned(0.1, _ALL),
+        lr_grid=_GRID,
+        classic_lr=Tuned(1.0, _CLASSIC_SCAN),
     )
 )
 METHODS.register(
@@ -222,6 +285,10 @@ METHODS.register(
         classic=True,
         suite_learn_init=False,
         suites=("quick", "main", "transfer"),
+        inner_lr=Tuned(3.0, _SCAN),
+        inner_lr_all=Tuned(0.1, _ALL),
+        lr_grid=_GRID,
+        classic_lr=Tuned(1.0, _CLASSIC_SCAN),
     )
 )
 METHODS.register(
@@ -233,6 +300,10 @@ METHODS.register(
         classic=True,
         suite_learn_init=False,
         suites=("main", "transfer"),
+        inner_lr=Tuned(0.1, _SCAN),
+        inner_lr_all=Tuned(0.01, _ALL),
+        lr_grid=(0.1, 0.03, 0.01),
+        classic_lr=Tuned(0.03, _CLASSIC_SCAN),
     )
 )
 
@@ -241,7 +312,7 @@ METHODS.register(
         "prototype",
         "reference: nearest support-class centroid (Euclidean), no training",
         engine="reference",
-        impl="gwnmo_meta.reference:ReferenceMethod",
+        impl="gwnmo_meta.reference:PrototypeMethod",
         meta_learns="nothing",
     )
 )
@@ -250,8 +321,9 @@ METHODS.register(
         "logreg",
         "reference: L2-penalised logistic regression on the support set, L-BFGS to convergence",
         engine="reference",
-        impl="gwnmo_meta.reference:ReferenceMethod",
+        impl="gwnmo_meta.reference:LogRegMethod",
         meta_learns="nothing",
+        optimizer_options=(("l2", "logreg_l2"),),
     )
 )
 
@@ -266,10 +338,13 @@ class ScheduleInfo(Choice):
     Attributes:
         suites: benchmark suites whose default schedule list includes it.
         classic: also an online schedule of classic training (``gwnmo-meta train``).
+        one_step: meta-trains on the thesis's one-step look-ahead (each inner step judged on
+            the next batch) rather than the query loss after all inner steps.
     """
 
     suites: tuple[str, ...] = ()
     classic: bool = True
+    one_step: bool = True
 
 
 SCHEDULES: Registry[ScheduleInfo] = Registry("schedule")
@@ -288,7 +363,12 @@ SCHEDULES.register(
     )
 )
 SCHEDULES.register(
-    ScheduleInfo("unrolled", "query loss after all inner steps (MAML's objective)", classic=False)
+    ScheduleInfo(
+        "unrolled",
+        "query loss after all inner steps (MAML's objective)",
+        classic=False,
+        one_step=False,
+    )
 )
 
 # ---- learned inner step size (``--learn-lr``) -----------------------------------------------

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from gwnmo_meta.registry import SCHEDULES
 
-ONE_STEP_SCHEDULES = ("alg1", "alg2")
+ONE_STEP_SCHEDULES = SCHEDULES.names(lambda s: s.one_step)  # alg1, alg2
 
 
 @dataclass
@@ -238,7 +238,7 @@ def _adapt(
             _step(diffopt, losses.sum() if batched else losses, x, constant_grads and train)
             if one_step:  # L(φ_{t+1}; judge_t): update t, judged on data it was not computed from
                 meta_terms.append(task_losses(fmodel(judges[t][0]), judges[t][1]))
-        if train and schedule == "unrolled":
+        if train and not one_step:  # the unrolled schedule: query loss after all steps
             q_loss, q_acc = query_metrics(fmodel(qx), qy)
             meta: Tensor | None = q_loss
         else:

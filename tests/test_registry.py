@@ -60,12 +60,24 @@ def test_every_implementation_loads():
         assert callable(registry.load(info.impl)), name
 
 
-def test_per_method_tables_only_name_registered_methods():
-    from gwnmo_meta import benchmark, classic, methods
+def test_every_method_carries_its_step_sizes():
+    """Step sizes and grids live in the registry entry; the old tables are views of it."""
+    from gwnmo_meta import benchmark, defaults
 
-    assert set(methods.DEFAULT_INNER_LR) <= set(METHODS)
-    assert set(benchmark.LR_GRIDS) <= set(METHODS)
-    assert set(classic.DEFAULT_LR) <= set(METHODS)
+    for name, info in METHODS.items():
+        has_inner_loop = info.engine != "reference"
+        assert (info.inner_lr is not None) == has_inner_loop, name
+        assert bool(info.lr_grid) == has_inner_loop, name
+        if has_inner_loop:
+            assert info.inner_lr.value in info.lr_grid, name  # the default is a grid point
+            assert info.inner_lr.source, name
+        assert (info.classic_lr is not None) == info.classic, name
+    assert (
+        set(defaults.INNER_LR)
+        == set(benchmark.LR_GRIDS)
+        == set(METHODS.names(lambda m: m.engine != "reference"))
+    )
+    assert set(defaults.CLASSIC_LR) == set(METHODS.names(lambda m: m.classic))
 
 
 def test_suites_derive_from_the_registry():
