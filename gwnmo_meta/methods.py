@@ -34,14 +34,13 @@ were computed). learn2learn's MAML/Meta-SGD adapt one task at a time either way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gwnmo_meta import defaults
+from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.nets import build_weighting, make_head
 from gwnmo_meta.registry import LEARN_LR, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
@@ -59,28 +58,13 @@ from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 REFERENCE_METHODS = METHODS.names(lambda m: m.engine == "reference")
 
 
-@dataclass
-class MethodConfig:
-    """How a method adapts and what it meta-learns."""
+class MethodConfig(RunConfig):
+    """How a method adapts and what it meta-learns: the run's config, read by the methods.
 
-    method: str = "gwnmo"
-    schedule: str = "alg2"
-    weighting: str = "coordinate"
-    inner_steps: int = 5
-    inner_lr: float | None = None
-    meta_lr: float = defaults.META_LR.value
-    learn_init: bool = True
-    first_order: bool = False
-    head_hidden: int | None = None
-    weighting_hidden: int = int(defaults.WEIGHTING_HIDDEN.value)
-    hg_beta: float = defaults.HG_BETA.value
-    task_batch: bool = True
-    seed: int = 0
-    inner_batch: int | None = None
-    learn_lr: str = "off"
-    grad_through_norm: bool = False
-    logreg_l2: float = defaults.LOGREG_L2.value
-    adapt: str = "head"
+    Every field is declared once, in :class:`~gwnmo_meta.config.RunConfig` (a new flag needs no
+    edit here); this class adds the method-side view (:attr:`lr`, :attr:`info`) and checks only
+    what a method reads (:meth:`validate`).
+    """
 
     @property
     def lr(self) -> float:

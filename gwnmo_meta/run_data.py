@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
@@ -104,16 +103,10 @@ def load_run_data(
 
 
 def method_config(cfg: RunConfig) -> MethodConfig:
-    """The methods module's MethodConfig for ``cfg`` (inner lr ``None`` → the method's default)."""
+    """The methods module's view of ``cfg`` (inner lr ``None`` → the method's default)."""
     from gwnmo_meta.methods import MethodConfig
 
-    fields = {f.name for f in dataclasses.fields(MethodConfig)}
-    values = {
-        k: v
-        for k, v in cfg.to_dict().items()
-        if k in fields and not (k == "inner_lr" and v is None)
-    }
-    return MethodConfig(**values)
+    return MethodConfig(**cfg.to_dict())  # the same fields (MethodConfig derives from RunConfig)
 
 
 def build_method_for(cfg: RunConfig, feature_dim: int, device: torch.device) -> MetaMethod:
