@@ -424,7 +424,7 @@ def meta_train_cmd(
     method: Annotated[
         Method,
         typer.Option("--method", help="Learned optimizer or baseline.", rich_help_panel=METHOD),
-    ] = "gwnmo",
+    ] = registry.DEFAULT_METHOD,
     schedule: Annotated[
         Schedule | None,
         typer.Option(
@@ -1150,7 +1150,7 @@ def train(
     optimizer: Annotated[
         ClassicOptimizer,
         typer.Option("--optimizer", help="Optimizer of the target.", rich_help_panel=METHOD),
-    ] = "gwnmo",
+    ] = registry.DEFAULT_METHOD,
     schedule: Annotated[
         ClassicSchedule | None,
         typer.Option(

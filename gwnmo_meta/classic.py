@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from gwnmo_meta import defaults
 from gwnmo_meta.config import check_positive, check_seed
 from gwnmo_meta.errors import CheckpointError, ConfigError
-from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
+from gwnmo_meta.registry import DEFAULT_METHOD, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 
 OPTIMIZERS = METHODS.names(lambda m: m.classic)  # the methods ``train --optimizer`` accepts
 VAL_FRACTION = defaults.CLASSIC_VAL_FRACTION  # share of each class held out to select the epoch
@@ -58,7 +58,7 @@ class ClassicConfig:
     download: bool = False
     skip_integrity_check: bool = False
     backbone: str = "conv4"
-    optimizer: str = "gwnmo"
+    optimizer: str = DEFAULT_METHOD
     schedule: str = "alg1"
     weighting: str = "mlp"
     lr: float | None = None

@@ -14,6 +14,7 @@ from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import (
     BACKBONES,
     DATASETS,
+    DEFAULT_METHOD,
     LEARN_LR,
     METHODS,
     SCHEDULES,
@@ -78,7 +79,7 @@ class RunConfig:
     shots: int = 1
     query: int = 15
     # method
-    method: str = "gwnmo"
+    method: str = DEFAULT_METHOD
     schedule: str = "alg2"
     weighting: str = "coordinate"
     weighting_hidden: int = int(defaults.WEIGHTING_HIDDEN.value)

@@ -78,7 +78,9 @@ def weighting_is_prime(path: str | Path) -> bool:
 
 
 def _prime(cfg: dict) -> bool:
-    from gwnmo_meta.registry import METHODS
+    from gwnmo_meta.registry import DEFAULT_METHOD, METHODS
 
-    name = cfg.get("method", cfg.get("optimizer", "gwnmo"))  # meta-train / classic checkpoints
+    name = cfg.get(
+        "method", cfg.get("optimizer", DEFAULT_METHOD)
+    )  # meta-train / classic checkpoints
     return name in METHODS and METHODS[name].prime

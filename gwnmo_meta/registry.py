@@ -328,6 +328,10 @@ METHODS.register(
 )
 
 
+# meta-train --method and train --optimizer when not given
+DEFAULT_METHOD = "gwnmo"
+
+
 # ---- schedules (how a learned optimizer is meta-trained) ------------------------------------
 
 
