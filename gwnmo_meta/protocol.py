@@ -700,7 +700,7 @@ def summarise(
                 f"{g['source']} {g['shots']}-shot: rows were scored on different tasks"
             )
         n_seeds = len(g["seeds"])
-        refs = {"sgd": "sgd [fixed]", "maml": "maml [learned]"}
+        refs = {n: f"{n} [{m.paired_baseline}]" for n, m in METHODS.items() if m.paired_baseline}
         for entry in table:
             for name, ref in refs.items():
                 if entry["row"] in pooled and ref in pooled:
@@ -712,8 +712,9 @@ def summarise(
                 pairs.append({"a": a, "b": b, **_diff(pooled[a], pooled[b], n_seeds)})
         best = max(pooled, key=lambda r: math.fsum(pooled[r]) / len(pooled[r]), default=None)
         best_vs_proto = None
-        if best is not None and "prototype" in pooled and best != "prototype":
-            best_vs_proto = {"best": best, **_diff(pooled[best], pooled["prototype"], n_seeds)}
+        proto = next((n for n, m in METHODS.items() if m.no_training_reference), None)
+        if best is not None and proto in pooled and best != proto:
+            best_vs_proto = {"best": best, **_diff(pooled[best], pooled[proto], n_seeds)}
         out_groups.append(
             {
                 "source": g["source"],
@@ -831,7 +832,7 @@ def plot_steps(results: dict[str, Any], path: Path) -> Path:
             if len(acc) == 1:  # no inner steps: a horizontal reference line
                 ax_acc.axhline(
                     100 * acc[0],
-                    color="grey" if r["method"] == "prototype" else "black",
+                    color="grey" if METHODS[r["method"]].no_training_reference else "black",
                     ls=":",
                     lw=1,
                     label=r["row"],

@@ -183,6 +183,9 @@ class MethodInfo(Choice):
         inner_lr_all: the same with ``--adapt all`` (conv4 adapted end to end).
         lr_grid: the benchmark's inner step-size grid (empty: no step size to tune).
         classic_lr: the step size of ``gwnmo-meta train`` when ``--lr`` is unset (classic only).
+        paired_baseline: the init regime (``"fixed"``/``"learned"``) in which the protocol
+            report compares every row with this method (``""``: not a baseline).
+        no_training_reference: the reference row the best method must beat significantly.
     """
 
     engine: Literal["higher", "learn2learn", "reference"] = "higher"
@@ -199,6 +202,8 @@ class MethodInfo(Choice):
     inner_lr_all: Tuned | None = None
     lr_grid: tuple[float, ...] = ()
     classic_lr: Tuned | None = None
+    paired_baseline: str = ""
+    no_training_reference: bool = False
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
@@ -238,6 +243,7 @@ METHODS.register(
         "maml",
         "MAML: SGD inner loop via learn2learn.algorithms.MAML",
         engine="learn2learn",
+        paired_baseline="learned",
         impl="learn2learn.algorithms:MAML",
         meta_learns="init",
         init_always_learned=True,
@@ -281,6 +287,7 @@ METHODS.register(
         "sgd",
         "plain SGD, via higher",
         impl="torch.optim:SGD",
+        paired_baseline="fixed",
         meta_learns="init (with --learn-init)",
         classic=True,
         suite_learn_init=False,
@@ -312,6 +319,7 @@ METHODS.register(
         "prototype",
         "reference: nearest support-class centroid (Euclidean), no training",
         engine="reference",
+        no_training_reference=True,
         impl="gwnmo_meta.reference:PrototypeMethod",
         meta_learns="nothing",
     )
