@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from gwnmo_meta.config import RunConfig
 from gwnmo_meta.tasks.fewshot import FewShotData
 from gwnmo_meta.tasks.splits import ClassSplit, split_indices
 
@@ -28,3 +29,11 @@ def noisy_fewshot(
     split = ClassSplit(tuple(range(classes // 2)), (), tuple(range(classes // 2, classes)))
     parts = split_indices(labels, torch.zeros(len(labels), dtype=torch.bool), split, seed=seed)
     return FewShotData(torch.cat([x_inf, x_noise], 1), labels, parts, split)
+
+
+def tiny_base(data_root: object, **overrides: object) -> RunConfig:
+    """The RunConfig of the benchmark tests: tiny data, raw pixels, 3 queries, meta-batch 2, CPU."""
+    fields: dict[str, object] = dict(
+        data_root=str(data_root), backbone="none", query=3, meta_batch=2, device="cpu"
+    )
+    return RunConfig(**{**fields, **overrides})

@@ -10,6 +10,7 @@ import pytest
 from gwnmo_meta.benchmark import LR_GRIDS, build_suite, run_suite, select_best
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
+from tests.helpers import tiny_base
 
 
 def test_main_suite_gives_every_variant_the_same_number_of_step_sizes():
@@ -78,14 +79,7 @@ def test_select_best_keeps_the_best_meta_val_cell_per_variant():
 def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(
     tiny_data_root, tmp_path, monkeypatch
 ):
-    base = RunConfig(
-        data_root=str(tiny_data_root),
-        backbone="none",
-        query=3,
-        inner_steps=2,
-        meta_batch=2,
-        device="cpu",
-    )
+    base = tiny_base(tiny_data_root, inner_steps=2)
     suite = build_suite(
         "quick",
         methods=("gwnmo", "sgd"),
@@ -114,15 +108,7 @@ def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(
 
 
 def test_weighting_hidden_reaches_m_and_keys_only_gwnmo_cells(tiny_data_root, tmp_path):
-    base = RunConfig(
-        data_root=str(tiny_data_root),
-        backbone="none",
-        query=3,
-        inner_steps=1,
-        meta_batch=1,
-        device="cpu",
-        weighting_hidden=8,
-    )
+    base = tiny_base(tiny_data_root, inner_steps=1, meta_batch=1, weighting_hidden=8)
     suite = build_suite(
         "quick",
         methods=("gwnmo", "sgd"),
@@ -153,15 +139,7 @@ def test_weighting_hidden_sets_the_width_of_m_and_must_be_positive():
 
 
 def test_task_batch_keys_only_cells_it_changes(tiny_data_root, tmp_path):
-    base = RunConfig(
-        data_root=str(tiny_data_root),
-        backbone="none",
-        query=3,
-        inner_steps=1,
-        meta_batch=2,
-        device="cpu",
-        task_batch=True,
-    )
+    base = tiny_base(tiny_data_root, inner_steps=1, task_batch=True)
     suite = build_suite(
         "quick",
         methods=("gwnmo", "maml"),
@@ -197,9 +175,7 @@ def test_task_batch_keys_only_cells_it_changes(tiny_data_root, tmp_path):
 def test_reference_rows_in_the_old_suites_are_scored_without_meta_training(
     tiny_data_root, tmp_path
 ):
-    base = RunConfig(
-        data_root=str(tiny_data_root), backbone="none", query=3, meta_batch=2, device="cpu"
-    )
+    base = tiny_base(tiny_data_root)
     suite = build_suite("quick", methods=("prototype",), meta_steps=1, test_tasks=4, base=base)
     assert [c.cell_id for c in suite.cells] == ["mnist-1shot-prototype"]
     rows, _ = run_suite(suite, tmp_path, progress=False)

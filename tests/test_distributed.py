@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from gwnmo_meta.benchmark import build_suite, run_suite
-from gwnmo_meta.config import RunConfig
 from gwnmo_meta.distributed import World
+from tests.helpers import tiny_base
 
 GWNMO = str(Path(sys.executable).with_name("gwnmo-meta"))
 TINY = [
@@ -204,14 +204,7 @@ def test_a_dying_rank_stops_the_others_in_bounded_time(tiny_data_root, tmp_path)
 
 
 def test_benchmark_jobs_gives_the_serial_results_and_stays_resumable(tiny_data_root, tmp_path):
-    base = RunConfig(
-        data_root=str(tiny_data_root),
-        backbone="none",
-        query=3,
-        inner_steps=1,
-        meta_batch=2,
-        device="cpu",
-    )
+    base = tiny_base(tiny_data_root, inner_steps=1)
     suite = build_suite(
         "quick",
         methods=("gwnmo", "sgd"),

@@ -16,6 +16,7 @@ from gwnmo_meta.protocol import (
     run_protocol,
     tune,
 )
+from tests.helpers import tiny_base
 
 
 def test_ladder_is_half_decades_and_round_trips():
@@ -110,17 +111,7 @@ def test_default_protocol_covers_the_issue_table():
 def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
     tiny_data_root, tmp_path, monkeypatch
 ):
-    base = RunConfig(
-        data_root=str(tiny_data_root),
-        backbone="none",
-        query=3,
-        inner_steps=2,
-        meta_batch=2,
-        meta_steps=1,
-        val_every=1,
-        val_tasks=4,
-        device="cpu",
-    )
+    base = tiny_base(tiny_data_root, inner_steps=2, meta_steps=1, val_every=1, val_tasks=4)
     suite = build_protocol(
         base=base,
         sources=["mnist"],
