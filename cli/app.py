@@ -965,7 +965,8 @@ def benchmark(
         int | None,
         typer.Option(
             "--lr-values",
-            help="Inner step sizes tried per method, 1-3 (equal tuning budget).",
+            help="Inner step sizes tried per method, 1-3 (equal tuning budget); protocol: grid "
+            "points per hyperparameter before edge extensions (default 3; 1 = no tuning).",
             rich_help_panel=INNER,
         ),
     ] = None,
@@ -1044,8 +1045,17 @@ def benchmark(
     """Run a benchmark suite on shared tasks and seeds; resumable (finished cells are not re-run)."""
     from gwnmo_meta.benchmark import build_suite, run_suite
     from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.errors import ConfigError
 
     if suite == "protocol":
+        misplaced = {
+            "--datasets (use --sources)": datasets is not None,
+            "--seed (use --seeds)": seed != 0,
+            "--jobs (cells run one at a time)": jobs != 1,
+        }
+        given = [flag for flag, v in misplaced.items() if v]
+        if given:
+            raise ConfigError(f"not options of the protocol suite: {'; '.join(given)}")
         _protocol(
             out=out,
             progress=progress_bars(quiet),
@@ -1058,6 +1068,7 @@ def benchmark(
             seeds=seeds,
             seed_sources=seed_sources,
             test_tasks=test_tasks,
+            grid_points=lr_values,
             base=dict(
                 data_root=_path(data_root),
                 skip_integrity_check=skip_integrity_check,
@@ -1070,9 +1081,22 @@ def benchmark(
                 meta_steps=meta_steps,
                 inner_steps=inner_steps,
                 val_tasks=val_tasks,
+                adapt=value(adapt),
             ),
         )
         return
+    protocol_only = {
+        "--sources": sources,
+        "--regimes": regimes,
+        "--seeds": seeds,
+        "--seed-sources": seed_sources,
+        "--variants": variants,
+        "--inner-steps": inner_steps,
+        "--val-tasks": val_tasks,
+    }
+    given = [flag for flag, v in protocol_only.items() if v is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply only to the protocol suite")
     base = RunConfig(
         data_root=_path(data_root),
         skip_integrity_check=skip_integrity_check,
@@ -1126,6 +1150,7 @@ def _protocol(*, out: Path, base: dict[str, Any], progress: bool, **lists: Any) 
         seeds=_csv(lists["seeds"], int),
         seed_sources=_csv(lists["seed_sources"]),
         test_tasks=lists["test_tasks"],
+        grid_points=lists["grid_points"],
     )
     _, paths = run_protocol(spec, out, progress=progress, log=typer.echo)
     typer.echo((out / "results.md").read_text())

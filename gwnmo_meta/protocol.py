@@ -79,6 +79,7 @@ SUITE_SETTINGS = (
     "ways",
     "first_order",
     "task_batch",
+    "adapt",
 )
 
 
@@ -93,10 +94,12 @@ def ladder_index(value: float) -> int:
     return min((k - 1, k, k + 1), key=lambda j: abs(math.log(ladder_value(j) / value)))
 
 
-def hyperparameters(method: str) -> list[tuple[str, float]]:
-    """(RunConfig field, centre of its grid) for each hyperparameter ``method`` is tuned on."""
+def hyperparameters(method: str, adapt: str = "head") -> list[tuple[str, float]]:
+    """(RunConfig field, centre of its grid) for each hyperparameter ``method`` is tuned on
+    (the inner step size centred on the ``--adapt all`` default when the whole conv4 adapts)."""
     info, default = METHODS[method], RunConfig()
-    axes = [("inner_lr", info.inner_lr.value)] if info.inner_lr else []
+    lr = info.inner_lr_all if adapt == "all" else info.inner_lr
+    axes = [("inner_lr", lr.value)] if lr else []
     return axes + [(field, getattr(default, field)) for _, field in info.optimizer_options]
 
 
@@ -260,17 +263,29 @@ def build_protocol(
     seeds: Sequence[int] | None = None,
     seed_sources: Sequence[str] | None = None,
     test_tasks: int | None = None,
+    grid_points: int | None = None,
 ) -> ProtocolSuite:
     """The protocol suite with its defaults (every argument overrides one); validates choices."""
     base = base or RunConfig(meta_steps=100, val_every=50, val_tasks=100)
+    grid_points = 3 if grid_points is None else grid_points
+    if not 1 <= grid_points <= 5:
+        raise ConfigError(
+            f"--lr-values must be 1-5 grid points for the protocol, got {grid_points}"
+        )
     srcs = [Source.parse(s) for s in (sources or DEFAULT_SOURCES)]
     regimes = list(regimes or ("learned", "fixed"))
     bad = [r for r in regimes if r not in ("learned", "fixed")]
     if bad or not regimes:
         raise ConfigError(f"unknown regime(s) {bad}; choose learned and/or fixed")
-    methods = list(methods or METHODS)
+    if methods is None:  # reference rows classify backbone features: head mode only
+        methods = [m for m in METHODS if base.adapt == "head" or m not in NO_META_METHODS]
+    methods = list(methods)
     for m in methods:
         METHODS.check(m, "--methods")
+        if base.adapt == "all" and m in NO_META_METHODS:
+            raise ConfigError(
+                f"--methods {m}: reference rows need --adapt head (backbone features)"
+            )
     schedules = list(schedules or SCHEDULES)
     for s in schedules:
         SCHEDULES.check(s, "--schedules")
@@ -294,6 +309,7 @@ def build_protocol(
         seeds=seeds,
         seed_sources=seed_srcs,
         test_tasks=test_tasks,
+        grid_points=grid_points,
     )
 
 
@@ -532,7 +548,8 @@ def _check_settings(suite: ProtocolSuite, out: Path) -> None:
     path = out / "suite.json"
     settings = json.loads(json.dumps(suite.settings()))
     if path.exists():
-        saved = json.loads(path.read_text())
+        # a setting added after the suite was written compares as its default (``adapt``: head)
+        saved = {"adapt": "head"} | json.loads(path.read_text())
         diff = sorted(k for k in settings if saved.get(k) != settings[k])
         if diff:
             raise ConfigError(
@@ -555,7 +572,7 @@ def run_group(
     seeds = suite.seeds_for(source)
     for variant in suite.variants:
         for regime in variant.regimes(suite.regimes):
-            axes = hyperparameters(variant.method)
+            axes = hyperparameters(variant.method, suite.base.adapt)
             given = {k for k, _ in variant.overrides}
             axes = [(k, v) for k, v in axes if k not in given]  # a row may pin a value
 
@@ -765,13 +782,25 @@ def write_protocol_reports(results: dict[str, Any], out: Path) -> list[Path]:
         f"5-way tasks, {s['query']} queries per class; {s['test_tasks']} meta-test tasks per seed; "
         f"{s['meta_steps']} meta-steps × {s['meta_batch']} tasks, meta-lr {s['meta_lr']:g} (fixed for "
         f"every meta-learner), validation every {s['val_every']} steps on {s['val_tasks']} meta-val "
-        f"tasks; {s['inner_steps']} inner steps; head "
-        f"{'linear' if not s['head_hidden'] else 'two-layer, hidden ' + str(s['head_hidden'])}; "
-        f"backbone {s['backbone']}; M = {s['weighting']} (hidden {s['weighting_hidden']}).",
+        f"tasks; {s['inner_steps']} inner steps; "
+        + (
+            "conv4 + linear head adapted end to end from images (`--adapt all`); "
+            if s.get("adapt") == "all"
+            else f"head "
+            f"{'linear' if not s['head_hidden'] else 'two-layer, hidden ' + str(s['head_hidden'])}"
+            f"; backbone {s['backbone']}; "
+        )
+        + f"M = {s['weighting']} (hidden {s['weighting_hidden']}).",
         "",
-        f"Tuning: {s['grid_points']} log-spaced values (half-decade ladder) per hyperparameter, "
-        "extended while the best is at an edge; selected on seed 0's meta-val; 'edge' marks a "
-        "value still at the edge after the extensions. Accuracy: mean ± 95% CI over the pooled "
+        (
+            "Tuning: none (one grid point): every row uses its method's default step size "
+            "(`registry.METHODS`), so rows differ in method only, not in tuning budget."
+            if s["grid_points"] == 1
+            else f"Tuning: {s['grid_points']} log-spaced values (half-decade ladder) per "
+            "hyperparameter, extended while the best is at an edge; selected on seed 0's "
+            "meta-val; 'edge' marks a value still at the edge after the extensions."
+        )
+        + " Accuracy: mean ± 95% CI over the pooled "
         "tasks of all seeds. Δ: paired difference (percentage points) on the same tasks, ± 95% CI; "
         "**✓** = the CI excludes 0; **✓✓** = the Student-t CI of the per-seed mean differences "
         "excludes 0 as well (several seeds only: it also covers seed-to-seed variation).",

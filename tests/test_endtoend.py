@@ -168,3 +168,31 @@ def test_adapt_all_on_the_mixed_pool(tiny_data_root, tmp_path):
     )
     res = train(cfg, tmp_path / "run", progress=False)
     assert res.steps_done == 1 and 0 <= res.best_val_accuracy <= 1
+
+
+def test_protocol_suite_with_adapt_all_starts_from_the_end_to_end_step_sizes(
+    tiny_data_root, tmp_path
+):
+    from gwnmo_meta.protocol import build_protocol, run_protocol
+    from gwnmo_meta.registry import METHODS
+    from tests.helpers import tiny_base
+
+    base = tiny_base(
+        tiny_data_root, adapt="all", inner_steps=1, meta_steps=1, val_every=1, val_tasks=2
+    )
+    suite = build_protocol(
+        base=base, sources=["mnist"], shots=[1], schedules=("alg2",), seeds=[0], test_tasks=2,
+        methods=("gwnmo", "maml", "adam"), regimes=("learned",), grid_points=1,
+    )  # fmt: skip
+    results, _ = run_protocol(suite, tmp_path, progress=False)
+    rows = {r["row"]: r for r in results["groups"][0]["rows"]}
+    assert set(rows) == {"gwnmo alg2 [learned]", "maml [learned]", "adam [learned]"}
+    for name, method in (("gwnmo alg2", "gwnmo"), ("maml", "maml"), ("adam", "adam")):
+        ((hparams, _),) = rows[f"{name} [learned]"]["grid"]  # one grid point: no tuning
+        assert hparams == {"inner_lr": METHODS[method].inner_lr_all.value}
+    assert results["settings"]["adapt"] == "all"
+    assert "end to end" in (tmp_path / "results.md").read_text()
+    # reference rows classify frozen backbone features: left out by default, refused by name
+    assert "prototype" not in {v.name for v in build_protocol(base=base).variants}
+    with pytest.raises(ConfigError, match="--adapt head"):
+        build_protocol(base=base, methods=("prototype",))

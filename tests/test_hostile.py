@@ -198,6 +198,10 @@ def test_checkpoint_naming_an_unimportable_class_is_refused(tiny_data_root, tmp_
         (["train", "--max-train-images", "-3"], "--max-train-images must be positive"),
         (["benchmark", "quick", "--test-tasks", "0"], "--test-tasks must be positive"),
         (["benchmark", "quick", "--meta-steps", "0"], "--meta-steps must be positive"),
+        (["benchmark", "quick", "--sources", "mixed"], "--sources apply only to the protocol"),
+        (["benchmark", "protocol", "--datasets", "mnist"], "protocol suite: --datasets (use"),
+        (["benchmark", "protocol", "--jobs", "2"], "protocol suite: --jobs"),
+        (["benchmark", "protocol", "--lr-values", "0"], "--lr-values must be 1-5"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(tiny_data_root, tmp_path, args, message):

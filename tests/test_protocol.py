@@ -160,6 +160,10 @@ def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
     monkeypatch.setattr("gwnmo_meta.trainer.meta_train", must_not_run)
     monkeypatch.setattr("gwnmo_meta.evaluate.evaluate_method", must_not_run)
     monkeypatch.setattr("gwnmo_meta.evaluate.evaluate_checkpoint", must_not_run)
+    # a suite written before a setting existed resumes when that setting is at its default
+    settings = json.loads((tmp_path / "suite.json").read_text())
+    assert settings.pop("adapt") == "head"
+    (tmp_path / "suite.json").write_text(json.dumps(settings))
     again, _ = run_protocol(suite, tmp_path, progress=False)
     assert again["groups"] == results["groups"]
     other = build_protocol(base=RunConfig(**{**base.to_dict(), "meta_steps": 2}), sources=["mnist"])
