@@ -19,7 +19,7 @@ import torch
 
 from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
+from gwnmo_meta.evaluate import evaluate_checkpoint
 from gwnmo_meta.stats import mean_ci95
 from gwnmo_meta.trainer import meta_train
 
@@ -28,19 +28,17 @@ WEIGHTINGS = ("coordinate", "factored")
 
 def per_task_accuracy(run: Path, tasks: int, seed: int) -> list[float]:
     """Query accuracy of ``run``'s best.pt on each of ``tasks`` meta-test tasks (seeded stream)."""
-    ckpt = load_checkpoint(run / "best.pt", KIND_META)
-    cfg = RunConfig.from_dict(ckpt["config"])
-    data = load_run_data(cfg, torch.device("cpu"), progress=False)
-    method = build_method_for(cfg, data.feature_dim, torch.device("cpu"))
-    method.load_state_dict(ckpt["method"])
-    method.eval()
-    sampler = data.sampler("test", task_spec(cfg), seed, "cpu")
-    accs: list[float] = []
-    while len(accs) < tasks:
-        n = min(cfg.meta_batch, tasks - len(accs))
-        _, outs = method.episodes([sampler.sample() for _ in range(n)], train=False)
-        accs += [o.query_acc for o in outs]
-    return accs
+    cfg = RunConfig.from_dict(load_checkpoint(run / "best.pt", KIND_META)["config"])
+    ev = evaluate_checkpoint(
+        run / "best.pt",
+        data_root=cfg.data_root,
+        skip_integrity_check=cfg.skip_integrity_check,
+        tasks=tasks,
+        device="cpu",
+        seed=seed,
+        progress=False,
+    )
+    return ev["task_accuracies"]
 
 
 def main() -> None:

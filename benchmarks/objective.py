@@ -22,6 +22,7 @@ import torch
 
 from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
 from gwnmo_meta.config import RunConfig
+from gwnmo_meta.evaluate import evaluate_checkpoint
 from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
 from gwnmo_meta.stats import mean_ci95
 from gwnmo_meta.trainer import meta_train
@@ -79,15 +80,18 @@ def _load(run_dir: Path, which: str, cfg: RunConfig, data: Any) -> Any:
     return method
 
 
-def test_accuracies(method: Any, data: Any, cfg: RunConfig) -> list[float]:
-    """Per-task query accuracy on the fixed meta-test stream (paired across variants)."""
-    sampler = data.sampler("test", task_spec(cfg), TEST_SEED, "cpu")
-    accs: list[float] = []
-    while len(accs) < TEST_TASKS:
-        n = min(cfg.meta_batch, TEST_TASKS - len(accs))
-        _, outs = method.episodes([sampler.sample() for _ in range(n)], train=False)
-        accs += [o.query_acc for o in outs]
-    return accs
+def test_accuracies(run_dir: Path, which: str, cfg: RunConfig) -> list[float]:
+    """Per-task query accuracy of ``which``.pt on the fixed meta-test stream (paired across variants)."""
+    ev = evaluate_checkpoint(
+        run_dir / f"{which}.pt",
+        data_root=cfg.data_root,
+        skip_integrity_check=cfg.skip_integrity_check,
+        tasks=TEST_TASKS,
+        device="cpu",
+        seed=TEST_SEED,
+        progress=False,
+    )
+    return ev["task_accuracies"]
 
 
 def _with_per_task(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -95,10 +99,7 @@ def _with_per_task(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if "test_per_task" in summary:
         return summary
     cfg = RunConfig(**summary["config"])
-    data = load_run_data(cfg, torch.device("cpu"), progress=False)
-    summary["test_per_task"] = {
-        w: test_accuracies(_load(run_dir, w, cfg, data), data, cfg) for w in ("best", "last")
-    }
+    summary["test_per_task"] = {w: test_accuracies(run_dir, w, cfg) for w in ("best", "last")}
     for w, accs in summary["test_per_task"].items():
         ci = mean_ci95(accs)
         summary["test"][w] = {"acc": ci.mean, "ci95": ci.ci95}
@@ -117,9 +118,7 @@ def run_variant(name: str, overrides: dict[str, Any], out: Path) -> dict[str, An
     before = _diagnostics(build_method_for(cfg, data.feature_dim, "cpu"), data, cfg)
     result = meta_train(cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=False)
     after = _diagnostics(_load(run_dir, "last", cfg, data), data, cfg)
-    per_task = {
-        w: test_accuracies(_load(run_dir, w, cfg, data), data, cfg) for w in ("best", "last")
-    }
+    per_task = {w: test_accuracies(run_dir, w, cfg) for w in ("best", "last")}
     summary = {
         "name": name,
         "config": dataclasses.asdict(cfg),
