@@ -72,6 +72,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine(device: torch.device) -> dict:
+    """Where the timings were taken: device, torch version, threads and CPU model."""
+    return {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+    }
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -159,10 +169,7 @@ def real_sizes(args, device: torch.device, out: Path) -> None:
     """Section 5: GWNMO vs MAML at real target sizes, rows paired with MAML, interleaved passes."""
     spec = TaskSpec(5, 1, 15)
     results: dict = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
+        **machine(device),
         "repeats": args.repeats,
         "passes": args.passes,
         "rows": {},
@@ -231,12 +238,7 @@ def main() -> None:
         return
     data = fake_features()
     spec = TaskSpec(5, 1, 15)
-    results: dict = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
-    }
+    results: dict = machine(device)
     lines = [
         f"# Speed and cost (device {device}, {results['cpu']}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads)",
