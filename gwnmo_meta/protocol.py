@@ -548,8 +548,9 @@ def _check_settings(suite: ProtocolSuite, out: Path) -> None:
     path = out / "suite.json"
     settings = json.loads(json.dumps(suite.settings()))
     if path.exists():
-        # a setting added after the suite was written compares as its default (``adapt``: head)
-        saved = {"adapt": "head"} | json.loads(path.read_text())
+        # a setting added after the suite was written (e.g. ``adapt``) compares as its default
+        defaults = {k: getattr(RunConfig(), k) for k in SUITE_SETTINGS}
+        saved = defaults | json.loads(path.read_text())
         diff = sorted(k for k in settings if saved.get(k) != settings[k])
         if diff:
             raise ConfigError(
