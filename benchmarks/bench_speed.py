@@ -38,12 +38,17 @@ import torch
 import torch.nn.functional as F
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.methods import MethodConfig, build_method
-from gwnmo_meta.nets import CoordinateWeighting, ThesisMLPWeighting, build_weighting, make_head
-from gwnmo_meta.optim import GWNMO
+from gwnmo_meta.optim.gwnmo import GWNMO
+from gwnmo_meta.optim.nets import (
+    CoordinateWeighting,
+    ThesisMLPWeighting,
+    build_weighting,
+    make_head,
+)
 from gwnmo_meta.tasks.episodes import TaskSpec
 from gwnmo_meta.tasks.fewshot import FewShotData
 from gwnmo_meta.tasks.splits import default_split, split_indices
+from gwnmo_meta.training.methods import MethodConfig, build_method
 
 
 def fake_features(

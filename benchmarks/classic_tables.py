@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from gwnmo_meta import defaults
-from gwnmo_meta.classic import ClassicConfig, _load_features, train_classic
 from gwnmo_meta.device import resolve_device
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.training.classic import ClassicConfig, _load_features, train_classic
 
 THESIS = {
     ("table1", "cifar10", "gwnmo alg1"): (71.5, 0.822),

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from gwnmo_meta.targets import Conv4Target
+from gwnmo_meta.training.targets import Conv4Target
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.evaluate import evaluate_checkpoint
-from gwnmo_meta.stats import mean_ci95
-from gwnmo_meta.trainer import meta_train
+from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+from gwnmo_meta.evaluation.stats import mean_ci95
+from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
+from gwnmo_meta.training.trainer import meta_train
 
 WEIGHTINGS = ("coordinate", "factored")
 

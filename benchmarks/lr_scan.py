@@ -1,7 +1,7 @@
 """Inner step-size scan for plain fine-tuning (SGD, Adam from a random init) on real tasks.
 
 No meta-training is involved, so it is cheap; it shows which step sizes suit the unit-norm
-backbone features and motivates the grids in ``gwnmo_meta.benchmark.LR_GRIDS``.
+backbone features and motivates the grids in ``gwnmo_meta.suites.grid.LR_GRIDS``.
 
     python benchmarks/lr_scan.py --dataset mnist --data-root DIR [--skip-integrity-check]
 
@@ -19,8 +19,8 @@ import torch
 
 from gwnmo_meta import defaults
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.evaluate import evaluate_tasks
-from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
+from gwnmo_meta.evaluation.evaluate import evaluate_tasks
+from gwnmo_meta.training.run_data import build_method_for, load_run_data, task_spec
 
 GRIDS = {"sgd": (1.0, 3.0, 10.0, 30.0), "adam": (0.03, 0.1, 0.3, 1.0)}
 

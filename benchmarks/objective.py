@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.evaluate import evaluate_checkpoint
-from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
-from gwnmo_meta.stats import mean_ci95
-from gwnmo_meta.trainer import meta_train
+from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+from gwnmo_meta.evaluation.stats import mean_ci95
+from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
+from gwnmo_meta.training.run_data import build_method_for, load_run_data, task_spec
+from gwnmo_meta.training.trainer import meta_train
 
 TEST_TASKS, TEST_SEED = 600, 1234  # evaluate's defaults: every variant sees the same test tasks
 

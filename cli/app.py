@@ -84,7 +84,7 @@ def _rank_prefix() -> str | None:
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
     if rank == "0":
         return ""
-    dist = sys.modules.get("gwnmo_meta.distributed")
+    dist = sys.modules.get("gwnmo_meta.training.distributed")
     return f"rank {rank}: " if dist is not None and dist.world().active else None
 
 
@@ -105,7 +105,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Exception as exc:
-            dist = sys.modules.get("gwnmo_meta.distributed")
+            dist = sys.modules.get("gwnmo_meta.training.distributed")
             if dist is None or not isinstance(exc, dist.RankFailure):
                 raise
             fail(str(exc), 1)  # another rank died or stopped answering
@@ -578,10 +578,10 @@ def meta_train_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Meta-train GWNMO (or a baseline) on few-shot tasks; writes checkpoints and TensorBoard events to --out."""
-    from gwnmo_meta import distributed
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import ConfigError
-    from gwnmo_meta.trainer import TrainingDiverged, meta_train
+    from gwnmo_meta.training import distributed
+    from gwnmo_meta.training.trainer import TrainingDiverged, meta_train
 
     if schedule is not None and not registry.METHODS[method.value].learned_optimizer:
         learned = " and ".join(registry.METHODS.names(lambda m: m.learned_optimizer))
@@ -645,8 +645,8 @@ def meta_train_cmd(
     best = "n/a" if result.best_val_accuracy is None else f"{100 * result.best_val_accuracy:.2f}%"
     echo(f"meta-trained {result.steps_done} steps; best meta-val accuracy {best}; run dir {out}")
     if test_tasks:
-        from gwnmo_meta.atomic import atomic_write_json
-        from gwnmo_meta.evaluate import evaluate_checkpoint
+        from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+        from gwnmo_meta.io.atomic import atomic_write_json
 
         # under torchrun the test tasks are sharded over the ranks and gathered
         summary = evaluate_checkpoint(out / "best.pt", tasks=test_tasks, progress=progress)
@@ -753,10 +753,10 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score a checkpoint (or, with --method, a method that needs none) on meta-test tasks."""
-    from gwnmo_meta.atomic import atomic_write_json, check_writable_file
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import ConfigError
-    from gwnmo_meta.evaluate import evaluate_checkpoint, evaluate_method
+    from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint, evaluate_method
+    from gwnmo_meta.io.atomic import atomic_write_json, check_writable_file
 
     if json_path is not None:
         check_writable_file(json_path, "--json")  # before the evaluation, not after it
@@ -807,7 +807,7 @@ def evaluate(
             data_seed=data_seed,
         )
         summary = evaluate_method(cfg, tasks=tasks, seed=seed, progress=progress_bars(quiet))
-    from gwnmo_meta import distributed
+    from gwnmo_meta.training import distributed
 
     if not distributed.world().is_main:  # under torchrun, rank 0 reports
         return
@@ -846,8 +846,8 @@ def splits(
 ) -> None:
     """Show the class split meta-train would use: each part's classes, images and N-way class sets (labels only)."""
     from gwnmo_meta.config import RunConfig
-    from gwnmo_meta.run_data import fewshot_config
     from gwnmo_meta.tasks.fewshot import split_summary
+    from gwnmo_meta.training.run_data import fewshot_config
 
     cfg = RunConfig(
         dataset=dataset.value,
@@ -1043,9 +1043,9 @@ def benchmark(
     ] = None,
 ) -> None:
     """Run a benchmark suite on shared tasks and seeds; resumable (finished cells are not re-run)."""
-    from gwnmo_meta.benchmark import build_suite, run_suite
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.suites.grid import build_suite, run_suite
 
     if suite == "protocol":
         misplaced = {
@@ -1134,7 +1134,7 @@ def _protocol(*, out: Path, base: dict[str, Any], progress: bool, **lists: Any) 
     import dataclasses
 
     from gwnmo_meta.config import RunConfig
-    from gwnmo_meta.protocol import build_protocol, parse_variants, run_protocol
+    from gwnmo_meta.suites.protocol import build_protocol, parse_variants, run_protocol
 
     given = {k: v for k, v in base.items() if v is not None}
     cfg = dataclasses.replace(RunConfig(meta_steps=100, val_every=50, val_tasks=100), **given)
@@ -1276,8 +1276,8 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Classic training (thesis Tables 1-2): train a target on a full dataset with GWNMO learning online."""
-    from gwnmo_meta.classic import ClassicConfig, train_classic
     from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.training.classic import ClassicConfig, train_classic
 
     if schedule is not None and not registry.METHODS[optimizer.value].learned_optimizer:
         learned = " and ".join(registry.METHODS.names(lambda m: m.learned_optimizer))

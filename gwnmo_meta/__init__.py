@@ -26,28 +26,28 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "GWNMO": "gwnmo_meta.optim",
-    "DifferentiableGWNMO": "gwnmo_meta.optim",
-    "HG": "gwnmo_meta.optim",
-    "gwnmo_direction": "gwnmo_meta.weighting",
-    "CoordinateWeighting": "gwnmo_meta.nets",
-    "ThesisMLPWeighting": "gwnmo_meta.nets",
-    "FactoredWeighting": "gwnmo_meta.factored",
-    "build_weighting": "gwnmo_meta.nets",
-    "load_weighting": "gwnmo_meta.pretrained",
-    "weighting_is_prime": "gwnmo_meta.pretrained",
+    "GWNMO": "gwnmo_meta.optim.gwnmo",
+    "DifferentiableGWNMO": "gwnmo_meta.optim.gwnmo",
+    "HG": "gwnmo_meta.optim.gwnmo",
+    "gwnmo_direction": "gwnmo_meta.optim.direction",
+    "CoordinateWeighting": "gwnmo_meta.optim.nets",
+    "ThesisMLPWeighting": "gwnmo_meta.optim.nets",
+    "FactoredWeighting": "gwnmo_meta.optim.factored",
+    "build_weighting": "gwnmo_meta.optim.nets",
+    "load_weighting": "gwnmo_meta.optim.pretrained",
+    "weighting_is_prime": "gwnmo_meta.optim.pretrained",
     "RunConfig": "gwnmo_meta.config",
-    "meta_train": "gwnmo_meta.trainer",
-    "TrainResult": "gwnmo_meta.trainer",
-    "evaluate_checkpoint": "gwnmo_meta.evaluate",
+    "meta_train": "gwnmo_meta.training.trainer",
+    "TrainResult": "gwnmo_meta.training.trainer",
+    "evaluate_checkpoint": "gwnmo_meta.evaluation.evaluate",
     "FewShotConfig": "gwnmo_meta.tasks.fewshot",
     "FewShotData": "gwnmo_meta.tasks.fewshot",
     "prepare_fewshot": "gwnmo_meta.tasks.fewshot",
     "TaskSpec": "gwnmo_meta.tasks.episodes",
     "Episode": "gwnmo_meta.tasks.episodes",
-    "MethodConfig": "gwnmo_meta.methods",
-    "MetaMethod": "gwnmo_meta.methods",
-    "build_method": "gwnmo_meta.methods",
+    "MethodConfig": "gwnmo_meta.training.methods",
+    "MetaMethod": "gwnmo_meta.training.methods",
+    "build_method": "gwnmo_meta.training.methods",
     "GwnmoError": "gwnmo_meta.errors",
     "ConfigError": "gwnmo_meta.errors",
     "DataError": "gwnmo_meta.errors",
@@ -87,16 +87,16 @@ __all__ = [  # the same names as _LAZY (tested), spelled out for static analysis
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import CheckpointError, ConfigError, DataError, GwnmoError
-    from gwnmo_meta.evaluate import evaluate_checkpoint
-    from gwnmo_meta.factored import FactoredWeighting
-    from gwnmo_meta.methods import MetaMethod, MethodConfig, build_method
-    from gwnmo_meta.nets import CoordinateWeighting, ThesisMLPWeighting, build_weighting
-    from gwnmo_meta.optim import GWNMO, HG, DifferentiableGWNMO
-    from gwnmo_meta.pretrained import load_weighting, weighting_is_prime
+    from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+    from gwnmo_meta.optim.direction import gwnmo_direction
+    from gwnmo_meta.optim.factored import FactoredWeighting
+    from gwnmo_meta.optim.gwnmo import GWNMO, HG, DifferentiableGWNMO
+    from gwnmo_meta.optim.nets import CoordinateWeighting, ThesisMLPWeighting, build_weighting
+    from gwnmo_meta.optim.pretrained import load_weighting, weighting_is_prime
     from gwnmo_meta.tasks.episodes import Episode, TaskSpec
     from gwnmo_meta.tasks.fewshot import FewShotConfig, FewShotData, prepare_fewshot
-    from gwnmo_meta.trainer import TrainResult, meta_train
-    from gwnmo_meta.weighting import gwnmo_direction
+    from gwnmo_meta.training.methods import MetaMethod, MethodConfig, build_method
+    from gwnmo_meta.training.trainer import TrainResult, meta_train
 
 
 def __getattr__(name: str) -> Any:

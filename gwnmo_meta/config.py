@@ -210,7 +210,7 @@ class RunConfig:
 
     def save(self, path: Path) -> None:
         """Write the config as JSON (RUN_DIR/config.json), atomically."""
-        from gwnmo_meta.atomic import atomic_write_text
+        from gwnmo_meta.io.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 

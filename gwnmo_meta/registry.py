@@ -211,7 +211,7 @@ METHODS.register(
     MethodInfo(
         "gwnmo",
         "GWNMO: gradient weighted by M (sigmoid weights, normalised), via higher",
-        impl="gwnmo_meta.optim:GWNMO",
+        impl="gwnmo_meta.optim.gwnmo:GWNMO",
         meta_learns="M (+ init)",
         learned_optimizer=True,
         classic=True,
@@ -226,7 +226,7 @@ METHODS.register(
     MethodInfo(
         "gwnmo-prime",
         "GWNMO': raw weights, no normalisation, via higher",
-        impl="gwnmo_meta.optim:GWNMO",
+        impl="gwnmo_meta.optim.gwnmo:GWNMO",
         meta_learns="M (+ init)",
         learned_optimizer=True,
         prime=True,
@@ -271,7 +271,7 @@ METHODS.register(
     MethodInfo(
         "hg",
         "HG: hypergradient per-element step sizes (Baydin et al.), via higher",
-        impl="gwnmo_meta.optim:HG",
+        impl="gwnmo_meta.optim.gwnmo:HG",
         meta_learns="init (with --learn-init)",
         optimizer_options=(("beta", "hg_beta"),),
         classic=True,
@@ -320,7 +320,7 @@ METHODS.register(
         "reference: nearest support-class centroid (Euclidean), no training",
         engine="reference",
         no_training_reference=True,
-        impl="gwnmo_meta.reference:PrototypeMethod",
+        impl="gwnmo_meta.training.reference:PrototypeMethod",
         meta_learns="nothing",
     )
 )
@@ -329,7 +329,7 @@ METHODS.register(
         "logreg",
         "reference: L2-penalised logistic regression on the support set, L-BFGS to convergence",
         engine="reference",
-        impl="gwnmo_meta.reference:LogRegMethod",
+        impl="gwnmo_meta.training.reference:LogRegMethod",
         meta_learns="nothing",
         optimizer_options=(("l2", "logreg_l2"),),
     )

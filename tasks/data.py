@@ -1,7 +1,7 @@
 """Loading MNIST, Fashion-MNIST and CIFAR-10 through torchvision's own dataset classes.
 
 Data root: ``--data-root`` flag, else ``$GWNMO_DATA``, else ``<user cache>/gwnmo-meta/data`` (``$XDG_CACHE_HOME``
-or ``~/.cache``, see :mod:`gwnmo_meta.paths`); inside it
+or ``~/.cache``, see :mod:`gwnmo_meta.io.paths`); inside it
 the usual torchvision layout (``MNIST/raw``, ``FashionMNIST/raw``, ``cifar-10-batches-py``).
 torchvision downloads only with ``download=True``. Anything missing or unreadable is a one-line
 :class:`~gwnmo_meta.errors.DataError` that names the folder searched and the flag that fixes it.
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from gwnmo_meta.errors import DataError
-from gwnmo_meta.paths import data_root
+from gwnmo_meta.io.paths import data_root
 from gwnmo_meta.registry import DATASETS
 
 NUM_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
@@ -78,7 +78,7 @@ class LabeledImages:
 def resolve_data_root(flag: str | Path | None = None) -> Path:
     """``--data-root`` flag, else ``$GWNMO_DATA``, else ``$XDG_CACHE_HOME/gwnmo-meta/data``.
 
-    (``~/.cache/gwnmo-meta/data`` without ``XDG_CACHE_HOME``; see :mod:`gwnmo_meta.paths`.)
+    (``~/.cache/gwnmo-meta/data`` without ``XDG_CACHE_HOME``; see :mod:`gwnmo_meta.io.paths`.)
     """
     return data_root(flag)
 

@@ -126,7 +126,9 @@ class EpisodeSampler:
                 f"{part}: class {name} has only {counts[smallest]} images (the smallest class), fewer than "
                 f"--shots + --query = {need}; lower --shots/--query"
             )
-        from gwnmo_meta.l2l import learn2learn  # heavy import: only when a sampler is built
+        from gwnmo_meta.training.l2l import (
+            learn2learn,  # heavy import: only when a sampler is built
+        )
 
         l2l = learn2learn()
 

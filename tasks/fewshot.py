@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gwnmo_meta.atomic import atomic_torch_save, remove_stale_temps
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.paths import cache_dir
+from gwnmo_meta.io.atomic import atomic_torch_save, remove_stale_temps
+from gwnmo_meta.io.paths import cache_dir
 from gwnmo_meta.tasks.backbones import (
     CONV4_EPOCHS,
     CONV4_MAX_PER_CLASS,

@@ -11,9 +11,9 @@ import tomllib
 import torch
 
 import gwnmo_meta
-from gwnmo_meta import paths
 from gwnmo_meta.device import resolve_device
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.io import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 

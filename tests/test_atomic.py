@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from gwnmo_meta.atomic import (
+from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.io.atomic import (
     atomic_open,
     atomic_write_json,
     check_writable_file,
     remove_stale_temps,
 )
-from gwnmo_meta.errors import ConfigError
 
 
 def test_json_is_strict_and_a_failed_write_keeps_the_old_file(tmp_path):

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from gwnmo_meta.benchmark import LR_GRIDS, build_suite, run_suite, select_best
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.suites.grid import LR_GRIDS, build_suite, run_suite, select_best
 from tests.helpers import tiny_base
 
 
@@ -102,7 +102,7 @@ def test_suite_runs_writes_reports_and_does_not_rerun_finished_cells(
     def must_not_train(*a, **k):
         raise AssertionError("a finished cell was re-run")
 
-    monkeypatch.setattr("gwnmo_meta.trainer.meta_train", must_not_train)
+    monkeypatch.setattr("gwnmo_meta.training.trainer.meta_train", must_not_train)
     rows2, _ = run_suite(suite, tmp_path, progress=False)
     assert rows2 == rows
 
@@ -130,7 +130,7 @@ def test_weighting_hidden_reaches_m_and_keys_only_gwnmo_cells(tiny_data_root, tm
 def test_weighting_hidden_sets_the_width_of_m_and_must_be_positive():
     import torch
 
-    from gwnmo_meta.methods import MethodConfig, build_method
+    from gwnmo_meta.training.methods import MethodConfig, build_method
 
     m = build_method(MethodConfig(method="gwnmo", weighting_hidden=8), 16, 5, torch.device("cpu"))
     assert m.weighting.inp.out_features == 8

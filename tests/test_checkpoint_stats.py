@@ -6,7 +6,10 @@ import random
 import pytest
 import torch
 
-from gwnmo_meta.checkpoint import (
+from gwnmo_meta.device import resolve_device
+from gwnmo_meta.errors import CheckpointError, ConfigError
+from gwnmo_meta.evaluation.stats import mean_ci95
+from gwnmo_meta.io.checkpoint import (
     FORMAT_VERSION,
     KIND_CLASSIC,
     load_checkpoint,
@@ -14,9 +17,6 @@ from gwnmo_meta.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from gwnmo_meta.device import resolve_device
-from gwnmo_meta.errors import CheckpointError, ConfigError
-from gwnmo_meta.stats import mean_ci95
 
 
 def test_mean_ci95_matches_t_interval():

@@ -4,8 +4,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import gwnmo_meta.classic as classic
-from gwnmo_meta.classic import (
+import gwnmo_meta.training.classic as classic
+from gwnmo_meta.cli.app import app
+from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.optim.nets import build_weighting
+from gwnmo_meta.training.classic import (
     OPTIMIZERS,
     ClassicConfig,
     EpochRecord,
@@ -15,9 +18,6 @@ from gwnmo_meta.classic import (
     split_validation,
     train_classic,
 )
-from gwnmo_meta.cli.app import app
-from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.nets import build_weighting
 
 
 def _features(seed=0, n=256, dim=12, classes=4):
@@ -146,7 +146,7 @@ def test_weighting_from_checkpoint_is_used(tiny_data_root, tmp_path):
             ckpt["method"][k] = ckpt["method"][k] + torch.linspace(
                 -3, 3, ckpt["method"][k].numel()
             ).view_as(ckpt["method"][k])
-    from gwnmo_meta.checkpoint import save_checkpoint
+    from gwnmo_meta.io.checkpoint import save_checkpoint
 
     ckpt.pop("format_version")
     save_checkpoint(tmp_path / "changed.pt", ckpt)

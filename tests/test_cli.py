@@ -151,7 +151,7 @@ def test_resume_reaches_same_state_as_uninterrupted_run(tiny_data_root, tmp_path
 
 
 def test_keyboard_interrupt_checkpoints_and_resumes(tiny_data_root, tmp_path, monkeypatch):
-    import gwnmo_meta.trainer as trainer
+    import gwnmo_meta.training.trainer as trainer
     from gwnmo_meta.config import RunConfig
 
     cfg = RunConfig(
@@ -181,7 +181,7 @@ def test_keyboard_interrupt_checkpoints_and_resumes(tiny_data_root, tmp_path, mo
 def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(
     tiny_data_root, tmp_path, monkeypatch, batched
 ):
-    from gwnmo_meta import schedules
+    from gwnmo_meta.training import inner_loops as schedules
 
     flag = "--task-batch" if batched else "--no-task-batch"
     good = meta_train(
@@ -201,8 +201,8 @@ def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(
         loss, outs = real_many(*args, **kwargs)
         return (None if loss is None else loss * float("nan")), outs
 
-    monkeypatch.setattr("gwnmo_meta.methods.run_episode", poisoned_one)
-    monkeypatch.setattr("gwnmo_meta.methods.run_episodes", poisoned_many)
+    monkeypatch.setattr("gwnmo_meta.training.methods.run_episode", poisoned_one)
+    monkeypatch.setattr("gwnmo_meta.training.methods.run_episodes", poisoned_many)
     res = meta_train(
         tiny_data_root, tmp_path / "run", "--meta-steps", "4", "--val-every", "2", "--resume", flag
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.methods import MethodConfig
 from gwnmo_meta.registry import METHODS
-from gwnmo_meta.run_data import method_config
+from gwnmo_meta.training.methods import MethodConfig
+from gwnmo_meta.training.run_data import method_config
 
 
 def test_method_config_declares_no_field_of_its_own():

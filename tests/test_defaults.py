@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from gwnmo_meta.classic import OPTIMIZERS, ClassicConfig
 from gwnmo_meta.cli.app import app
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.methods import MethodConfig
+from gwnmo_meta.training.classic import OPTIMIZERS, ClassicConfig
+from gwnmo_meta.training.methods import MethodConfig
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import torch
 
-from gwnmo_meta.benchmark import build_suite, run_suite
-from gwnmo_meta.distributed import World
+from gwnmo_meta.suites.grid import build_suite, run_suite
+from gwnmo_meta.training.distributed import World
 from tests.helpers import tiny_base
 
 GWNMO = str(Path(sys.executable).with_name("gwnmo-meta"))
@@ -157,7 +157,7 @@ def test_resume_with_another_world_size_matches_the_uninterrupted_run(runs):
 
 
 def test_sharded_test_evaluation_equals_unsharded(runs):
-    from gwnmo_meta.evaluate import evaluate_checkpoint
+    from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
 
     two = runs["two"]  # its test.json: 7 tasks in chunks of 4, rank 0 adapted 0-3, rank 1 4-6
     unsharded = evaluate_checkpoint(two / "best.pt", tasks=7, device="cpu", progress=False)
@@ -179,7 +179,7 @@ def test_meta_batch_not_divisible_by_world_size_is_one_error_exit_2_on_every_ran
 
 
 def test_a_dying_rank_stops_the_others_in_bounded_time(tiny_data_root, tmp_path):
-    from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
+    from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
 
     run = tmp_path / "run"
     args = ["meta-train", "--data-root", str(tiny_data_root), *TINY, "--meta-steps", "100000"]

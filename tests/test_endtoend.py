@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.methods import MethodConfig, build_method
-from gwnmo_meta.targets import IMAGE_DIM, Conv4Target
 from gwnmo_meta.tasks.episodes import Episode
+from gwnmo_meta.training.methods import MethodConfig, build_method
+from gwnmo_meta.training.targets import IMAGE_DIM, Conv4Target
 
 from .test_cli import event_tags, invoke, meta_train
 
@@ -16,7 +16,7 @@ from .test_cli import event_tags, invoke, meta_train
 @pytest.fixture(autouse=True)
 def narrow_conv4(monkeypatch):
     """conv4 with 4 channels instead of 64: the same code paths at a fraction of the cost."""
-    monkeypatch.setattr("gwnmo_meta.targets.WIDTH", 4)
+    monkeypatch.setattr("gwnmo_meta.training.targets.WIDTH", 4)
 
 
 def _episodes(n: int, seed: int = 0, dtype=torch.float32) -> list[Episode]:
@@ -150,7 +150,7 @@ def test_cli_meta_train_and_evaluate_adapt_all(tiny_data_root, tmp_path):
 
 def test_adapt_all_on_the_mixed_pool(tiny_data_root, tmp_path):
     from gwnmo_meta.config import RunConfig
-    from gwnmo_meta.trainer import meta_train as train
+    from gwnmo_meta.training.trainer import meta_train as train
 
     cfg = RunConfig(
         dataset="mixed",
@@ -173,8 +173,8 @@ def test_adapt_all_on_the_mixed_pool(tiny_data_root, tmp_path):
 def test_protocol_suite_with_adapt_all_starts_from_the_end_to_end_step_sizes(
     tiny_data_root, tmp_path
 ):
-    from gwnmo_meta.protocol import build_protocol, run_protocol
     from gwnmo_meta.registry import METHODS
+    from gwnmo_meta.suites.protocol import build_protocol, run_protocol
     from tests.helpers import tiny_base
 
     base = tiny_base(

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from gwnmo_meta.evaluate import evaluate_tasks
-from gwnmo_meta.methods import MethodConfig, build_method
-from gwnmo_meta.stats import paired_diff_ci95
+from gwnmo_meta.evaluation.evaluate import evaluate_tasks
+from gwnmo_meta.evaluation.stats import paired_diff_ci95
 from gwnmo_meta.tasks.episodes import TaskSpec
 from gwnmo_meta.tasks.fewshot import synthetic_fewshot
+from gwnmo_meta.training.methods import MethodConfig, build_method
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_evaluate_method_without_checkpoint_gives_checkpoint_keys(tiny_data_root
     assert res.exit_code == 0, res.output
     got = json.loads(path.read_text())
     from gwnmo_meta.config import RunConfig
-    from gwnmo_meta.trainer import meta_train
+    from gwnmo_meta.training.trainer import meta_train
 
     run = tmp_path / "run"
     meta_train(

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from gwnmo_meta.factored import FactoredWeighting, expand_rows, unit_step
-from gwnmo_meta.methods import MethodConfig, build_method
+from gwnmo_meta.optim.direction import bias_mask, flat_direction_stats, gwnmo_direction
+from gwnmo_meta.optim.factored import FactoredWeighting, expand_rows, unit_step
 from gwnmo_meta.tasks.episodes import Episode
-from gwnmo_meta.weighting import bias_mask, flat_direction_stats, gwnmo_direction
+from gwnmo_meta.training.methods import MethodConfig, build_method
 
 SHAPES = [(6, 4), (6,), (3, 2, 2, 2)]
 T = 3

@@ -138,7 +138,7 @@ def test_flipped_bytes_inside_a_tensor_are_refused(good_run, tiny_data_root, tmp
 
 def _resave(body: dict, path: Path) -> Path:
     """Save ``body`` with a valid digest, as if gwnmo-meta had written it."""
-    from gwnmo_meta.checkpoint import content_digest
+    from gwnmo_meta.io.checkpoint import content_digest
 
     body = {k: v for k, v in body.items() if k != "sha256"}
     body["sha256"] = content_digest(body)
@@ -321,12 +321,12 @@ def test_a_locked_run_folder_is_refused_and_a_stale_lock_taken_over(tiny_data_ro
     import subprocess
     import sys
 
-    from gwnmo_meta.runlock import LOCK_NAME, RunLock
+    from gwnmo_meta.io.runlock import LOCK_NAME, RunLock
 
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom gwnmo_meta.runlock import RunLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom gwnmo_meta.io.runlock import RunLock\n"
          f"RunLock({str(run)!r}).acquire(); print('locked', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -367,8 +367,8 @@ def test_read_only_results_csv_is_refused_before_training(tiny_data_root, tmp_pa
 
 
 def test_corrupt_cell_result_is_recomputed_with_a_warning(tiny_data_root, tmp_path, capsys):
-    from gwnmo_meta.benchmark import build_suite, run_suite
     from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.suites.grid import build_suite, run_suite
 
     base = RunConfig(
         data_root=str(tiny_data_root), backbone="none", query=3, inner_steps=1, meta_batch=2,

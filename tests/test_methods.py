@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.methods import REFERENCE_METHODS, MethodConfig, build_method
 from gwnmo_meta.registry import METHODS
 from gwnmo_meta.tasks.episodes import TaskSpec
 from gwnmo_meta.tasks.fewshot import synthetic_fewshot
+from gwnmo_meta.training.methods import REFERENCE_METHODS, MethodConfig, build_method
 
 
 @pytest.fixture(scope="module")

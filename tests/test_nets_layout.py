@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gwnmo_meta.nets import CoordinateWeighting, make_head
+from gwnmo_meta.optim.nets import CoordinateWeighting, make_head
 
 DIM, WAYS = 6, 3
 

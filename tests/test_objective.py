@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gwnmo_meta.methods import MethodConfig, build_method
-from gwnmo_meta.optim import DelayedMetaOptimizer
+from gwnmo_meta.optim.direction import gwnmo_direction
+from gwnmo_meta.optim.gwnmo import DelayedMetaOptimizer
 from gwnmo_meta.tasks.episodes import Episode
-from gwnmo_meta.weighting import gwnmo_direction
+from gwnmo_meta.training.methods import MethodConfig, build_method
 
 WAYS, SHOTS, QUERY, DIM, STEPS = 3, 4, 2, 5, 3
 

@@ -6,8 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.nets import CoordinateWeighting, ThesisMLPWeighting, build_weighting, make_head
-from gwnmo_meta.optim import GWNMO, HG, DifferentiableGWNMO
+from gwnmo_meta.optim.gwnmo import GWNMO, HG, DifferentiableGWNMO
+from gwnmo_meta.optim.nets import (
+    CoordinateWeighting,
+    ThesisMLPWeighting,
+    build_weighting,
+    make_head,
+)
 
 
 def _setup(kind="mlp", seed=0):
@@ -132,7 +137,7 @@ def test_thesis_mlp_grows_with_target_and_is_refused_when_too_big():
 
 def test_differentiable_gwnmo_step_stats_average_every_step_with_bounded_memory():
     """step_stats() is the mean of per-step direction_stats, also past the trace's fold point."""
-    from gwnmo_meta.weighting import direction_stats, gwnmo_direction
+    from gwnmo_meta.optim.direction import direction_stats, gwnmo_direction
 
     torch.manual_seed(0)
     head = torch.nn.Linear(6, 3)

@@ -6,7 +6,7 @@ import pytest
 
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.protocol import (
+from gwnmo_meta.suites.protocol import (
     Source,
     Variant,
     build_protocol,
@@ -82,7 +82,7 @@ def test_variants_are_pluggable_and_validated():
     with pytest.raises(ConfigError, match="unique"):
         build_protocol(extra_variants=[Variant("maml", "maml")])
     assert Source.parse("mixed:cifar10") == Source("mixed", "cifar10")
-    from gwnmo_meta.protocol import Cell
+    from gwnmo_meta.suites.protocol import Cell
 
     cfg = Cell(Source("mnist"), 1, rows[1], "fixed", (("inner_lr", 1.0),), 2).config(suite.base)
     assert (cfg.seed, cfg.data_seed, cfg.learn_init, cfg.inner_lr) == (2, 0, False, 1.0)
@@ -157,9 +157,9 @@ def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
     def must_not_run(*a, **k):
         raise AssertionError("a finished cell was re-run")
 
-    monkeypatch.setattr("gwnmo_meta.trainer.meta_train", must_not_run)
-    monkeypatch.setattr("gwnmo_meta.evaluate.evaluate_method", must_not_run)
-    monkeypatch.setattr("gwnmo_meta.evaluate.evaluate_checkpoint", must_not_run)
+    monkeypatch.setattr("gwnmo_meta.training.trainer.meta_train", must_not_run)
+    monkeypatch.setattr("gwnmo_meta.evaluation.evaluate.evaluate_method", must_not_run)
+    monkeypatch.setattr("gwnmo_meta.evaluation.evaluate.evaluate_checkpoint", must_not_run)
     # a suite written before a setting existed resumes when that setting is at its default
     settings = json.loads((tmp_path / "suite.json").read_text())
     assert settings.pop("adapt") == "head"
@@ -172,7 +172,7 @@ def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
 
 
 def test_seed_level_difference_uses_per_seed_means():
-    from gwnmo_meta.protocol import _diff
+    from gwnmo_meta.suites.protocol import _diff
 
     d = _diff([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], n_seeds=2)
     assert d["mean"] == pytest.approx(0.5)

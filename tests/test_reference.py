@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from gwnmo_meta.methods import MethodConfig, build_method
-from gwnmo_meta.reference import (
+from gwnmo_meta.tasks.episodes import Episode
+from gwnmo_meta.training.methods import MethodConfig, build_method
+from gwnmo_meta.training.reference import (
     class_centroids,
     fit_logreg,
     logreg_objective,
     prototype_logits,
 )
-from gwnmo_meta.tasks.episodes import Episode
 
 
 def _clusters(ways=5, shots=3, query=7, dim=8, spread=0.05, seed=0):
@@ -95,7 +95,7 @@ def test_logreg_solves_stacked_tasks_independently_and_needs_a_penalty():
 def test_reference_methods_have_nothing_to_meta_train(tmp_path):
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import ConfigError
-    from gwnmo_meta.trainer import meta_train
+    from gwnmo_meta.training.trainer import meta_train
 
     method = build_method(MethodConfig(method="logreg"), 8, 5)
     assert method.meta_parameters() == [] and method.make_meta_optimizer() is None

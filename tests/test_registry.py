@@ -53,7 +53,7 @@ def test_check_names_the_choices_and_the_flag():
 
 def test_every_implementation_loads():
     pytest.importorskip("learn2learn")
-    from gwnmo_meta.l2l import learn2learn
+    from gwnmo_meta.training.l2l import learn2learn
 
     learn2learn()
     for name, info in METHODS.items():
@@ -62,7 +62,8 @@ def test_every_implementation_loads():
 
 def test_every_method_carries_its_step_sizes():
     """Step sizes and grids live in the registry entry; the old tables are views of it."""
-    from gwnmo_meta import benchmark, defaults
+    from gwnmo_meta import defaults
+    from gwnmo_meta.suites import grid as benchmark
 
     for name, info in METHODS.items():
         has_inner_loop = info.engine != "reference"
@@ -81,7 +82,7 @@ def test_every_method_carries_its_step_sizes():
 
 
 def test_suites_derive_from_the_registry():
-    from gwnmo_meta.benchmark import build_suite
+    from gwnmo_meta.suites.grid import build_suite
 
     for name in ("quick", "main", "transfer"):
         suite = build_suite(name)
@@ -104,7 +105,7 @@ def test_a_new_method_is_one_registration():
         "r = CliRunner(env={'COLUMNS': '200'}).invoke(app, ['train', '--help'])\n"
         "print('rmsprop' in r.output)\n"
         "import torch\n"
-        "from gwnmo_meta.methods import MethodConfig, build_method\n"
+        "from gwnmo_meta.training.methods import MethodConfig, build_method\n"
         "from gwnmo_meta.tasks.episodes import Episode\n"
         "m = build_method(MethodConfig(method='rmsprop', inner_lr=0.01, inner_steps=2), 8, 3)\n"
         "g = torch.Generator().manual_seed(0)\n"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import gwnmo_meta.trainer as trainer
-from gwnmo_meta.checkpoint import load_checkpoint
+import gwnmo_meta.training.trainer as trainer
 from gwnmo_meta.config import RunConfig
+from gwnmo_meta.io.checkpoint import load_checkpoint
 
 STEPS, VAL_EVERY = 4, 2
 
@@ -72,7 +72,7 @@ def _resume_and_compare(cfg, out, reference):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_inside_a_meta_step(tiny_data_root, tmp_path, reference, monkeypatch, sig):
-    import gwnmo_meta.methods as methods
+    import gwnmo_meta.training.methods as methods
 
     calls = {"train": 0}
     real = methods.run_episodes

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from gwnmo_meta.evaluate import evaluate_tasks
-from gwnmo_meta.methods import MethodConfig, build_method
+from gwnmo_meta.evaluation.evaluate import evaluate_tasks
 from gwnmo_meta.tasks.episodes import Episode, TaskSpec
+from gwnmo_meta.training.methods import MethodConfig, build_method
 from tests.helpers import noisy_fewshot
 
 
@@ -142,7 +142,7 @@ def test_look_ahead_first_order_inner_steps_after_the_first_leave_its_meta_gradi
 
     With full second-order steps the meta-gradient is identical.
     """
-    import gwnmo_meta.schedules as schedules
+    import gwnmo_meta.training.inner_loops as schedules
 
     data = noisy_fewshot(0)
     sampler = data.sampler("train", TaskSpec(5, 2, 4), seed=1)

@@ -35,7 +35,7 @@ def test_learn2learn_import_is_quiet():
         [
             sys.executable,
             "-c",
-            "from gwnmo_meta.l2l import learn2learn; print(learn2learn().__version__)",
+            "from gwnmo_meta.training.l2l import learn2learn; print(learn2learn().__version__)",
         ],
         capture_output=True,
         text=True,

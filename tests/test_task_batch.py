@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from gwnmo_meta.evaluate import evaluate_tasks
-from gwnmo_meta.methods import MethodConfig, build_method
-from gwnmo_meta.nets import CoordinateWeighting, ThesisMLPWeighting, _FusedTrunk, make_head
+from gwnmo_meta.evaluation.evaluate import evaluate_tasks
+from gwnmo_meta.optim.direction import gwnmo_direction, task_normalised_direction
+from gwnmo_meta.optim.nets import CoordinateWeighting, ThesisMLPWeighting, _FusedTrunk, make_head
 from gwnmo_meta.tasks.episodes import Episode, TaskSpec, stack_episodes
-from gwnmo_meta.weighting import gwnmo_direction, task_normalised_direction
+from gwnmo_meta.training.methods import MethodConfig, build_method
 from tests.helpers import noisy_fewshot
 
 TASKS = 3

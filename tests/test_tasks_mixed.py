@@ -49,7 +49,7 @@ def test_pool_format_labels_and_names(tiny_data_root):
 
 
 def test_pool_relabels_as_learn2learn_union(tiny_data_root):
-    from gwnmo_meta.l2l import learn2learn
+    from gwnmo_meta.training.l2l import learn2learn
 
     l2l = learn2learn()
     # UnionMetaDataset numbers each dataset's classes by first appearance: sorted labels make

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gwnmo_meta import gwnmo_direction
-from gwnmo_meta.nets import build_weighting
+from gwnmo_meta.optim.nets import build_weighting
 
 
 def _flat(xs):

@@ -24,8 +24,15 @@ import json
 from pathlib import Path
 
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.protocol import Cell, CellRunner, Source, Variant, build_protocol, parse_variants
-from gwnmo_meta.stats import mean_ci95, paired_diff_ci95
+from gwnmo_meta.evaluation.stats import mean_ci95, paired_diff_ci95
+from gwnmo_meta.suites.protocol import (
+    Cell,
+    CellRunner,
+    Source,
+    Variant,
+    build_protocol,
+    parse_variants,
+)
 
 
 def main() -> None:

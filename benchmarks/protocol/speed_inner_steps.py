@@ -11,8 +11,8 @@ import time
 import torch
 
 from gwnmo_meta.config import RunConfig
-from gwnmo_meta.evaluate import evaluate_tasks
-from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
+from gwnmo_meta.evaluation.evaluate import evaluate_tasks
+from gwnmo_meta.training.run_data import build_method_for, load_run_data, task_spec
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ differentiable inner loop; each step takes the batch features::
     diffopt.step(loss, features=x)          # or higher's channel: override={"features": [x]}
 
 For a task-batched loop (fast weights with a leading task dimension T, see
-``gwnmo_meta.schedules.run_episodes``) pass features [T, B, D]: norms and M's statistics are then
+``gwnmo_meta.training.inner_loops.run_episodes``) pass features [T, B, D]: norms and M's statistics are then
 taken per task. Gradients reach θ (M's parameters) through the updates. M is kept as an attribute of the torch
 optimizer (higher deep-copies param groups, which would detach a module stored there).
 """
@@ -22,15 +22,15 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
-from gwnmo_meta.factored import FactoredWeighting, expand_rows
-from gwnmo_meta.nets import split_like
-from gwnmo_meta.weighting import (
+from gwnmo_meta.optim.direction import (
     bias_mask,
     direction_stats,
     flat_direction_stats,
     gwnmo_direction,
     task_normalised_direction,
 )
+from gwnmo_meta.optim.factored import FactoredWeighting, expand_rows
+from gwnmo_meta.optim.nets import split_like
 
 
 class LearnedStepSize(nn.Module):
@@ -77,10 +77,10 @@ class GWNMO(torch.optim.Optimizer):
     """GWNMO for ordinary training: x ← x − α·Δ with Δ from :func:`gwnmo_direction`.
 
     ``normalize=False`` gives GWNMO' (no sigmoid, no rescaling). M's inputs are detached φ and g;
-    training M itself is the job of a schedule (see ``gwnmo_meta.schedules`` / ``classic``).
+    training M itself is the job of a schedule (see ``gwnmo_meta.training.inner_loops`` / ``classic``).
     ``step_size``: a :class:`LearnedStepSize` used instead of ``lr`` (its tensors index the
     parameters in order). ``grad_through_norm``: let meta-gradients through ‖g‖ (the legacy
-    step-length loophole; see :func:`~gwnmo_meta.weighting.gwnmo_direction`).
+    step-length loophole; see :func:`~gwnmo_meta.optim.direction.gwnmo_direction`).
     """
 
     def __init__(
@@ -174,7 +174,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         self._stat_steps += 1
 
     def step_stats(self) -> dict[str, Tensor]:
-        """:func:`~gwnmo_meta.weighting.direction_stats` averaged over the steps so far.
+        """:func:`~gwnmo_meta.optim.direction.direction_stats` averaged over the steps so far.
 
         0-dim tensors, or [T] when task-batched; ``{}`` before the first step.
         """

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gwnmo_meta.atomic import atomic_write_bytes
 from gwnmo_meta.errors import CheckpointError
+from gwnmo_meta.io.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 2  # 2: weights-only content with a sha256 digest (1: pickled NumPy RNG state)
 KIND_META = "gwnmo-meta/meta-train"

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gwnmo_meta.atomic import (
+from gwnmo_meta.config import RunConfig
+from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.io.atomic import (
     atomic_open,
     atomic_write_json,
     atomic_write_text,
     check_writable_file,
     remove_stale_temps,
 )
-from gwnmo_meta.config import RunConfig
-from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import METHODS, SCHEDULES, Registry
 
 
@@ -206,8 +206,8 @@ def build_suite(
 
 def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Meta-train and evaluate one cell (resuming it if a previous run was cut off)."""
-    from gwnmo_meta.evaluate import evaluate_checkpoint
-    from gwnmo_meta.trainer import meta_train
+    from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+    from gwnmo_meta.training.trainer import meta_train
 
     head = f"-h{suite.base.head_hidden}" if suite.base.head_hidden else ""
     m_net, default = "", RunConfig()
@@ -280,8 +280,8 @@ def _reference_cell(
     cell: Cell, cfg: RunConfig, suite: Suite, done: Path, progress: bool
 ) -> dict[str, Any]:
     """A reference row: scored on meta-val and meta-test (seed 1234) without meta-training."""
-    from gwnmo_meta.atomic import atomic_write_json
-    from gwnmo_meta.evaluate import evaluate_method
+    from gwnmo_meta.evaluation.evaluate import evaluate_method
+    from gwnmo_meta.io.atomic import atomic_write_json
 
     if cell.eval_datasets != (cell.dataset,):
         raise ConfigError(
@@ -490,7 +490,7 @@ def plot_results(
 def _warm_cache(suite: Suite, progress: bool) -> None:
     """Compute (or load) every dataset's features once, so parallel cells only read the cache."""
     from gwnmo_meta.device import resolve_device
-    from gwnmo_meta.run_data import load_run_data
+    from gwnmo_meta.training.run_data import load_run_data
 
     device = resolve_device(suite.base.device)
     pairs = {(c.dataset, e) for c in suite.cells for e in c.eval_datasets}
@@ -548,8 +548,8 @@ def run_suite(
     """
     from tqdm.auto import tqdm
 
-    from gwnmo_meta.distributed import env_world
-    from gwnmo_meta.trainer import check_writable
+    from gwnmo_meta.training.distributed import env_world
+    from gwnmo_meta.training.trainer import check_writable
 
     if env_world().active:
         raise ConfigError(

@@ -32,9 +32,12 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from gwnmo_meta import distributed
-from gwnmo_meta.atomic import remove_stale_temps
-from gwnmo_meta.checkpoint import (
+from gwnmo_meta.config import RunConfig
+from gwnmo_meta.device import resolve_device
+from gwnmo_meta.errors import CheckpointError, ConfigError
+from gwnmo_meta.evaluation.evaluate import EvalSummary, evaluate_tasks
+from gwnmo_meta.io.atomic import remove_stale_temps
+from gwnmo_meta.io.checkpoint import (
     KIND_META,
     load_checkpoint,
     non_finite_tensors,
@@ -42,15 +45,12 @@ from gwnmo_meta.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from gwnmo_meta.config import RunConfig
-from gwnmo_meta.device import resolve_device
-from gwnmo_meta.errors import CheckpointError, ConfigError
-from gwnmo_meta.evaluate import EvalSummary, evaluate_tasks
-from gwnmo_meta.interrupts import Interrupts
+from gwnmo_meta.io.interrupts import Interrupts
+from gwnmo_meta.io.runlock import RunLock, remove_if_empty
 from gwnmo_meta.registry import METHODS
-from gwnmo_meta.run_data import build_method_for, load_run_data, task_spec
-from gwnmo_meta.runlock import RunLock, remove_if_empty
-from gwnmo_meta.tblog import RunLogger
+from gwnmo_meta.training import distributed
+from gwnmo_meta.training.run_data import build_method_for, load_run_data, task_spec
+from gwnmo_meta.training.tblog import RunLogger
 
 # Fields of RunConfig a resumed run may change (they do not alter what has been computed so far).
 RESUMABLE_CHANGES = {"meta_steps", "device", "data_root", "download", "task_batch"}

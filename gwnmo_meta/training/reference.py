@@ -16,7 +16,7 @@ whether a meta-learned optimizer adds anything to what the support set alone giv
   penalty a separable support set (always, in 1-shot) has no finite minimiser.
 
 Both are pure functions of tensors with optional leading task dimensions, plus a thin
-:class:`ReferenceMethod` wrapper implementing the :class:`~gwnmo_meta.methods.MetaMethod`
+:class:`ReferenceMethod` wrapper implementing the :class:`~gwnmo_meta.training.methods.MetaMethod`
 interface (nothing meta-learned; ``train=True`` gives no meta-loss). Per-step curves have one
 entry: there are no inner steps.
 """
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gwnmo_meta.methods import MetaMethod, MethodConfig
-from gwnmo_meta.schedules import EpisodeOutcome, query_metrics
 from gwnmo_meta.tasks.episodes import stack_episodes
+from gwnmo_meta.training.inner_loops import EpisodeOutcome, query_metrics
+from gwnmo_meta.training.methods import MetaMethod, MethodConfig
 
 LBFGS_MAX_ITER = 500
 LBFGS_TOLERANCE_GRAD = 1e-6

@@ -9,9 +9,9 @@ import torch
 from gwnmo_meta.config import RunConfig
 
 if TYPE_CHECKING:
-    from gwnmo_meta.methods import MetaMethod, MethodConfig
     from gwnmo_meta.tasks.episodes import TaskSpec
     from gwnmo_meta.tasks.fewshot import FewShotConfig, FewShotData
+    from gwnmo_meta.training.methods import MetaMethod, MethodConfig
 
 
 def task_spec(cfg: RunConfig) -> TaskSpec:
@@ -104,7 +104,7 @@ def load_run_data(
 
 def method_config(cfg: RunConfig) -> MethodConfig:
     """The methods module's view of ``cfg`` (inner lr ``None`` → the method's default)."""
-    from gwnmo_meta.methods import MethodConfig
+    from gwnmo_meta.training.methods import MethodConfig
 
     return MethodConfig(**cfg.to_dict())  # the same fields (MethodConfig derives from RunConfig)
 
@@ -120,7 +120,7 @@ def build_method_for(cfg: RunConfig, feature_dim: int, device: torch.device) -> 
     Returns:
         The method, initialised from ``cfg.seed``.
     """
-    from gwnmo_meta.methods import build_method
+    from gwnmo_meta.training.methods import build_method
 
     mcfg = method_config(cfg)
     if hasattr(mcfg, "validate"):

@@ -241,7 +241,7 @@ def evaluate_target(
 
 def load_weighting_state(path: str | Path) -> dict[str, Tensor]:
     """M's parameters from a meta-train (few-shot) or classic checkpoint."""
-    from gwnmo_meta.checkpoint import KIND_CLASSIC, load_checkpoint
+    from gwnmo_meta.io.checkpoint import KIND_CLASSIC, load_checkpoint
 
     body = load_checkpoint(path)  # weights-only, digest- and structure-checked
     if body["kind"] == KIND_CLASSIC:
@@ -275,7 +275,7 @@ class OnlineGWNMO:
         cfg: ClassicConfig,
         meta_opt: torch.optim.Optimizer | None,
     ):
-        from gwnmo_meta.weighting import gwnmo_direction
+        from gwnmo_meta.optim.direction import gwnmo_direction
 
         self.direction = gwnmo_direction
         self.target, self.weighting, self.cfg, self.meta_opt = target, weighting, cfg, meta_opt
@@ -379,10 +379,10 @@ def train_classic(
     Returns:
         One :class:`RepResult` per rep.
     """
-    from gwnmo_meta.atomic import remove_stale_temps
     from gwnmo_meta.device import resolve_device
-    from gwnmo_meta.runlock import RunLock, remove_if_empty
-    from gwnmo_meta.trainer import check_writable
+    from gwnmo_meta.io.atomic import remove_stale_temps
+    from gwnmo_meta.io.runlock import RunLock, remove_if_empty
+    from gwnmo_meta.training.trainer import check_writable
 
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -412,7 +412,7 @@ def train_classic(
 
 def write_results(path: Path, cfg: ClassicConfig, results: list[RepResult]) -> None:
     """``results.json``: the config, the step size and, per rep, val-selected/best/final metrics and every epoch."""
-    from gwnmo_meta.atomic import atomic_write_json
+    from gwnmo_meta.io.atomic import atomic_write_json
 
     summary = {
         "config": dataclasses.asdict(cfg),
@@ -506,7 +506,7 @@ def _train(
         if writer is not None:
             writer.close()
     if out is not None and weighting is not None:
-        from gwnmo_meta.checkpoint import KIND_CLASSIC, NonFiniteCheckpoint, save_checkpoint
+        from gwnmo_meta.io.checkpoint import KIND_CLASSIC, NonFiniteCheckpoint, save_checkpoint
 
         try:
             save_checkpoint(
@@ -532,7 +532,7 @@ def _build_weighting(
     device: torch.device,
     state: dict[str, Tensor] | None = None,
 ):
-    from gwnmo_meta.nets import build_weighting
+    from gwnmo_meta.optim.nets import build_weighting
 
     shapes = [tuple(p.shape) for p in target.parameters()]
     weighting = build_weighting(cfg.weighting, feature_dim, shapes, prime=cfg.info.prime).to(device)

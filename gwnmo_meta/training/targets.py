@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gwnmo_meta.nets import TaskLinear
+from gwnmo_meta.optim.nets import TaskLinear
 
 IMAGE_SHAPE = (3, 32, 32)
 IMAGE_DIM = 3 * 32 * 32

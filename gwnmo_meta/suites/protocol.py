@@ -372,8 +372,8 @@ class CellRunner:
 
     def validate(self, cell: Cell) -> dict[str, Any]:
         """Meta-val score of ``cell`` (meta-training it first when it learns something)."""
-        from gwnmo_meta.evaluate import evaluate_method
-        from gwnmo_meta.trainer import TrainingDiverged, meta_train
+        from gwnmo_meta.evaluation.evaluate import evaluate_method
+        from gwnmo_meta.training.trainer import TrainingDiverged, meta_train
 
         path = self.folder(cell) / "val.json"
         if path.exists():
@@ -406,7 +406,7 @@ class CellRunner:
 
     def test(self, cell: Cell) -> dict[str, Any]:
         """Meta-test scores of ``cell`` on the task stream ``TEST_SEED + seed``."""
-        from gwnmo_meta.evaluate import evaluate_checkpoint, evaluate_method
+        from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint, evaluate_method
 
         path = self.folder(cell) / "test.json"
         if path.exists():
@@ -438,14 +438,14 @@ class CellRunner:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from gwnmo_meta.atomic import atomic_write_json
+    from gwnmo_meta.io.atomic import atomic_write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, obj)
 
 
 def _write_text(path: Path, text: str) -> None:
-    from gwnmo_meta.atomic import atomic_write_text
+    from gwnmo_meta.io.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
@@ -526,7 +526,7 @@ def run_protocol(
     Returns:
         (the results dict written to ``results.json``, the report files).
     """
-    from gwnmo_meta.trainer import check_writable
+    from gwnmo_meta.training.trainer import check_writable
 
     check_writable(out)
     _check_settings(suite, out)
@@ -655,7 +655,7 @@ def _diff(a: list[float], b: list[float], n_seeds: int) -> dict[str, Any]:
     the task-level CI excludes 0; ``seed_significant``: so does the Student-t CI of the per-seed
     mean differences (n = seeds; it also covers the seed-to-seed variation of meta-training).
     """
-    from gwnmo_meta.stats import paired_diff_ci95
+    from gwnmo_meta.evaluation.stats import paired_diff_ci95
 
     d = paired_diff_ci95(a, b)
     out = {"mean": d.mean, "ci95": d.ci95, "significant": d.significant}
@@ -674,7 +674,7 @@ def summarise(
     suite: ProtocolSuite, groups: list[dict[str, Any]], out: Path, wall_s: float
 ) -> dict[str, Any]:
     """Pooled means, paired differences (vs SGD fine-tuning, vs MAML, all pairs) and the budget."""
-    from gwnmo_meta.stats import mean_ci95
+    from gwnmo_meta.evaluation.stats import mean_ci95
 
     out_groups = []
     for g in groups:

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from gwnmo_meta import distributed
-from gwnmo_meta.stats import MeanCI, mean_ci95
+from gwnmo_meta.evaluation.stats import MeanCI, mean_ci95
+from gwnmo_meta.training import distributed
 
 if TYPE_CHECKING:
-    from gwnmo_meta.methods import MetaMethod
     from gwnmo_meta.tasks.episodes import EpisodeSampler
+    from gwnmo_meta.training.methods import MetaMethod
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def evaluate_tasks(
     the tasks, and so the summary up to float rounding, are the same either way.
     Under torchrun every rank draws all the tasks but adapts only its share of the chunks; the
     results are gathered in task order, so every rank returns what one process would compute
-    (see :mod:`gwnmo_meta.distributed`).
+    (see :mod:`gwnmo_meta.training.distributed`).
 
     Args:
         method: the method, with its meta-learned state (left in its train/eval mode).
@@ -191,11 +191,11 @@ def evaluate_checkpoint(
         CheckpointError: missing, corrupt or incompatible checkpoint.
         ConfigError, DataError: bad options or data (one-line messages).
     """
-    from gwnmo_meta.checkpoint import KIND_META, load_checkpoint
     from gwnmo_meta.config import RunConfig, check_seed
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.errors import CheckpointError, ConfigError
-    from gwnmo_meta.run_data import build_method_for, load_run_data
+    from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
+    from gwnmo_meta.training.run_data import build_method_for, load_run_data
 
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
@@ -275,7 +275,7 @@ def evaluate_method(
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.errors import ConfigError
     from gwnmo_meta.registry import METHODS
-    from gwnmo_meta.run_data import build_method_for, load_run_data
+    from gwnmo_meta.training.run_data import build_method_for, load_run_data
 
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
@@ -320,7 +320,7 @@ def _score(
     device: Any,
     part: str = "test",
 ) -> dict[str, Any]:
-    from gwnmo_meta.run_data import task_spec
+    from gwnmo_meta.training.run_data import task_spec
 
     sampler = data.sampler(part, task_spec(cfg), seed, device)
     summary = evaluate_tasks(

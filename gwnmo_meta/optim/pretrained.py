@@ -36,9 +36,9 @@ def load_weighting(
         CheckpointError: the file is not a checkpoint, holds no M, or ``param_shapes`` does not
             fit the thesis MLP it holds.
     """
-    from gwnmo_meta.checkpoint import load_checkpoint
-    from gwnmo_meta.classic import load_weighting_state
-    from gwnmo_meta.nets import build_weighting
+    from gwnmo_meta.io.checkpoint import load_checkpoint
+    from gwnmo_meta.optim.nets import build_weighting
+    from gwnmo_meta.training.classic import load_weighting_state
 
     cfg = load_checkpoint(path).get("config", {})
     state = load_weighting_state(path)
@@ -72,7 +72,7 @@ def weighting_is_prime(path: str | Path) -> bool:
     Returns:
         ``True`` for GWNMO' (raw weights), ``False`` for GWNMO.
     """
-    from gwnmo_meta.checkpoint import load_checkpoint
+    from gwnmo_meta.io.checkpoint import load_checkpoint
 
     return _prime(load_checkpoint(path).get("config", {}))
 

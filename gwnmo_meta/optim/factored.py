@@ -8,7 +8,7 @@ its weight:
 
     h_ij = sigmoid(a_i)   (GWNMO)        h_ij = a_i   (GWNMO')
 
-The per-coordinate M (:class:`~gwnmo_meta.nets.CoordinateWeighting`) runs its MLP once per
+The per-coordinate M (:class:`~gwnmo_meta.optim.nets.CoordinateWeighting`) runs its MLP once per
 coordinate, which on targets of 10⁵ parameters costs far more than the target's own work. Here M's
 cost is O(R) per tensor, and the GWNMO step itself needs no per-coordinate h: with h constant along
 a row, ‖h∘g‖² = Σ_i h_i² ‖g_i‖² comes from the row norms M reads anyway, so a step is the row
@@ -246,10 +246,10 @@ def unit_step(
         g_sq: the rows' squared gradient norms [..., U] (from :func:`row_inputs`; values only).
         lr: the inner step size α.
         normalize: GWNMO (Δ rescaled to ‖g‖ per task) or GWNMO' (Δ = h∘g).
-        eps: floor of both norms, as in :func:`~gwnmo_meta.weighting.gwnmo_direction`.
+        eps: floor of both norms, as in :func:`~gwnmo_meta.optim.direction.gwnmo_direction`.
         grad_through_norm: let the meta-gradient through ‖g‖ (as in ``gwnmo_direction``).
         stats: if given, filled with the step's detached diagnostics (h_mean, h_std, cos_delta_g,
-            delta_over_g, as :func:`~gwnmo_meta.weighting.direction_stats`; 0-dim or per task).
+            delta_over_g, as :func:`~gwnmo_meta.optim.direction.direction_stats`; 0-dim or per task).
 
     Returns:
         The updated tensors φ − α·Δ.

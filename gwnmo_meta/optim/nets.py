@@ -14,7 +14,7 @@ then weighted exactly as it would be alone.
   plus a task context (a projection of the batch-mean features). The target's first weight
   matrix (in parameter order) is the one that reads the input features. Its size does not depend on
   the target's size, so it scales to targets the thesis MLP cannot hold.
-* :class:`~gwnmo_meta.factored.FactoredWeighting` — one MLP evaluation per output unit (row) of
+* :class:`~gwnmo_meta.optim.factored.FactoredWeighting` — one MLP evaluation per output unit (row) of
   each tensor, shared by the row's coordinates: M's cost is O(rows), not O(rows · columns), which
   keeps GWNMO within 2× of MAML on large targets (conv4 end to end, wide heads).
 
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.factored import FactoredWeighting
+from gwnmo_meta.optim.factored import FactoredWeighting
 from gwnmo_meta.registry import WEIGHTINGS
 
 MLP_MEMORY_LIMIT_BYTES = (
@@ -339,7 +339,7 @@ def build_weighting(
 
     Args:
         kind: ``coordinate`` (one MLP shared by all coordinates), ``factored`` (one MLP shared
-            by all rows, :mod:`gwnmo_meta.factored`) or ``mlp`` (the thesis MLP).
+            by all rows, :mod:`gwnmo_meta.optim.factored`) or ``mlp`` (the thesis MLP).
         feature_dim: width of the batch features M reads.
         param_shapes: the target's parameter shapes (sizes the thesis MLP; unused otherwise).
         hidden: M's hidden width.

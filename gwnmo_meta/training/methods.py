@@ -19,7 +19,7 @@ logreg     none: L-BFGS logistic regression to convergence              nothing
 ========== ============================================================ =====================
 
 ``adapt="all"`` (``--adapt all``): the target is conv4 plus a linear head on flat canonical images
-(:class:`~gwnmo_meta.targets.Conv4Target`), every parameter adapted in the inner loop from a
+(:class:`~gwnmo_meta.training.targets.Conv4Target`), every parameter adapted in the inner loop from a
 meta-learned init (MAML's standard setting); BatchNorm uses each batch's own statistics.
 
 Without ``learn_init`` the head starts every task from the same fixed random initialisation
@@ -42,19 +42,19 @@ from torch import Tensor, nn
 
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.nets import build_weighting, make_head
+from gwnmo_meta.optim.nets import build_weighting, make_head
 from gwnmo_meta.registry import LEARN_LR, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
-from gwnmo_meta.schedules import (
+from gwnmo_meta.tasks.episodes import Episode, stack_episodes
+from gwnmo_meta.training.inner_loops import (
     EpisodeOutcome,
     inner_batch_rows,
     query_metrics,
     run_episode,
     run_episodes,
 )
-from gwnmo_meta.targets import IMAGE_DIM, Conv4Target
-from gwnmo_meta.tasks.episodes import Episode, stack_episodes
+from gwnmo_meta.training.targets import IMAGE_DIM, Conv4Target
 
-# methods with no inner loop and nothing meta-learned (gwnmo_meta/reference.py)
+# methods with no inner loop and nothing meta-learned (gwnmo_meta/training/reference.py)
 REFERENCE_METHODS = METHODS.names(lambda m: m.engine == "reference")
 
 
@@ -133,7 +133,7 @@ class MetaMethod(nn.Module):
         Schedule ``alg1`` (learned optimizers): the one-meta-step-delayed Adam of thesis
         Algorithm 1 (``optim.DelayedMetaOptimizer``).
         """
-        from gwnmo_meta.optim import DelayedMetaOptimizer
+        from gwnmo_meta.optim.gwnmo import DelayedMetaOptimizer
 
         params = self.meta_parameters()
         if not params:
@@ -169,7 +169,7 @@ class HigherMethod(MetaMethod):
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
-        from gwnmo_meta.optim import LearnedStepSize
+        from gwnmo_meta.optim.gwnmo import LearnedStepSize
 
         self.ways = ways
         self.head = _seeded_head(cfg, feature_dim, ways)
@@ -247,7 +247,7 @@ class L2LMethod(MetaMethod):
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
-        from gwnmo_meta.l2l import learn2learn
+        from gwnmo_meta.training.l2l import learn2learn
 
         learn2learn()  # imports it quietly (before load() does)
         self.ways = ways
