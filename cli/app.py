@@ -476,6 +476,17 @@ def meta_train_cmd(
             rich_help_panel=INNER,
         ),
     ] = None,
+    judge_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--judge-queries",
+            help=(
+                "Look-ahead schedules (alg1, alg2): judge each inner step on this many random "
+                "query examples per class, drawn afresh per step (unbiased); default: all."
+            ),
+            rich_help_panel=META,
+        ),
+    ] = None,
     learn_lr: Annotated[
         LearnLr,
         typer.Option(
@@ -615,6 +626,7 @@ def meta_train_cmd(
         meta_batch=meta_batch,
         task_batch=task_batch,
         inner_batch=inner_batch,
+        judge_queries=judge_queries,
         learn_lr=learn_lr.value,
         grad_through_norm=grad_through_norm,
         adapt=value(adapt),

@@ -91,6 +91,7 @@ class RunConfig:
     head_hidden: int | None = None
     task_batch: bool = True
     inner_batch: int | None = None
+    judge_queries: int | None = None  # look-ahead judge: sampled query rows per class (None: all)
     learn_lr: str = "off"
     grad_through_norm: bool = False
     hg_beta: float = defaults.HG_BETA.value  # HG's hypergradient step size
@@ -156,6 +157,8 @@ class RunConfig:
             check_positive("--inner-lr", self.inner_lr)
         if self.inner_batch is not None:
             self._validate_inner_batch()
+        if self.judge_queries is not None:
+            self._validate_judge_queries()
         from gwnmo_meta.registry import ADAPT
 
         ADAPT.check(self.adapt, "--adapt")
@@ -177,6 +180,21 @@ class RunConfig:
                 f"must not share examples with it: --inner-batch {self.inner_batch} takes "
                 f"{per_class} of the {self.shots} shots per class; use at most "
                 f"{self.ways * (self.shots // 2)} (needs --shots >= 2) or no --inner-batch"
+            )
+
+    def _validate_judge_queries(self) -> None:
+        """A sampled judge: 1..query rows per class, for a learned optimizer's look-ahead schedule."""
+        if not 0 < self.judge_queries <= self.query:
+            raise ConfigError(
+                f"--judge-queries must be between 1 and --query ({self.query}), got {self.judge_queries}"
+            )
+        if not (
+            METHODS.check(self.method).learned_optimizer and SCHEDULES.check(self.schedule).one_step
+        ):
+            one_step = ", ".join(SCHEDULES.names(lambda s: s.one_step))
+            raise ConfigError(
+                f"--judge-queries samples the look-ahead judge of --schedule {one_step}; "
+                f"--method {self.method} --schedule {self.schedule} has none"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -93,6 +93,8 @@ class MethodConfig(RunConfig):
             raise ConfigError(
                 f"--learn-lr applies to {learned} only, not to --method {self.method}"
             )
+        if self.judge_queries is not None:
+            self._validate_judge_queries()
         if self.hg_beta <= 0 or self.logreg_l2 <= 0:
             raise ConfigError("--hg-beta and --logreg-l2 must be positive")
         if self.info.init_always_learned and not self.learn_init:
@@ -227,6 +229,7 @@ class HigherMethod(MetaMethod):
             first_order=self.cfg.first_order,
             inner_batch=self.cfg.inner_batch,
             ways=self.ways,
+            judge_queries=self.cfg.judge_queries,
         )
 
     def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
