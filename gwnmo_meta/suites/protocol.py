@@ -197,7 +197,14 @@ def parse_variants(text: str) -> list[Variant]:
                 raise ConfigError(
                     f"variant {name!r}: {item!r} is not FIELD=VALUE of a RunConfig field"
                 )
-            overrides.append((key, _typed(value.strip(), getattr(RunConfig(), key))))
+            like = getattr(RunConfig(), key)
+            if (
+                like is None
+                and "int" in str(fields[key].type)
+                and "float" not in str(fields[key].type)
+            ):
+                like = 0  # an optional integer (e.g. inner_batch, judge_queries)
+            overrides.append((key, _typed(value.strip(), like)))
         out.append(Variant(name.strip(), method.strip(), tuple(overrides)))
     return out
 
