@@ -303,7 +303,7 @@ WeightingOpt = Annotated[
     Weighting,
     typer.Option(
         "--weighting",
-        help="Weighting network M: thesis mlp or per-coordinate.",
+        help="Weighting network M: per output unit (factored, the default), per coordinate, or the thesis mlp.",
         rich_help_panel=METHOD,
     ),
 ]
@@ -438,7 +438,7 @@ def meta_train_cmd(
             rich_help_panel=METHOD,
         ),
     ] = None,
-    weighting: WeightingOpt = "coordinate",
+    weighting: WeightingOpt = defaults.WEIGHTING,
     weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     head_hidden: HeadHidden = None,
     learn_init: Annotated[
@@ -986,7 +986,7 @@ def benchmark(
     skip_integrity_check: SkipCheck = False,
     backbone: BackboneOpt = "conv4",
     head_hidden: HeadHidden = None,
-    weighting: WeightingOpt = "coordinate",
+    weighting: WeightingOpt = defaults.WEIGHTING,
     weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     task_batch: TaskBatch = True,
     jobs: Annotated[

@@ -81,7 +81,7 @@ class RunConfig:
     # method
     method: str = DEFAULT_METHOD
     schedule: str = "alg2"
-    weighting: str = "coordinate"
+    weighting: str = defaults.WEIGHTING
     weighting_hidden: int = int(defaults.WEIGHTING_HIDDEN.value)
     inner_steps: int = 5
     inner_lr: float | None = None
