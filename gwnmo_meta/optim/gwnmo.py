@@ -22,6 +22,7 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
+from gwnmo_meta.functional import gwnmo_delta
 from gwnmo_meta.optim.direction import (
     bias_mask,
     direction_stats,
@@ -50,22 +51,6 @@ class LearnedStepSize(nn.Module):
         """α for each of the target's tensors (0-dim tensors with their graph to ``log_lr``)."""
         lr = self.log_lr.exp()
         return [lr[i if lr.numel() > 1 else 0] for i in range(self.num_tensors)]
-
-
-def gwnmo_delta(
-    weighting_net: nn.Module,
-    features: Tensor,
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    normalize: bool = True,
-) -> tuple[list[Tensor], list[Tensor]]:
-    """(Δ, h) for one step.
-
-    GWNMO: h = sigmoid(M(...)) and the normalised direction; GWNMO': h = M(...) and Δ = h∘g.
-    """
-    raw = weighting_net(features, params, grads)
-    h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
-    return gwnmo_direction(list(grads), h, normalize=normalize), h
 
 
 def _step_sizes(group: dict[str, Any], step_size: LearnedStepSize | None, n: int) -> list[Any]:
