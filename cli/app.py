@@ -430,10 +430,10 @@ def meta_train_cmd(
         typer.Option(
             "--schedule",
             help=(
-                "GWNMO meta-training schedule: alg2 (thesis Algorithm 2: each inner step judged by "
-                "the loss on the next batch after that one step), alg1 (the same, meta-update one "
+                "Meta-training objective: alg2 (thesis Algorithm 2: each inner step judged by the "
+                "loss on the next batch after that one step), alg1 (the same, meta-update one "
                 "meta-step late: thesis Algorithm 1) or unrolled (query loss after all inner "
-                "steps, MAML's objective). Default alg2; only for gwnmo/gwnmo-prime."
+                "steps, MAML's objective). Default: alg2 for gwnmo/gwnmo-prime, unrolled otherwise."
             ),
             rich_help_panel=METHOD,
         ),
@@ -491,7 +491,10 @@ def meta_train_cmd(
         LearnLr,
         typer.Option(
             "--learn-lr",
-            help="Meta-learn GWNMO's inner step size α (log-parameterised): off, global or per tensor.",
+            help=(
+                "Meta-learn the inner step size α (log-parameterised; gwnmo, gwnmo-prime, maml, "
+                "hg, sgd): off, global, per tensor, or per tensor and inner step (tensor-step)."
+            ),
             rich_help_panel=INNER,
         ),
     ] = "off",
@@ -594,9 +597,6 @@ def meta_train_cmd(
     from gwnmo_meta.training import distributed
     from gwnmo_meta.training.trainer import TrainingDiverged, meta_train
 
-    if schedule is not None and not registry.METHODS[method.value].learned_optimizer:
-        learned = " and ".join(registry.METHODS.names(lambda m: m.learned_optimizer))
-        raise ConfigError(f"--schedule applies to {learned} only, not to --method {method.value}")
     if test_tasks < 0:
         raise ConfigError(f"--test-tasks must be >= 0, got {test_tasks}")
     cfg = RunConfig(
@@ -614,7 +614,7 @@ def meta_train_cmd(
         shots=shots,
         query=query,
         method=method.value,
-        schedule=value(schedule) or "alg2",
+        schedule=value(schedule),
         weighting=weighting.value,
         weighting_hidden=weighting_hidden,
         inner_steps=inner_steps,

@@ -44,7 +44,7 @@ def _method(schedule, seed=0, **kw):
     return m
 
 
-def _ref_step(m, phi, x, y, through_norm):
+def _ref_step(m, phi, x, y, through_norm, t=0):
     """φ − α·Δ(θ, φ) on the batch (x, y), written out: Δ = (‖g‖/‖h∘g‖)·h∘g, h = sigmoid(M(x, φ, g))."""
     w, b = phi
     g = torch.autograd.grad(F.cross_entropy(x @ w.t() + b, y), phi, create_graph=True)
@@ -55,7 +55,7 @@ def _ref_step(m, phi, x, y, through_norm):
     u = [hi * gi for hi, gi in zip(h, g, strict=True)]
     g_norm = torch.sqrt(sum((gi if through_norm else gi.detach()).pow(2).sum() for gi in g))
     u_norm = torch.sqrt(sum(ui.pow(2).sum() for ui in u))
-    step = m.step_size.alphas() if m.step_size is not None else [m.cfg.lr] * 2
+    step = m.step_size.alphas(t) if m.step_size is not None else [m.cfg.lr] * 2
     return [p - a * (g_norm / u_norm) * ui for p, a, ui in zip(phi, step, u, strict=True)]
 
 
@@ -85,8 +85,8 @@ def _reference_meta_grad(m, ep, schedule, inner_batch=None, through_norm=False, 
     batches = _batches(ep, inner_batch)
     if schedule == "unrolled":  # L_q(φ_k) through every update
         phi = phi0
-        for x, y in batches:
-            phi = _ref_step(m, phi, x, y, through_norm)
+        for t, (x, y) in enumerate(batches):
+            phi = _ref_step(m, phi, x, y, through_norm, t)
         return torch.autograd.grad(_loss(phi, ep.query_x, ep.query_y), params)
     # one-step look-ahead: the trajectory's values, then Σ_t ∂/∂(θ, φ) L_judge_t(φ − αΔ(θ, φ)) at φ̄_t
     if judges is None:
@@ -97,9 +97,9 @@ def _reference_meta_grad(m, ep, schedule, inner_batch=None, through_norm=False, 
         )
     total = [torch.zeros_like(p) for p in params]
     phi_bar = [p.detach() for p in phi0]
-    for (x, y), (jx, jy) in zip(batches, judges, strict=True):
+    for t, ((x, y), (jx, jy)) in enumerate(zip(batches, judges, strict=True)):
         phi = [p.detach().requires_grad_() for p in phi_bar]
-        nxt = _ref_step(m, phi, x, y, through_norm)
+        nxt = _ref_step(m, phi, x, y, through_norm, t)
         term = _loss(nxt, jx, jy) / STEPS
         theta = [p for p in params if all(p is not q for q in phi0)]
         d_theta = torch.autograd.grad(term, theta + phi, allow_unused=True)
@@ -130,6 +130,8 @@ CASES = [
     ("alg2", None, "global"),
     ("unrolled", None, "off"),
     ("unrolled", 6, "tensor"),
+    ("alg2", None, "tensor-step"),
+    ("unrolled", 6, "tensor-step"),
 ]
 
 

@@ -167,7 +167,7 @@ def default_variants(methods: Sequence[str], schedules: Sequence[str]) -> list[V
         if info.learned_optimizer and not info.prime:
             rows += [Variant(f"{m} {s}", m, (("schedule", s),)) for s in schedules]
         elif info.learned_optimizer:
-            rows.append(Variant(m, m, (("schedule", RunConfig().schedule),)))
+            rows.append(Variant(m, m, (("schedule", RunConfig(method=m).schedule_name),)))
         else:
             rows.append(Variant(m, m))
     return rows

@@ -12,7 +12,8 @@ X_{t+1}, or the query set for the last step (for every step without ``inner_batc
 steps use the whole support set). For t = 0..k−1,
 
     φ_t'    = φ_0 + stopgrad(φ_t − φ_0)       (θ reaches φ_t' through no earlier update;
-                                                 a learned init gets ∂φ_t'/∂φ_0 = I)
+                                                 a learned init gets ∂φ_t'/∂φ_0 = I; a stateful
+                                                 inner optimizer's state is cut likewise)
     meta-loss = (1/k) Σ_t L(φ_t' − α·Δ_t(θ, φ_t'); judge_t)
 
 (one-step truncation, averaged over the inner steps). With ``judge_queries`` = Q, a judge that is
@@ -87,6 +88,16 @@ def _restart(init: list[Tensor], params: list[Tensor], learn_init: bool) -> list
     if not learn_init:
         return [p.detach().requires_grad_() for p in params]
     return [p0 + (p - p0).detach() for p0, p in zip(init, params, strict=True)]
+
+
+def _detach_state(diffopt: Any) -> None:
+    """Cut the inner optimizer's state (Adam's moments, HG's step sizes) from earlier updates:
+    with the restarted φ_t', step t's update reaches θ through step t alone."""
+    for group_state in diffopt.state:
+        for st in group_state.values() if isinstance(group_state, dict) else group_state:
+            for k, v in list(st.items()):
+                if isinstance(v, Tensor):
+                    st[k] = v.detach()
 
 
 def inner_batch_rows(
@@ -278,6 +289,7 @@ def _adapt(
         for t, (x, y) in enumerate(stream):
             if one_step and t >= 1:  # one-step truncation: cut φ_t's path through earlier updates
                 fmodel.update_params(_restart(init, list(fmodel.parameters()), learn_init))
+                _detach_state(diffopt)
             if not train:
                 with torch.no_grad():
                     curve.append(query_metrics(fmodel(qx), qy))
