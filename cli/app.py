@@ -138,6 +138,7 @@ ClassicSchedule = choices(
 )
 LearnLr = choices("LearnLr", registry.LEARN_LR)
 Weighting = choices("Weighting", registry.WEIGHTINGS)
+BaseDirection = choices("BaseDirection", registry.BASES)
 Backbone = choices("Backbone", registry.BACKBONES)
 Adapt = choices("Adapt", registry.ADAPT)
 
@@ -313,6 +314,35 @@ WeightingHidden = Annotated[
         "--weighting-hidden",
         help="Hidden width of M (smaller: cheaper M on large targets); "
         + defaults.WEIGHTING_HIDDEN.describe("default"),
+        rich_help_panel=METHOD,
+    ),
+]
+BaseOpt = Annotated[
+    BaseDirection,
+    typer.Option(
+        "--base",
+        help=(
+            "Direction M weights (gwnmo/gwnmo-prime only): grad (the thesis: uniform h is SGD), "
+            "momentum (SGD's momentum buffer) or adam (Adam's step m̂/(√v̂+ε)); M also reads "
+            "the base's state."
+        ),
+        rich_help_panel=METHOD,
+    ),
+]
+BaseMomentum = Annotated[
+    float,
+    typer.Option(
+        "--base-momentum",
+        help="--base momentum's μ and --base adam's β1; "
+        + defaults.BASE_MOMENTUM.describe("default"),
+        rich_help_panel=METHOD,
+    ),
+]
+BaseBeta2 = Annotated[
+    float,
+    typer.Option(
+        "--base-beta2",
+        help="--base adam's β2; " + defaults.BASE_BETA2.describe("default"),
         rich_help_panel=METHOD,
     ),
 ]
@@ -495,6 +525,9 @@ def meta_train_cmd(
             rich_help_panel=META,
         ),
     ] = False,
+    base: BaseOpt = "grad",
+    base_momentum: BaseMomentum = defaults.BASE_MOMENTUM.value,
+    base_beta2: BaseBeta2 = defaults.BASE_BETA2.value,
     task_batch: TaskBatch = True,
     adapt: AdaptOpt = "head",
     meta_lr: Annotated[
@@ -617,6 +650,9 @@ def meta_train_cmd(
         inner_batch=inner_batch,
         learn_lr=learn_lr.value,
         grad_through_norm=grad_through_norm,
+        base=base.value,
+        base_momentum=base_momentum,
+        base_beta2=base_beta2,
         adapt=value(adapt),
         meta_steps=meta_steps,
         val_every=val_every,
@@ -1263,6 +1299,9 @@ def train(
             rich_help_panel=DATA,
         ),
     ] = defaults.CLASSIC_VAL_FRACTION,
+    base: BaseOpt = "grad",
+    base_momentum: BaseMomentum = defaults.BASE_MOMENTUM.value,
+    base_beta2: BaseBeta2 = defaults.BASE_BETA2.value,
     device: Device = "auto",
     seed: Seed = 0,
     out: Annotated[
@@ -1306,6 +1345,9 @@ def train(
         device=device,
         seed=seed,
         val_fraction=val_fraction,
+        base=base.value,
+        base_momentum=base_momentum,
+        base_beta2=base_beta2,
     )
     results = train_classic(cfg, out, progress=progress_bars(quiet))
     for r in results:

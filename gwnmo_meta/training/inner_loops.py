@@ -226,6 +226,8 @@ def _adapt(
         for t, (x, y) in enumerate(stream):
             if one_step and t >= 1:  # one-step truncation: cut φ_t's path through earlier updates
                 fmodel.update_params(_restart(init, list(fmodel.parameters()), learn_init))
+                if hasattr(diffopt, "detach_state"):  # and the base state's (momentum, Adam)
+                    diffopt.detach_state()
             if not train:
                 with torch.no_grad():
                     curve.append(query_metrics(fmodel(qx), qy))

@@ -88,6 +88,7 @@ class MethodConfig(RunConfig):
         if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
             raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
         LEARN_LR.check(self.learn_lr, "--learn-lr")
+        self.check_base()
         if self.learn_lr != "off" and not self.info.learned_optimizer:
             learned = ", ".join(METHODS.names(lambda m: m.learned_optimizer))
             raise ConfigError(
@@ -176,9 +177,16 @@ class HigherMethod(MetaMethod):
         params = list(self.head.parameters())
         info = cfg.info
         if info.learned_optimizer:
+            from gwnmo_meta.optim.direction import Base
+
             shapes = [tuple(p.shape) for p in params]
             self.weighting = build_weighting(
-                cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=info.prime
+                cfg.weighting,
+                feature_dim,
+                shapes,
+                hidden=cfg.weighting_hidden,
+                prime=info.prime,
+                state_inputs=Base(cfg.base).state_inputs,
             )
             self.step_size = (
                 None
@@ -192,6 +200,9 @@ class HigherMethod(MetaMethod):
                 normalize=not info.prime,
                 step_size=self.step_size,
                 grad_through_norm=cfg.grad_through_norm,
+                base=cfg.base,
+                momentum=cfg.base_momentum,
+                beta2=cfg.base_beta2,
             )
         else:
             options = {kw: getattr(cfg, field) for kw, field in info.optimizer_options}
