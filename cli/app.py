@@ -491,7 +491,7 @@ def meta_train_cmd(
             "--inner-lr",
             help="Inner step size α (default: the method's: "
             + defaults.describe_per_method(defaults.INNER_LR)
-            + ").",
+            + "; gwnmo over --base adam: adam's, over --base momentum: sgd's × (1 − μ)).",
             rich_help_panel=INNER,
         ),
     ] = None,
@@ -1234,7 +1234,7 @@ def train(
             "--lr",
             help="Step size α of the target (default: "
             + defaults.describe_per_method(defaults.CLASSIC_LR)
-            + ").",
+            + "; gwnmo over --base adam: adam's, over --base momentum: sgd's × (1 − μ)).",
             rich_help_panel=METHOD,
         ),
     ] = None,

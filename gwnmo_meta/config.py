@@ -79,6 +79,29 @@ def check_base(base: str, momentum: float, beta2: float, learned: bool, method_f
             raise ConfigError(f"{flag} applies to --base {' or '.join(users)} only, not {base}")
 
 
+# GWNMO over a base direction starts from the base optimizer's tuned step size (with uniform h it
+# is that optimizer): Adam's for adam; plain SGD's times (1 − μ) for momentum, the same step
+# length once the momentum buffer has built up.
+BASE_LR_METHOD = {"momentum": "sgd", "adam": "adam"}
+
+
+def base_default_lr(base: str, momentum: float, tuned: Any) -> float | None:
+    """The default step size of GWNMO over ``base`` (``None`` for ``grad``: the method's own).
+
+    Args:
+        base: the base direction.
+        momentum: ``--base-momentum`` (μ).
+        tuned: ``MethodInfo`` → its ``Tuned`` step size (or ``None``) for the mode at hand.
+
+    Returns:
+        The step size, or ``None``.
+    """
+    if base not in BASE_LR_METHOD:
+        return None
+    value = tuned(METHODS[BASE_LR_METHOD[base]]).value
+    return value * (1 - momentum) if base == "momentum" else value
+
+
 def check_seed(flag: str, seed: int) -> None:
     """``ConfigError`` unless ``0 <= seed <= 2**32 - 1``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:

@@ -396,3 +396,17 @@ def test_m_reads_the_base_state_and_keeps_its_gradient_layout(kind):
     assert not torch.allclose(out, adam.forward_flat(x, params, grads, moved))
     with pytest.raises(ValueError, match="reads 2 base-state tensors, got 0"):
         adam.forward_flat(x, params, grads)
+
+
+def test_default_step_size_over_a_base_is_the_base_optimizers():
+    from gwnmo_meta.registry import METHODS
+    from gwnmo_meta.training.classic import ClassicConfig
+
+    adam, sgd = METHODS["adam"], METHODS["sgd"]
+    assert ClassicConfig(base="adam").step_size == adam.classic_lr.value
+    assert ClassicConfig(base="momentum").step_size == pytest.approx(0.1 * sgd.classic_lr.value)
+    assert ClassicConfig(base="adam", lr=0.5).step_size == 0.5
+    assert MethodConfig(base="adam").lr == adam.inner_lr.value
+    assert MethodConfig(base="adam", adapt="all").lr == adam.inner_lr_all.value
+    assert MethodConfig(base="momentum", base_momentum=0.5).lr == 0.5 * sgd.inner_lr.value
+    assert MethodConfig().lr == METHODS["gwnmo"].inner_lr.value  # the thesis: unchanged

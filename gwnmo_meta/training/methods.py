@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gwnmo_meta.config import RunConfig
+from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.optim.nets import build_weighting, make_head
 from gwnmo_meta.registry import LEARN_LR, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
@@ -68,9 +68,20 @@ class MethodConfig(RunConfig):
 
     @property
     def lr(self) -> float:
-        """The inner step size (the method's default when unset; 1.0, unused, for references)."""
+        """The inner step size (the method's default when unset; 1.0, unused, for references).
+
+        Over a base direction (``--base momentum``/``adam``) the default is the base optimizer's
+        (:func:`~gwnmo_meta.config.base_default_lr`).
+        """
         if self.inner_lr is not None:
             return self.inner_lr
+        over_base = base_default_lr(
+            self.base,
+            self.base_momentum,
+            lambda i: i.inner_lr_all if self.adapt == "all" else i.inner_lr,
+        )
+        if over_base is not None:
+            return over_base
         info = METHODS.get(self.method)
         tuned = (info.inner_lr_all if self.adapt == "all" else info.inner_lr) if info else None
         return tuned.value if tuned else 1.0
