@@ -64,7 +64,7 @@ LR_GRID: dict[str, tuple[float, ...]] = {
     # GWNMO over a base direction (with uniform h it is the base optimizer): the base's grid,
     # Adam's for adam; the SGD-like grid × (1 − μ), μ = 0.9, for momentum (the same step length)
     "gwnmo+adam": (0.001, 0.003, 0.01, 0.03, 0.1),
-    "gwnmo+momentum": (0.01, 0.03, 0.1, 0.3),
+    "gwnmo+momentum": (0.01, 0.03, 0.1, 0.3, 1.0),  # 1 added after 0.3 won at the grid's edge
 }
 BASE_ROWS = ("gwnmo+adam", "gwnmo+momentum")  # optimizer+base: `train --optimizer gwnmo --base ...`
 # (row, baseline) pairs compared seed by seed in results.md (same seed: same target init, batch
