@@ -1234,7 +1234,9 @@ def train(
             "--lr",
             help="Step size α of the target (default: "
             + defaults.describe_per_method(defaults.CLASSIC_LR)
-            + "; gwnmo over --base adam: adam's, over --base momentum: sgd's × (1 − μ)).",
+            + "; gwnmo over --base "
+            + ", ".join(f"{b} {t.value:g}" for b, t in defaults.CLASSIC_BASE_LR.items())
+            + ", the same scan's).",
             rich_help_panel=METHOD,
         ),
     ] = None,

@@ -41,7 +41,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from gwnmo_meta import defaults
-from gwnmo_meta.config import base_default_lr, check_base, check_positive, check_seed
+from gwnmo_meta.config import check_base, check_positive, check_seed
 from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.registry import DEFAULT_METHOD, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 
@@ -128,9 +128,8 @@ class ClassicConfig:
     def step_size(self) -> float:
         if self.lr is not None:
             return self.lr
-        over_base = base_default_lr(self.base, self.base_momentum, lambda i: i.classic_lr)
-        if over_base is not None:
-            return over_base
+        if self.base in defaults.CLASSIC_BASE_LR:  # GWNMO over a base: the classic scan's choice
+            return defaults.CLASSIC_BASE_LR[self.base].value
         tuned = METHODS.check(self.optimizer, "--optimizer").classic_lr  # MethodInfo.classic_lr
         if tuned is None:
             raise ConfigError(f"--optimizer {self.optimizer} has no default step size; give --lr")
