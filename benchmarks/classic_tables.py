@@ -1,20 +1,24 @@
 """Thesis Tables 1 and 2 with the classic training mode, on the offline data copies.
 
     .venv/bin/python benchmarks/classic_tables.py --data-root DIR [--epochs 5] [--seeds 0,1,2]
+    .venv/bin/python benchmarks/classic_tables.py --data-root DIR --only gwnmo+adam,gwnmo+momentum
 
 Step size scan: every optimizer at each α of ``LR_GRID`` on all three datasets and every seed;
 an optimizer's α is the one with the best mean *validation* accuracy (at the val-selected epoch;
 a diverged run scores 0). The selected α is used in the tables below and is the CLI's default
 (``gwnmo_meta/defaults.py``; ``tests/test_defaults.py`` fails when the two disagree).
-Table 1: GWNMO (Alg 1, thesis MLP) vs Adam vs HG on MNIST, FMNIST, CIFAR10 (plus plain SGD).
-Table 2: CIFAR10, Alg 1 / Alg 2 × GWNMO / GWNMO'.
+Table 1: GWNMO (Alg 1, thesis MLP) vs Adam vs HG on MNIST, FMNIST, CIFAR10 (plus plain SGD, and
+GWNMO over a base direction: ``gwnmo+adam``, ``gwnmo+momentum`` = ``train --base adam|momentum``).
+Table 2: CIFAR10, Alg 1 / Alg 2 × GWNMO / GWNMO' (and GWNMO over each base).
 Table 3 (β sensitivity, the thesis's claim): CIFAR10, GWNMO Alg 1, meta step size β ∈ {1e-4, 1e-3, 1e-2}.
 Each cell, mean ± std over seeds: the test accuracy/loss at the epoch with the best validation
 accuracy (a seeded 10% of the train split, held out from training), the best test accuracy/loss
 over epochs (the thesis's practice: selected on the test set) and the final epoch's.
 Backbone: conv4 pre-trained by the toolkit on classes 0-4 (train-split images only), since the
 thesis's ImageNet ResNet18 weights cannot be downloaded here. Resumable: finished runs are kept in
-OUT/runs/*.json and not re-run.
+OUT/runs/*.json and not re-run. ``--only OPT,...``: scan and tabulate only those optimizers and
+merge them into OUT/results.json's other rows (which must have the same epochs, seeds and
+validation share); results.md then also pairs each GWNMO-over-a-base row with its baselines.
 """
 
 from __future__ import annotations
@@ -57,7 +61,20 @@ LR_GRID: dict[str, tuple[float, ...]] = {
     "sgd": _SGD_LIKE,
     # 0.001 was the CLI default before the scan; 0.1 added after 0.03 won at the grid's edge
     "adam": (0.001, 0.003, 0.01, 0.03, 0.1),
+    # GWNMO over a base direction (with uniform h it is the base optimizer): the base's grid,
+    # Adam's for adam; the SGD-like grid × (1 − μ), μ = 0.9, for momentum (the same step length)
+    "gwnmo+adam": (0.001, 0.003, 0.01, 0.03, 0.1),
+    "gwnmo+momentum": (0.01, 0.03, 0.1, 0.3, 1.0),  # 1 added after 0.3 won at the grid's edge
 }
+BASE_ROWS = ("gwnmo+adam", "gwnmo+momentum")  # optimizer+base: `train --optimizer gwnmo --base ...`
+# (row, baseline) pairs compared seed by seed in results.md (same seed: same target init, batch
+# order and validation split)
+PAIRS = (
+    ("gwnmo+adam alg1", "adam"),
+    ("gwnmo+adam alg1", "gwnmo alg1"),
+    ("gwnmo+momentum alg1", "gwnmo alg1"),
+    ("gwnmo+momentum alg1", "sgd"),
+)
 META_LR = defaults.CLASSIC_META_LR.value  # β in Tables 1-2
 BETAS = (1e-4, 1e-3, 1e-2)  # Table 3
 SCAN_SCHEDULE = "alg1"  # GWNMO/GWNMO' are scanned with the CLI's default schedule
@@ -81,11 +98,13 @@ def run_once(args, ds: str, opt: str, sch: str, lr: float, beta: float, seed: in
     ):  # features: backbone seeded 0 for all runs; seeds vary the target, M, val split
         base = ClassicConfig(dataset=ds, data_root=args.data_root, skip_integrity_check=True)
         feats[ds] = _load_features(base, resolve_device(args.device), True)
+    optimizer, _, direction = opt.partition("+")  # gwnmo+adam: GWNMO over Adam's direction
     cfg = ClassicConfig(
         dataset=ds,
         data_root=args.data_root,
         skip_integrity_check=True,
-        optimizer=opt,
+        optimizer=optimizer,
+        base=direction or "grad",
         schedule=sch if sch != "-" else "alg1",
         weighting="mlp",
         lr=lr,
@@ -107,10 +126,14 @@ def run_once(args, ds: str, opt: str, sch: str, lr: float, beta: float, seed: in
     return record
 
 
-def scan(args, seeds: list[int], feats: dict) -> tuple[list[dict], dict[str, float]]:
+def scan(
+    args, seeds: list[int], feats: dict, only: set[str] | None = None
+) -> tuple[list[dict], dict[str, float]]:
     """The step-size scan: rows (optimizer, α, per-dataset mean val accuracy) and the selected α."""
     rows, selected = [], {}
     for opt, grid in LR_GRID.items():
+        if only is not None and opt not in only:
+            continue
         sch = SCAN_SCHEDULE if opt.startswith("gwnmo") else "-"
         best = None
         for lr in grid:
@@ -141,9 +164,11 @@ def cells(lr: dict[str, float]) -> list[Cell]:
             ("table1", ds, o, s, lr[o], META_LR)
             for o, s in (("gwnmo", "alg1"), ("adam", "-"), ("hg", "-"), ("sgd", "-"))
         ]
+        out += [("table1", ds, o, "alg1", lr[o], META_LR) for o in BASE_ROWS if o in lr]
     out += [
         ("table2", "cifar10", o, s, lr[o], META_LR)
-        for o in ("gwnmo", "gwnmo-prime")
+        for o in ("gwnmo", "gwnmo-prime", *BASE_ROWS)
+        if o in lr
         for s in ("alg1", "alg2")
     ]
     out += [("table3", "cifar10", "gwnmo", "alg1", lr["gwnmo"], b) for b in BETAS]
@@ -193,12 +218,48 @@ def table_row(args, cell: Cell, seeds: list[int], feats: dict) -> dict:
     return row
 
 
-def write_markdown(args, path: Path, scan_rows: list[dict], rows: list[dict]) -> None:
+def paired(rows: list[dict]) -> list[dict]:
+    """Each (row, baseline) of ``PAIRS`` on each dataset of Table 1: test acc @ best val, seed by seed."""
+    key = "test_accuracy_at_best_val_per_seed"
+    table1 = {(r["dataset"], r["optimizer"]): r for r in rows if r["table"] == "table1"}
+    out = []
+    for row, baseline in PAIRS:
+        for ds in DATASETS:
+            a, b = table1.get((ds, row)), table1.get((ds, baseline))
+            if a is None or b is None:
+                continue
+            both = [
+                (x, y) for x, y in zip(a[key], b[key], strict=True) if None not in (x, y)
+            ]  # a diverged seed has no pair
+            diffs = [x - y for x, y in both]
+            out.append(
+                {
+                    "dataset": ds,
+                    "row": row,
+                    "baseline": baseline,
+                    "row_per_seed": [x for x, _ in both],
+                    "baseline_per_seed": [y for _, y in both],
+                    "diff_per_seed": diffs,
+                    "diff_mean": statistics.mean(diffs) if diffs else float("nan"),
+                    "diff_std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+                    "wins": sum(d > 0 for d in diffs),
+                    "pairs": len(diffs),
+                }
+            )
+    return out
+
+
+def write_markdown(
+    args, path: Path, scan_rows: list[dict], rows: list[dict], commands: list[str] | None = None
+) -> None:
     pm = lambda r, k, f: f"{r[k + '_mean']:{f}} ± {r[k + '_std']:{f}}"  # noqa: E731
+    commands = commands or [" ".join(["python", *sys.argv])]
     lines = [
         f"# Classic training (thesis Tables 1 and 2), {args.epochs} epochs, seeds {args.seeds}",
         "",
-        f"Command: `{' '.join(['python', *sys.argv])}`. Mean ± std over seeds. "
+        f"Command{'s' if len(commands) > 1 else ''}: "
+        + "; then ".join(f"`{c}`" for c in commands)
+        + ". Mean ± std over seeds. "
         f"**test @ best val**: test accuracy/loss at the epoch with the best accuracy on a seeded "
         f"{100 * args.val_fraction:g}% of the train split held out from training; **best test**: the best "
         "test accuracy/loss over epochs (the thesis's practice, selected on the test set); final: "
@@ -246,6 +307,25 @@ def write_markdown(args, path: Path, scan_rows: list[dict], rows: list[dict]) ->
                 f"| {pm(r, 'final_test_accuracy', '.2f')} | {th} |"
             )
         lines.append("")
+    pairs = paired(rows)
+    if pairs:
+        lines += [
+            "## Paired: GWNMO over a base direction vs its baselines (Table 1)",
+            "",
+            "Test accuracy @ best val (%), seed by seed (same seed: same target init, batch order and "
+            "validation split); difference = row − baseline, mean ± std over the paired seeds.",
+            "",
+            "| dataset | row | baseline | row per seed | baseline per seed | difference | row ahead |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        seeds = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+        for p in pairs:
+            lines.append(
+                f"| {p['dataset']} | {p['row']} | {p['baseline']} | {seeds(p['row_per_seed'])} "
+                f"| {seeds(p['baseline_per_seed'])} | {p['diff_mean']:+.2f} ± {p['diff_std']:.2f} "
+                f"| {p['wins']}/{p['pairs']} |"
+            )
+        lines.append("")
     path.write_text("\n".join(lines))
 
 
@@ -257,18 +337,22 @@ def main() -> None:
     ap.add_argument("--val-fraction", type=float, default=defaults.CLASSIC_VAL_FRACTION)
     ap.add_argument("--out", default="benchmarks/classic")
     ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated optimizers of LR_GRID (e.g. gwnmo+adam,gwnmo+momentum): scan and "
+        "tabulate only these, merged into OUT/results.json's other rows",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     feats: dict[str, tuple] = {}
+    if args.only:
+        return main_only(args, out, seeds, feats)
     scan_rows, selected = scan(args, seeds, feats)
     rows = [table_row(args, c, seeds, feats) for c in cells(selected)]
-    with open(out / "results.csv", "w", newline="") as fh:
-        flat = [{k: v for k, v in r.items() if not k.endswith("_per_seed")} for r in rows]
-        w = csv.DictWriter(fh, fieldnames=list(flat[0]))
-        w.writeheader()
-        w.writerows(flat)
+    write_csv(out / "results.csv", rows)
     summary = {
         "command": " ".join(["python", *sys.argv]),
         "epochs": args.epochs,
@@ -279,9 +363,59 @@ def main() -> None:
         "lr_scan": scan_rows,
         "rows": rows,
     }
+    summary["paired"] = paired(rows)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_markdown(args, out / "results.md", scan_rows, rows)
     print("selected α:", selected)
+    print("wrote", out / "results.md")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        flat = [{k: v for k, v in r.items() if not k.endswith("_per_seed")} for r in rows]
+        w = csv.DictWriter(fh, fieldnames=list(flat[0]))
+        w.writeheader()
+        w.writerows(flat)
+
+
+def main_only(args, out: Path, seeds: list[int], feats: dict) -> None:
+    """``--only``: scan and tabulate some optimizers, merged into the committed results.json."""
+    only = set(args.only.split(","))
+    unknown = only - set(LR_GRID)
+    if unknown:
+        sys.exit(f"error: --only names unknown optimizers: {', '.join(sorted(unknown))}")
+    prev = json.loads((out / "results.json").read_text())
+    same = (prev["epochs"], prev["seeds"], prev["val_fraction"])
+    if same != (args.epochs, seeds, args.val_fraction):
+        sys.exit(f"error: {out / 'results.json'} has (epochs, seeds, val share) {same}; give those")
+    if f"--data-root {args.data_root}" not in prev["command"]:
+        sys.exit(f"error: {out / 'results.json'} was made from other data: {prev['command']}")
+    scan_rows, selected = scan(args, seeds, feats, only)
+    selected = {**prev["selected_lr"], **selected}
+    new_rows = [table_row(args, c, seeds, feats) for c in cells(selected) if c[2] in only]
+    kept = [r for r in prev["rows"] if r["optimizer"].split()[0] not in only]
+    rows = [r for t in ("table1", "table2", "table3") for r in kept + new_rows if r["table"] == t]
+    scan_rows = [r for r in prev["lr_scan"] if r["optimizer"] not in only] + scan_rows
+    command = " ".join(["python", *sys.argv])
+    added = [a for a in prev.get("added", []) if set(a["optimizers"]) - only]
+    added.append({"optimizers": sorted(only), "command": command})
+    summary = {
+        **prev,
+        "selected_lr": selected,
+        "lr_scan": scan_rows,
+        "rows": rows,
+        "added": added,
+        "paired": paired(rows),
+    }
+    write_csv(out / "results.csv", rows)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    commands = [prev["command"]] + [a["command"] for a in added]
+    write_markdown(args, out / "results.md", scan_rows, rows, commands)
+    for p in summary["paired"]:
+        print(
+            f"paired {p['dataset']:8s} {p['row']} − {p['baseline']}: "
+            f"{p['diff_mean']:+.2f} ± {p['diff_std']:.2f} ({p['wins']}/{p['pairs']} seeds ahead)"
+        )
     print("wrote", out / "results.md")
 
 

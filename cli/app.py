@@ -138,6 +138,7 @@ ClassicSchedule = choices(
 )
 LearnLr = choices("LearnLr", registry.LEARN_LR)
 Weighting = choices("Weighting", registry.WEIGHTINGS)
+BaseDirection = choices("BaseDirection", registry.BASES)
 Backbone = choices("Backbone", registry.BACKBONES)
 Adapt = choices("Adapt", registry.ADAPT)
 
@@ -316,6 +317,35 @@ WeightingHidden = Annotated[
         rich_help_panel=METHOD,
     ),
 ]
+BaseOpt = Annotated[
+    BaseDirection,
+    typer.Option(
+        "--base",
+        help=(
+            "Direction M weights (gwnmo/gwnmo-prime only): grad (the thesis: uniform h is SGD), "
+            "momentum (SGD's momentum buffer) or adam (Adam's step m̂/(√v̂+ε)); M also reads "
+            "the base's state."
+        ),
+        rich_help_panel=METHOD,
+    ),
+]
+BaseMomentum = Annotated[
+    float,
+    typer.Option(
+        "--base-momentum",
+        help="--base momentum's μ and --base adam's β1; "
+        + defaults.BASE_MOMENTUM.describe("default"),
+        rich_help_panel=METHOD,
+    ),
+]
+BaseBeta2 = Annotated[
+    float,
+    typer.Option(
+        "--base-beta2",
+        help="--base adam's β2; " + defaults.BASE_BETA2.describe("default"),
+        rich_help_panel=METHOD,
+    ),
+]
 HeadHidden = Annotated[
     int | None,
     typer.Option(
@@ -461,7 +491,7 @@ def meta_train_cmd(
             "--inner-lr",
             help="Inner step size α (default: the method's: "
             + defaults.describe_per_method(defaults.INNER_LR)
-            + ").",
+            + "; gwnmo over --base adam: adam's, over --base momentum: sgd's × (1 − μ)).",
             rich_help_panel=INNER,
         ),
     ] = None,
@@ -509,6 +539,9 @@ def meta_train_cmd(
             rich_help_panel=META,
         ),
     ] = False,
+    base: BaseOpt = "grad",
+    base_momentum: BaseMomentum = defaults.BASE_MOMENTUM.value,
+    base_beta2: BaseBeta2 = defaults.BASE_BETA2.value,
     task_batch: TaskBatch = True,
     adapt: AdaptOpt = "head",
     meta_lr: Annotated[
@@ -629,6 +662,9 @@ def meta_train_cmd(
         judge_queries=judge_queries,
         learn_lr=learn_lr.value,
         grad_through_norm=grad_through_norm,
+        base=base.value,
+        base_momentum=base_momentum,
+        base_beta2=base_beta2,
         adapt=value(adapt),
         meta_steps=meta_steps,
         val_every=val_every,
@@ -1210,7 +1246,9 @@ def train(
             "--lr",
             help="Step size α of the target (default: "
             + defaults.describe_per_method(defaults.CLASSIC_LR)
-            + ").",
+            + "; gwnmo over --base "
+            + ", ".join(f"{b} {t.value:g}" for b, t in defaults.CLASSIC_BASE_LR.items())
+            + ", the same scan's).",
             rich_help_panel=METHOD,
         ),
     ] = None,
@@ -1275,6 +1313,9 @@ def train(
             rich_help_panel=DATA,
         ),
     ] = defaults.CLASSIC_VAL_FRACTION,
+    base: BaseOpt = "grad",
+    base_momentum: BaseMomentum = defaults.BASE_MOMENTUM.value,
+    base_beta2: BaseBeta2 = defaults.BASE_BETA2.value,
     device: Device = "auto",
     seed: Seed = 0,
     out: Annotated[
@@ -1318,6 +1359,9 @@ def train(
         device=device,
         seed=seed,
         val_fraction=val_fraction,
+        base=base.value,
+        base_momentum=base_momentum,
+        base_beta2=base_beta2,
     )
     results = train_classic(cfg, out, progress=progress_bars(quiet))
     for r in results:

@@ -13,6 +13,7 @@ from gwnmo_meta import defaults
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import (
     BACKBONES,
+    BASES,
     DATASETS,
     DEFAULT_METHOD,
     LEARN_LR,
@@ -57,6 +58,54 @@ def check_positive(flag: str, value: float) -> None:
         raise ConfigError(f"{flag} must be positive, got {value}")
 
 
+def check_base(base: str, momentum: float, beta2: float, learned: bool, method_flag: str) -> None:
+    """``ConfigError`` unless the base-direction options fit (``learned``: a learned optimizer).
+
+    Args:
+        base: the ``--base`` value; anything but ``grad`` needs a learned optimizer.
+        momentum: ``--base-momentum`` (momentum's μ, Adam's β1), in [0, 1).
+        beta2: ``--base-beta2`` (Adam's β2), in [0, 1).
+        learned: whether the method or optimizer is GWNMO / GWNMO'.
+        method_flag: how the method was chosen, for the message (``--method adam``).
+    """
+    BASES.check(base, "--base")
+    if base != "grad" and not learned:
+        names = " and ".join(METHODS.names(lambda m: m.learned_optimizer))
+        raise ConfigError(f"--base applies to {names} only, not to {method_flag}")
+    for flag, value, default, users in (
+        ("--base-momentum", momentum, defaults.BASE_MOMENTUM.value, ("momentum", "adam")),
+        ("--base-beta2", beta2, defaults.BASE_BETA2.value, ("adam",)),
+    ):
+        check_finite(flag, value)
+        if not 0 <= value < 1:
+            raise ConfigError(f"{flag} must be in [0, 1), got {value}")
+        if value != default and base not in users:
+            raise ConfigError(f"{flag} applies to --base {' or '.join(users)} only, not {base}")
+
+
+# GWNMO over a base direction starts from the base optimizer's tuned step size (with uniform h it
+# is that optimizer): Adam's for adam; plain SGD's times (1 − μ) for momentum, the same step
+# length once the momentum buffer has built up.
+BASE_LR_METHOD = {"momentum": "sgd", "adam": "adam"}
+
+
+def base_default_lr(base: str, momentum: float, tuned: Any) -> float | None:
+    """The default step size of GWNMO over ``base`` (``None`` for ``grad``: the method's own).
+
+    Args:
+        base: the base direction.
+        momentum: ``--base-momentum`` (μ).
+        tuned: ``MethodInfo`` → its ``Tuned`` step size (or ``None``) for the mode at hand.
+
+    Returns:
+        The step size, or ``None``.
+    """
+    if base not in BASE_LR_METHOD:
+        return None
+    value = tuned(METHODS[BASE_LR_METHOD[base]]).value
+    return value * (1 - momentum) if base == "momentum" else value
+
+
 def check_seed(flag: str, seed: int) -> None:
     """``ConfigError`` unless ``0 <= seed <= 2**32 - 1``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
@@ -98,6 +147,9 @@ class RunConfig:
     judge_queries: int | None = None  # look-ahead judge: sampled query rows per class (None: all)
     learn_lr: str = "off"
     grad_through_norm: bool = False
+    base: str = "grad"  # GWNMO's base direction: grad (the thesis), momentum or adam
+    base_momentum: float = defaults.BASE_MOMENTUM.value  # momentum's μ, Adam's β1
+    base_beta2: float = defaults.BASE_BETA2.value  # Adam's β2
     hg_beta: float = defaults.HG_BETA.value  # HG's hypergradient step size
     logreg_l2: float = defaults.LOGREG_L2.value  # logreg's L2 penalty λ on the weights
     adapt: str = "head"  # head: frozen backbone, cached features; all: conv4 + head from images
@@ -141,6 +193,7 @@ class RunConfig:
             learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
             raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
         WEIGHTINGS.check(self.weighting)
+        self.check_base()
         DATASETS.check(self.dataset)
         if self.test_dataset is not None:
             pool = DATASETS[self.dataset].sources
@@ -187,6 +240,13 @@ class RunConfig:
 
         ADAPT.check(self.adapt, "--adapt")
         return self
+
+    def check_base(self) -> None:
+        """The base-direction options (:func:`check_base`): only for the learned optimizers."""
+        learned = METHODS.check(self.method).learned_optimizer
+        check_base(
+            self.base, self.base_momentum, self.base_beta2, learned, f"--method {self.method}"
+        )
 
     def _validate_inner_batch(self) -> None:
         """Class-balanced mini-batches of the support set; a look-ahead schedule needs disjoint ones."""

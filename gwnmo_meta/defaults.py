@@ -67,3 +67,15 @@ LOGREG_L2 = Tuned(
     "logreg's L2 penalty: an a-priori small value (L-BFGS converges in tens of iterations on "
     "unit-norm features); benchmark protocol tunes it on meta-val (BENCHMARKS.md section 1)",
 )
+
+# ---- GWNMO's base direction (--base momentum/adam), both modes ------------------------------
+BASE_MOMENTUM = Tuned(0.9, "untuned: torch.optim.Adam's default β1, and the customary SGD momentum")
+BASE_BETA2 = Tuned(0.999, "untuned: torch.optim.Adam's default β2")
+BASE_EPS = 1e-8  # torch.optim.Adam's default ε (not an option)
+# gwnmo-meta train --optimizer gwnmo --base B: the scan's selection (at the default μ and β2)
+CLASSIC_BASE_LR: dict[str, Tuned] = {
+    base: Tuned(
+        value, f"best mean validation accuracy of the classic lr scan (gwnmo+{base}), {_CLASSIC}"
+    )
+    for base, value in (("adam", 0.03), ("momentum", 0.3))
+}

@@ -402,6 +402,13 @@ LEARN_LR.register(
 )
 
 
+# ---- base direction of GWNMO (``--base``) -----------------------------------------------------
+BASES: Registry[Choice] = Registry("base direction")
+BASES.register(Choice("grad", "the gradient g (the thesis): uniform h gives SGD"))
+BASES.register(Choice("momentum", "SGD's momentum buffer: uniform h gives SGD with momentum"))
+BASES.register(Choice("adam", "Adam's step m̂/(√v̂+ε): uniform h gives Adam"))
+
+
 # ---- weighting networks M -------------------------------------------------------------------
 WEIGHTINGS: Registry[Choice] = Registry("weighting")
 WEIGHTINGS.register(Choice("mlp", "the thesis MLP over all parameters (size tied to the target)"))

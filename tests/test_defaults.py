@@ -46,6 +46,14 @@ def test_classic_step_size_is_the_scans_selection(optimizer):
     assert ClassicConfig(optimizer=optimizer).step_size == best["lr"]
 
 
+@pytest.mark.parametrize("base", ["adam", "momentum"])
+def test_classic_step_size_over_a_base_is_the_scans_selection(base):
+    scan = [r for r in CLASSIC["lr_scan"] if r["optimizer"] == f"gwnmo+{base}"]
+    best = max(scan, key=lambda r: r["mean_val"])
+    assert best["lr"] == CLASSIC["selected_lr"][f"gwnmo+{base}"]
+    assert ClassicConfig(optimizer="gwnmo", base=base).step_size == best["lr"]
+
+
 def test_classic_meta_lr_hg_beta_and_val_split_are_the_tables():
     rows = [r for r in CLASSIC["rows"] if r["table"] in ("table1", "table2")]
     assert {r["meta_lr"] for r in rows} == {cli_default("train", "--meta-lr")}

@@ -1,9 +1,10 @@
-"""The GWNMO update direction as a pure function (thesis Definition 4.1)."""
+"""The GWNMO update direction as a pure function (thesis Definition 4.1), and its base directions."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -168,3 +169,76 @@ def flat_direction_stats(
             out["step_ratio_bias"] = (db / gb.clamp_min(EPS * EPS)).sqrt()
             out["bias_share"] = (gb / gs.clamp_min(EPS * EPS)).sqrt()
         return out
+
+
+def _safe_sqrt(v: Tensor) -> Tensor:
+    """√v with a zero (not infinite) derivative where v = 0, so meta-gradients stay finite."""
+    return torch.where(v > 0, v.clamp_min(torch.finfo(v.dtype).tiny).sqrt(), torch.zeros_like(v))
+
+
+@dataclass(frozen=True)
+class Base:
+    """The base direction u that GWNMO weights (Δ = (‖u‖/‖h∘u‖)·(h∘u)); with uniform h, the base optimizer.
+
+    ``grad``: u = g (the thesis; SGD). ``momentum``: u = b, the momentum buffer of
+    ``torch.optim.SGD(momentum=μ)`` (b₁ = g₁, b_t = μ·b_{t−1} + g_t). ``adam``: u = m̂/(√v̂ + ε), the
+    step direction of ``torch.optim.Adam(betas=(β1, β2), eps=ε)`` (bias-corrected moments,
+    β1 = ``momentum``). The maths is per tensor and elementwise, so a tensor with a leading task
+    dimension ([T, ...], a task-batched inner loop) holds T independent states.
+    """
+
+    name: str = "grad"
+    momentum: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    @property
+    def state_inputs(self) -> int:
+        """How many per-coordinate state tensors M reads besides φ and g (0, 1: b, 2: m̂ and √v̂)."""
+        return {"grad": 0, "momentum": 1, "adam": 2}[self.name]
+
+    def step(
+        self, state: dict[str, Any], grad: Tensor
+    ) -> tuple[dict[str, Any], Tensor, list[Tensor]]:
+        """One tensor's base step: ``(new state, u, M's state inputs)``.
+
+        Pure (``state`` is not modified), so differentiable in ``grad`` and in the old state. The
+        state keys are those of torch's SGD/Adam (``momentum_buffer``; ``step``, ``exp_avg``,
+        ``exp_avg_sq``), ``{}`` before the first step.
+        """
+        if self.name == "grad":
+            return {}, grad, []
+        if self.name == "momentum":
+            buf = state.get("momentum_buffer")
+            buf = grad.clone() if buf is None else buf * self.momentum + grad  # never alias p.grad
+            return {"momentum_buffer": buf}, buf, [buf]
+        if self.name != "adam":
+            raise ValueError(f"unknown base direction {self.name!r}")
+        b1, b2 = self.momentum, self.beta2
+        step = int(state.get("step", 0)) + 1
+        if step == 1:
+            m, v = (1 - b1) * grad, (1 - b2) * grad * grad
+        else:
+            m = state["exp_avg"] * b1 + (1 - b1) * grad
+            v = state["exp_avg_sq"] * b2 + (1 - b2) * grad * grad
+        m_hat = m / (1 - b1**step)
+        v_root = _safe_sqrt(v) / math.sqrt(1 - b2**step)
+        u = m_hat / (v_root + self.eps)
+        return {"step": step, "exp_avg": m, "exp_avg_sq": v}, u, [m_hat, v_root]
+
+    def steps(
+        self, states: Sequence[dict[str, Any]], grads: Sequence[Tensor]
+    ) -> tuple[list[dict[str, Any]], list[Tensor], list[list[Tensor]] | None]:
+        """:meth:`step` for every tensor: (new states, u per tensor, M's state inputs or ``None``).
+
+        M's state inputs are ``state_inputs`` lists aligned with ``grads`` (``None`` for ``grad``,
+        so M is called exactly as without a base).
+        """
+        out = [self.step(s, g) for s, g in zip(states, grads, strict=True)]
+        inputs = [[o[2][k] for o in out] for k in range(self.state_inputs)] or None
+        return [o[0] for o in out], [o[1] for o in out], inputs
+
+
+def detach_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A base state with every tensor detached (a one-step schedule's restart)."""
+    return {k: v.detach() if isinstance(v, Tensor) else v for k, v in state.items()}

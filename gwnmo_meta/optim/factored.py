@@ -17,7 +17,10 @@ at ~2.8× MAML on the 134k head: it must build h, h∘g and their norms coordina
 
 Inputs per row: the mean and root-mean-square of the row of g and the root-mean-square of the row
 of φ, each relative to the tensor's RMS; the tensor's log gradient scale; whether the tensor is
-1-D; its depth in the target; and a task context (a projection of the batch-mean features).
+1-D; its depth in the target; and a task context (a projection of the batch-mean features). With a
+base direction other than g (``state_inputs`` > 0), also the mean and root-mean-square of the row
+of each base-state tensor (momentum's buffer; Adam's m̂ and √v̂), each relative to its tensor's
+RMS, and the step weights the base direction u instead of g.
 
 :func:`row_inputs` and :func:`unit_step` are the maths as pure functions; :class:`FactoredWeighting`
 is the thin module holding the MLP. Task-batched calls (features [T, B, D], every param/grad
@@ -48,8 +51,44 @@ def _as_rows(x: Tensor, lead: int) -> Tensor:
     return x.reshape(*x.shape[:lead], _rows(shape), math.prod(shape[1:]) if len(shape) > 1 else 1)
 
 
+def check_state(
+    net: nn.Module, state: Sequence[Sequence[Tensor]] | None
+) -> Sequence[Sequence[Tensor]]:
+    """The base-state inputs a weighting network was built for (``[]`` for none); ``ValueError`` on a mismatch."""
+    state = [] if state is None else state
+    if len(state) != net.state_inputs:
+        raise ValueError(
+            f"this weighting network reads {net.state_inputs} base-state tensors, got {len(state)}"
+        )
+    return state
+
+
+def row_sq_norms(xs: Sequence[Tensor], lead: int = 0) -> Tensor:
+    """‖x_i‖² of every row of every tensor, concatenated ([..., U])."""
+    return torch.cat([torch.linalg.vector_norm(_as_rows(x, lead), dim=-1).square() for x in xs], -1)
+
+
+def _state_row_inputs(state: Sequence[Sequence[Tensor]], lead: int) -> Tensor:
+    """[..., U, 2·len(state)]: per row, the mean and RMS of each state tensor's row, relative to its RMS."""
+    cols = []
+    for xs in state:
+        means, rmss = [], []
+        for x in xs:
+            x2 = _as_rows(x, lead)
+            rows, c = x2.shape[-2:]
+            norm = torch.linalg.vector_norm(x2, dim=-1)
+            rms = (norm.square().sum(-1, keepdim=True) / (rows * c)).add(_EPS).sqrt()
+            means.append(x2.sum(-1) / (c * rms))
+            rmss.append(norm / (math.sqrt(c) * rms))
+        cols += [torch.cat(means, -1), torch.cat(rmss, -1)]
+    return torch.stack(cols, -1)
+
+
 def row_inputs(
-    params: Sequence[Tensor], grads: Sequence[Tensor], lead: int = 0
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    lead: int = 0,
+    state: Sequence[Sequence[Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-row inputs of the factored M and the rows' squared gradient norms.
 
@@ -57,11 +96,14 @@ def row_inputs(
         params: the target's tensors φ (detached), each with ``lead`` leading task dimensions.
         grads: their gradients g (detached), shaped alike.
         lead: number of leading (task) dimensions (0: one task).
+        state: the base direction's state tensors (lists aligned with ``params``, detached), or
+            ``None``.
 
     Returns:
-        ``(x, g_sq)``: x [..., U, ROW_INPUTS] with U the total number of rows, tensors in order,
-        each row ``[mean g̃, rms g̃, rms φ̃, log-rms(g)/10, is_1d, depth]`` (g̃, φ̃: the tensor
-        scaled by its own RMS, per task); g_sq [..., U] = ‖g_i‖² per row.
+        ``(x, g_sq)``: x [..., U, ROW_INPUTS + 2·len(state)] with U the total number of rows,
+        tensors in order, each row ``[mean g̃, rms g̃, rms φ̃, log-rms(g)/10, is_1d, depth]`` (g̃,
+        φ̃: the tensor scaled by its own RMS, per task), then ``[mean s̃, rms s̃]`` for each state
+        tensor s; g_sq [..., U] = ‖g_i‖² per row.
     """
     n = len(params)
     blocks, g_sqs = [], []
@@ -95,7 +137,10 @@ def row_inputs(
             )
         )
         g_sqs.append(g_sq)
-    return torch.cat(blocks, -2), torch.cat(g_sqs, -1)
+    x = torch.cat(blocks, -2)
+    if state:
+        x = torch.cat([x, _state_row_inputs(state, lead)], -1)
+    return x, torch.cat(g_sqs, -1)
 
 
 class _UnitStep(torch.autograd.Function):
@@ -275,39 +320,61 @@ def expand_rows(h: Tensor, shapes: Sequence[torch.Size]) -> Tensor:
 class FactoredWeighting(nn.Module):
     """Thin module over :func:`row_inputs` / :func:`unit_step`: the MLP shared by every row."""
 
-    def __init__(self, feature_dim: int, hidden: int = 32, context: int = 8, init: float = 0.0):
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden: int = 32,
+        context: int = 8,
+        init: float = 0.0,
+        state_inputs: int = 0,
+    ):
         super().__init__()
+        self.state_inputs = state_inputs
+        self.row_inputs = ROW_INPUTS + 2 * state_inputs
         self.context = nn.Linear(feature_dim, context)
-        self.inp = nn.Linear(ROW_INPUTS + context, hidden)
+        self.inp = nn.Linear(self.row_inputs + context, hidden)
         self.mid = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, 1)
         nn.init.normal_(self.out.weight, std=1e-3)
         nn.init.constant_(self.out.bias, init)
 
     def scores(
-        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+        self,
+        features: Tensor,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: Sequence[Sequence[Tensor]] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """(raw weight per row [..., U], rows' squared gradient norms [..., U])."""
         lead = features.dim() - 2
-        x, g_sq = row_inputs(params, grads, lead)
+        x, g_sq = row_inputs(params, grads, lead, check_state(self, state))
         ctx = torch.tanh(self.context(features.mean(-2)))  # [..., context]
-        w_row, w_ctx = self.inp.weight[:, :ROW_INPUTS], self.inp.weight[:, ROW_INPUTS:]
+        k = self.row_inputs
+        w_row, w_ctx = self.inp.weight[:, :k], self.inp.weight[:, k:]
         first = x @ w_row.t() + (ctx @ w_ctx.t() + self.inp.bias).unsqueeze(-2)
         return self.out(torch.relu(self.mid(torch.relu(first)))).squeeze(-1), g_sq
 
     def forward_flat(
-        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+        self,
+        features: Tensor,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: Sequence[Sequence[Tensor]] | None = None,
     ) -> Tensor:
         """Raw outputs for the whole target as one [..., P] tensor (each row's score repeated)."""
         lead = features.dim() - 2
-        raw, _ = self.scores(features, params, grads)
+        raw, _ = self.scores(features, params, grads, state)
         return expand_rows(raw, [p.shape[lead:] for p in params])
 
     def forward(
-        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+        self,
+        features: Tensor,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: Sequence[Sequence[Tensor]] | None = None,
     ) -> list[Tensor]:
         lead = features.dim() - 2
-        flat = self.forward_flat(features, params, grads)
+        flat = self.forward_flat(features, params, grads, state)
         out, start = [], 0
         for p in params:
             shape = p.shape[lead:]
@@ -326,10 +393,24 @@ class FactoredWeighting(nn.Module):
         normalize: bool = True,
         grad_through_norm: bool = False,
         stats: dict[str, Tensor] | None = None,
+        state: Sequence[Sequence[Tensor]] | None = None,
+        direction: Sequence[Tensor] | None = None,
     ) -> tuple[list[Tensor], Tensor]:
-        """One fused inner step: (updated params, h per row). M sees φ and g detached."""
-        raw, g_sq = self.scores(features, [p.detach() for p in params], [g.detach() for g in grads])
+        """One fused inner step: (updated params, h per row). M sees φ, g and ``state`` detached.
+
+        ``direction``: the base direction u the step weights instead of g (its state, what M reads
+        of it, in ``state``); the meta-gradient flows through u.
+        """
+        raw, g_sq = self.scores(
+            features,
+            [p.detach() for p in params],
+            [g.detach() for g in grads],
+            None if state is None else [[s.detach() for s in xs] for xs in state],
+        )
         h = torch.sigmoid(raw) if normalize else raw
+        if direction is not None:
+            grads = list(direction)
+            g_sq = row_sq_norms([u.detach() for u in grads], features.dim() - 2)
         new = unit_step(
             params,
             grads,

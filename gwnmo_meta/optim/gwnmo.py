@@ -9,6 +9,11 @@ For a task-batched loop (fast weights with a leading task dimension T, see
 ``gwnmo_meta.training.inner_loops.run_episodes``) pass features [T, B, D]: norms and M's statistics are then
 taken per task. Gradients reach θ (M's parameters) through the updates. M is kept as an attribute of the torch
 optimizer (higher deep-copies param groups, which would detach a module stored there).
+
+``base="momentum"``/``"adam"`` (:class:`~gwnmo_meta.optim.direction.Base`): GWNMO weights the base
+optimizer's direction u instead of g, Δ = (‖u‖/‖h∘u‖)·(h∘u), and M also reads the base's state.
+The state lives in the optimizer's ``state`` (torch's key names), so a differentiable inner loop
+starts it fresh in every ``innerloop_ctx`` (every episode) and holds [T, ...] tensors when task-batched.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
-from gwnmo_meta.functional import gwnmo_delta
 from gwnmo_meta.optim.direction import (
+    Base,
     bias_mask,
+    detach_state,
     direction_stats,
     flat_direction_stats,
     gwnmo_direction,
@@ -83,6 +89,36 @@ class LearnedStepSize(nn.Module):
         }
 
 
+def _base_delta(
+    weighting_net: nn.Module,
+    features: Tensor,
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    normalize: bool = True,
+    state: Sequence[Sequence[Tensor]] | None = None,
+    direction: Sequence[Tensor] | None = None,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """(Δ, h) for one step.
+
+    GWNMO: h = sigmoid(M(...)) and the normalised direction; GWNMO': h = M(...) and Δ = h∘g.
+    ``direction``: the base direction u weighted instead of g; ``state``: the base's state tensors
+    M reads (``None``: M is called with φ and g only).
+    """
+    raw = weighting_net(features, params, grads, **_state_kw(state))
+    h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
+    u = list(grads if direction is None else direction)
+    return gwnmo_direction(u, h, normalize=normalize), h
+
+
+def _state_kw(state: Sequence[Sequence[Tensor]] | None) -> dict[str, Any]:
+    """M's keyword for the base's state: none at all for the gradient base (any M fits then)."""
+    return {} if state is None else {"state": state}
+
+
+def _base(group: dict[str, Any]) -> Base:
+    return Base(group["base"], group["momentum"], group["beta2"], group["base_eps"])
+
+
 def _step_sizes(
     group: dict[str, Any], step_size: LearnedStepSize | None, n: int, step: int = 0
 ) -> list[Any]:
@@ -98,6 +134,9 @@ class GWNMO(torch.optim.Optimizer):
     ``step_size``: a :class:`LearnedStepSize` used instead of ``lr`` (its tensors index the
     parameters in order). ``grad_through_norm``: let meta-gradients through ‖g‖ (the legacy
     step-length loophole; see :func:`~gwnmo_meta.optim.direction.gwnmo_direction`).
+    ``base``: the direction weighted (``grad``, ``momentum`` or ``adam``, see
+    :class:`~gwnmo_meta.optim.direction.Base`; M must be built with its ``state_inputs``), with
+    ``momentum`` (momentum's μ, Adam's β1), ``beta2`` and ``base_eps`` (Adam's β2 and ε).
     """
 
     def __init__(
@@ -108,11 +147,22 @@ class GWNMO(torch.optim.Optimizer):
         normalize: bool = True,
         step_size: LearnedStepSize | None = None,
         grad_through_norm: bool = False,
+        base: str = "grad",
+        momentum: float = 0.9,
+        beta2: float = 0.999,
+        base_eps: float = 1e-8,
     ):
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        spec = Base(base, momentum, beta2, base_eps)
+        if getattr(weighting_net, "state_inputs", 0) != spec.state_inputs:
+            raise ValueError(
+                f"base {base!r} needs a weighting network built with state_inputs="
+                f"{spec.state_inputs}, got {getattr(weighting_net, 'state_inputs', 0)}"
+            )
         defaults = dict(lr=lr, normalize=normalize, features=None)
-        super().__init__(params, defaults | dict(grad_through_norm=grad_through_norm))
+        bases = dict(base=base, momentum=momentum, beta2=beta2, base_eps=base_eps)
+        super().__init__(params, defaults | dict(grad_through_norm=grad_through_norm) | bases)
         self.weighting_net = weighting_net
         self.step_size = step_size
         self.last_stats: dict[str, Tensor] = {}
@@ -131,10 +181,16 @@ class GWNMO(torch.optim.Optimizer):
                 continue
             ps = [group["params"][i] for i in idx]
             grads = [p.grad for p in ps]
-            delta, h = gwnmo_delta(self.weighting_net, features, ps, grads, group["normalize"])
+            states, us, m_state = _base(group).steps([self.state[p] for p in ps], grads)
+            for p, st in zip(ps, states, strict=True):
+                if st:
+                    self.state[p] = st
+            delta, h = _base_delta(
+                self.weighting_net, features, ps, grads, group["normalize"], m_state, us
+            )
             for i, p, d in zip(idx, ps, delta, strict=True):
                 p.sub_(lrs[i] * d)
-            self.last_stats = direction_stats(grads, h, delta)
+            self.last_stats = direction_stats(us, h, delta)
             self.last_h = torch.cat([x.reshape(-1) for x in h])
         return loss
 
@@ -200,14 +256,26 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             self._fold()
         return {k: v / self._stat_steps for k, v in self._stat_sums.items()}
 
-    def _flat_weights(self, features: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
+    def _flat_weights(
+        self,
+        features: Tensor,
+        params: list[Tensor],
+        grads: list[Tensor],
+        state: list[list[Tensor]] | None = None,
+    ) -> Tensor:
         """M's raw outputs for a task batch as one [T, P] tensor (M's ``forward_flat`` when it has one)."""
-        net = self.weighting_net
+        net, kw = self.weighting_net, _state_kw(state)
         if hasattr(net, "forward_flat"):
-            return net.forward_flat(features, params, grads)
+            return net.forward_flat(features, params, grads, **kw)
         return torch.cat(
-            [r.reshape(features.shape[0], -1) for r in net(features, params, grads)], -1
+            [r.reshape(features.shape[0], -1) for r in net(features, params, grads, **kw)], -1
         )
+
+    def detach_state(self) -> None:
+        """Cut the base state's graph to earlier steps (a one-step schedule's restart); values kept."""
+        for group_state in self.state:
+            for i, st in list(group_state.items()):
+                group_state[i] = detach_state(st)
 
     def step(
         self,
@@ -229,16 +297,27 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
 
     def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
         step, self._inner_step = self._inner_step, self._inner_step + 1
-        for group, grads in zip(self.param_groups, grouped_grads, strict=False):
+        for group_idx, (group, grads) in enumerate(
+            zip(self.param_groups, grouped_grads, strict=False)
+        ):
             features = self._features if self._features is not None else group.get("features")
             if features is None:
                 raise ValueError("GWNMO needs the batch features: diffopt.step(loss, features=x)")
             idx = [i for i, g in enumerate(grads) if g is not None]
             ps = [group["params"][i] for i in idx]
             gs = [grads[i] for i in idx]
-            # M sees φ and g as data (detached, as in Andrychowicz et al.); θ's meta-gradient flows
-            # through h, and through φ and g via Δ (g is detached by a first-order grad_callback).
+            # the base direction u (g itself for the gradient base) and its state, per task
+            st = self.state[group_idx]
+            states, us, base_state = _base(group).steps([st[i] for i in idx], gs)
+            for i, new_state in zip(idx, states, strict=True):
+                st[i] = new_state
+            # M sees φ, g and the base state as data (detached, as in Andrychowicz et al.); θ's
+            # meta-gradient flows through h, and through φ and u via Δ (g is detached by a
+            # first-order grad_callback).
             m_params, m_grads = [p.detach() for p in ps], [g.detach() for g in gs]
+            m_state = (
+                None if base_state is None else [[s.detach() for s in xs] for xs in base_state]
+            )
             through_norm = group.get("grad_through_norm", False)
             if isinstance(self.weighting_net, FactoredWeighting) and self.step_size is None:
                 # one weight per row: a fused step, no per-coordinate h or flat vectors
@@ -251,6 +330,8 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                     normalize=group["normalize"],
                     grad_through_norm=through_norm,
                     stats=stats,
+                    state=m_state,
+                    direction=None if m_state is None else us,
                 )
                 self._record_stats(stats)
                 lead = features.dim() - 2
@@ -262,8 +343,8 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                 # Task-batched loop: the whole target as one [T, P] tensor, norms per task.
                 lead = (features.shape[0],)
                 shapes = [p.shape[1:] for p in ps]
-                flat_raw = self._flat_weights(features, m_params, m_grads)
-                g_flat = torch.cat([g.reshape(*lead, -1) for g in gs], -1)
+                flat_raw = self._flat_weights(features, m_params, m_grads, m_state)
+                g_flat = torch.cat([u.reshape(*lead, -1) for u in us], -1)
                 if group["normalize"]:
                     h_flat = torch.sigmoid(flat_raw)
                     d_flat = task_normalised_direction(
@@ -275,12 +356,12 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                 self._record(g_flat.detach(), h_flat.detach(), d_flat.detach(), shapes)
             else:
                 shapes = [p.shape for p in ps]
-                raw = self.weighting_net(features, m_params, m_grads)
+                raw = self.weighting_net(features, m_params, m_grads, **_state_kw(m_state))
                 h = [torch.sigmoid(r) for r in raw] if group["normalize"] else list(raw)
                 delta = gwnmo_direction(
-                    gs, h, normalize=group["normalize"], grad_through_norm=through_norm
+                    us, h, normalize=group["normalize"], grad_through_norm=through_norm
                 )
-                flat = (torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta))
+                flat = (torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (us, h, delta))
                 self._record(*flat, shapes)
             lrs = _step_sizes(group, self.step_size, len(group["params"]), step)
             for i, p, d in zip(idx, ps, delta, strict=True):

@@ -18,6 +18,11 @@ then weighted exactly as it would be alone.
   each tensor, shared by the row's coordinates: M's cost is O(rows), not O(rows · columns), which
   keeps GWNMO within 2× of MAML on large targets (conv4 end to end, wide heads).
 
+Each takes ``state_inputs`` (default 0): with a base direction other than the gradient
+(:class:`~gwnmo_meta.optim.direction.Base`), M also reads that many per-coordinate state tensors
+of the base optimizer (``M(features, params, grads, state=[...])``: momentum's buffer, or Adam's m̂
+and √v̂), after its usual inputs; with 0 its inputs and parameters are exactly those above.
+
 Both start near plain gradient descent: the last layer is initialised to output ``init`` (0 for
 GWNMO → h ≈ 0.5 everywhere → Δ ≈ g after normalisation; 1 for GWNMO' → Δ ≈ g).
 """
@@ -33,7 +38,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.optim.factored import FactoredWeighting
+from gwnmo_meta.optim.factored import FactoredWeighting, check_state
 from gwnmo_meta.registry import WEIGHTINGS
 
 MLP_MEMORY_LIMIT_BYTES = (
@@ -89,6 +94,12 @@ def _init_last(layer: nn.Linear, init: float) -> None:
     nn.init.constant_(layer.bias, init)
 
 
+def rms_scaled(xs: Sequence[Tensor], lead: tuple[int, ...]) -> Tensor:
+    """The tensors flattened and concatenated ([..., P]), each divided by its own (per-task) RMS."""
+    flat = [x.reshape(*lead, -1) for x in xs]
+    return torch.cat([f / f.pow(2).mean(-1, keepdim=True).add(1e-16).sqrt() for f in flat], -1)
+
+
 class ThesisMLPWeighting(nn.Module):
     """M(θ; [pool(E(X)), φ, ∇φ]) with three linear layers (thesis §4.3)."""
 
@@ -98,12 +109,14 @@ class ThesisMLPWeighting(nn.Module):
         param_shapes: Sequence[Sequence[int]],
         hidden: int = 32,
         init: float = 0.0,
+        state_inputs: int = 0,
     ):
         super().__init__()
         self.shapes = [torch.Size(s) for s in param_shapes]
         self.num_params = sum(math.prod(s) for s in self.shapes)
+        self.state_inputs = state_inputs
         self.net = nn.Sequential(
-            nn.Linear(feature_dim + 2 * self.num_params, hidden),
+            nn.Linear(feature_dim + (2 + state_inputs) * self.num_params, hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden),
             nn.ReLU(),
@@ -112,31 +125,43 @@ class ThesisMLPWeighting(nn.Module):
         _init_last(self.net[-1], init)
 
     @staticmethod
-    def parameter_count(feature_dim: int, num_params: int, hidden: int) -> int:
+    def parameter_count(
+        feature_dim: int, num_params: int, hidden: int, state_inputs: int = 0
+    ) -> int:
         return (
-            (feature_dim + 2 * num_params + 1) * hidden
+            (feature_dim + (2 + state_inputs) * num_params + 1) * hidden
             + (hidden + 1) * hidden
             + (hidden + 1) * num_params
         )
 
     def forward_flat(
-        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+        self,
+        features: Tensor,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: Sequence[Sequence[Tensor]] | None = None,
     ) -> Tensor:
         """Raw outputs for the whole target as one [..., P] tensor."""
         lead, _ = _task_shapes(features, params)
         pooled = features.mean(-2)  # the batch's features, averaged over examples
+        extra = [s.reshape(*lead, -1) for xs in check_state(self, state) for s in xs]
         x = torch.cat(
             [pooled]
             + [p.reshape(*lead, -1) for p in params]
-            + [g.reshape(*lead, -1) for g in grads],
+            + [g.reshape(*lead, -1) for g in grads]
+            + extra,
             -1,
         )
         return self.net(x)
 
     def forward(
-        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+        self,
+        features: Tensor,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: Sequence[Sequence[Tensor]] | None = None,
     ) -> list[Tensor]:
-        return split_like(self.forward_flat(features, params, grads), self.shapes)
+        return split_like(self.forward_flat(features, params, grads, state), self.shapes)
 
 
 class _FusedTrunk(torch.autograd.Function):
@@ -181,8 +206,17 @@ class CoordinateWeighting(nn.Module):
 
     coord_inputs = 7
 
-    def __init__(self, feature_dim: int, hidden: int = 32, context: int = 8, init: float = 0.0):
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden: int = 32,
+        context: int = 8,
+        init: float = 0.0,
+        state_inputs: int = 0,
+    ):
         super().__init__()
+        self.state_inputs = state_inputs
+        self.coord_inputs = CoordinateWeighting.coord_inputs + state_inputs
         self.context = nn.Linear(feature_dim, context)
         self.inp = nn.Linear(self.coord_inputs + context, hidden)
         self.mid = nn.Linear(hidden, hidden)
@@ -294,19 +328,34 @@ class CoordinateWeighting(nn.Module):
         )
 
     def forward(
-        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+        self,
+        features: Tensor,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: Sequence[Sequence[Tensor]] | None = None,
     ) -> list[Tensor]:
         return split_like(
-            self.forward_flat(features, params, grads), _task_shapes(features, params)[1]
+            self.forward_flat(features, params, grads, state), _task_shapes(features, params)[1]
         )
 
     def forward_flat(
-        self, features: Tensor, params: Sequence[Tensor], grads: Sequence[Tensor]
+        self,
+        features: Tensor,
+        params: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        state: Sequence[Sequence[Tensor]] | None = None,
     ) -> Tensor:
-        """Raw outputs for the whole target as one [..., P] tensor."""
+        """Raw outputs for the whole target as one [..., P] tensor.
+
+        ``state``: the base's state tensors (``state_inputs`` lists aligned with ``params``); each
+        is one more per-coordinate input, scaled by its tensor's RMS like g and φ.
+        """
         lead, _ = _task_shapes(features, params)
         ctx = torch.tanh(self.context(features.mean(-2)))  # task summary of the batch
         x = self._coord_features(features, params, grads)
+        extra = [rms_scaled(xs, lead).unsqueeze(-1) for xs in check_state(self, state)]
+        if extra:
+            x = torch.cat([x, *extra], -1)
         w_coord, w_ctx = (
             self.inp.weight[:, : self.coord_inputs],
             self.inp.weight[:, self.coord_inputs :],
@@ -328,6 +377,7 @@ def build_weighting(
     *,
     hidden: int = 32,
     prime: bool = False,
+    state_inputs: int = 0,
 ) -> nn.Module:
     """M for ``kind`` (a registered weighting); ``prime`` (GWNMO') starts at output 1 instead of 0.
 
@@ -338,6 +388,8 @@ def build_weighting(
         param_shapes: the target's parameter shapes (sizes the thesis MLP; unused otherwise).
         hidden: M's hidden width.
         prime: initialise for GWNMO' (raw weights ≈ 1) instead of GWNMO (sigmoid(0) = 0.5).
+        state_inputs: per-coordinate state tensors of the base direction M also reads
+            (``Base.state_inputs``: 0 for the gradient, 1 for momentum, 2 for Adam).
 
     Returns:
         The weighting network, called as ``M(features, params, grads)`` → raw weights.
@@ -347,17 +399,19 @@ def build_weighting(
     """
     init = 1.0 if prime else 0.0
     if kind == "coordinate":
-        return CoordinateWeighting(feature_dim, hidden=hidden, init=init)
+        return CoordinateWeighting(feature_dim, hidden=hidden, init=init, state_inputs=state_inputs)
     if kind == "factored":
-        return FactoredWeighting(feature_dim, hidden=hidden, init=init)
+        return FactoredWeighting(feature_dim, hidden=hidden, init=init, state_inputs=state_inputs)
     if kind == "mlp":
         num = sum(math.prod(s) for s in param_shapes)
-        count = ThesisMLPWeighting.parameter_count(feature_dim, num, hidden)
+        count = ThesisMLPWeighting.parameter_count(feature_dim, num, hidden, state_inputs)
         need = count * 4 * 4  # weights, grads, Adam's two moments, fp32
         if need > MLP_MEMORY_LIMIT_BYTES:
             raise ConfigError(
                 f"the thesis MLP weighting for a {num:,}-parameter target needs {count:,} weights "
                 f"(~{need / 1024**3:.1f} GiB with gradients and Adam state); use --weighting coordinate"
             )
-        return ThesisMLPWeighting(feature_dim, param_shapes, hidden=hidden, init=init)
+        return ThesisMLPWeighting(
+            feature_dim, param_shapes, hidden=hidden, init=init, state_inputs=state_inputs
+        )
     raise ConfigError(f"unknown weighting {kind!r}; choose one of {', '.join(WEIGHTINGS)}")

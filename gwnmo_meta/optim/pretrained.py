@@ -20,7 +20,8 @@ def load_weighting(
     """M as meta-trained (``meta-train --method gwnmo``) or learned online (``train``).
 
     Use it as ``GWNMO(model.parameters(), weighting_net=load_weighting(path), lr=...)``; pass
-    ``normalize=False`` for an M trained as GWNMO' (see :func:`weighting_is_prime`).
+    ``normalize=False`` for an M trained as GWNMO' (see :func:`weighting_is_prime`) and
+    ``base=weighting_base(path)`` for an M trained over another base direction.
 
     Args:
         path: a checkpoint written by ``gwnmo-meta meta-train`` (best.pt, last.pt) or the
@@ -37,6 +38,7 @@ def load_weighting(
             fit the thesis MLP it holds.
     """
     from gwnmo_meta.io.checkpoint import load_checkpoint
+    from gwnmo_meta.optim.direction import Base
     from gwnmo_meta.optim.nets import build_weighting
     from gwnmo_meta.training.classic import load_weighting_state
 
@@ -44,16 +46,19 @@ def load_weighting(
     state = load_weighting_state(path)
     kind = cfg.get("weighting", "coordinate")
     hidden = cfg.get("weighting_hidden", 32)
+    inputs = Base(_base(cfg)).state_inputs
     if kind == "mlp":
         if param_shapes is None:
             raise CheckpointError(
                 f"{path} holds the thesis MLP M, which is tied to its target: pass param_shapes"
             )
         count = sum(math.prod(s) for s in param_shapes)
-        feature_dim = state["net.0.weight"].shape[1] - 2 * count
+        feature_dim = state["net.0.weight"].shape[1] - (2 + inputs) * count
     else:
         feature_dim = state["context.weight"].shape[1]
-    net = build_weighting(kind, feature_dim, param_shapes or [], hidden=hidden, prime=_prime(cfg))
+    net = build_weighting(
+        kind, feature_dim, param_shapes or [], hidden=hidden, prime=_prime(cfg), state_inputs=inputs
+    )
     try:
         net.load_state_dict(state)
     except RuntimeError:
@@ -75,6 +80,30 @@ def weighting_is_prime(path: str | Path) -> bool:
     from gwnmo_meta.io.checkpoint import load_checkpoint
 
     return _prime(load_checkpoint(path).get("config", {}))
+
+
+def weighting_base(path: str | Path) -> str:
+    """The base direction the M in ``path`` was trained over (``GWNMO(..., base=...)``).
+
+    Args:
+        path: a gwnmo-meta checkpoint.
+
+    Returns:
+        ``grad`` (the thesis; also every checkpoint written before the option), ``momentum`` or
+        ``adam``.
+    """
+    from gwnmo_meta.io.checkpoint import load_checkpoint
+
+    return _base(load_checkpoint(path).get("config", {}))
+
+
+def _base(cfg: dict) -> str:
+    from gwnmo_meta.registry import BASES
+
+    base = cfg.get("base", "grad")
+    if not isinstance(base, str) or base not in BASES:
+        raise CheckpointError(f"the checkpoint's config names an unknown base direction {base!r}")
+    return base
 
 
 def _prime(cfg: dict) -> bool:

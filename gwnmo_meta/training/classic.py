@@ -41,7 +41,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from gwnmo_meta import defaults
-from gwnmo_meta.config import check_positive, check_seed
+from gwnmo_meta.config import check_base, check_positive, check_seed
 from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.registry import DEFAULT_METHOD, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 
@@ -74,6 +74,9 @@ class ClassicConfig:
     device: str = "auto"
     seed: int = 0
     val_fraction: float = VAL_FRACTION
+    base: str = "grad"  # GWNMO's base direction: grad (the thesis), momentum or adam
+    base_momentum: float = defaults.BASE_MOMENTUM.value  # momentum's μ, Adam's β1
+    base_beta2: float = defaults.BASE_BETA2.value  # Adam's β2
 
     @property
     def info(self) -> MethodInfo:
@@ -112,12 +115,21 @@ class ClassicConfig:
             )
         if self.freeze_weighting and not self.weighting_from:
             raise ConfigError("--freeze-weighting needs --weighting-from CHECKPOINT")
+        check_base(
+            self.base,
+            self.base_momentum,
+            self.base_beta2,
+            self.info.learned_optimizer,
+            f"--optimizer {self.optimizer}",
+        )
         return self
 
     @property
     def step_size(self) -> float:
         if self.lr is not None:
             return self.lr
+        if self.base in defaults.CLASSIC_BASE_LR:  # GWNMO over a base: the classic scan's choice
+            return defaults.CLASSIC_BASE_LR[self.base].value
         tuned = METHODS.check(self.optimizer, "--optimizer").classic_lr  # MethodInfo.classic_lr
         if tuned is None:
             raise ConfigError(f"--optimizer {self.optimizer} has no default step size; give --lr")
@@ -266,6 +278,11 @@ class OnlineGWNMO:
     *when* it lands (thesis listings): Algorithm 2 steps θ before the weighting of batch t+1 is
     computed, Algorithm 1 computes the weighting of batch t+1 with the old θ and steps θ after it
     (a one-step-delayed meta-update).
+
+    With ``cfg.base`` other than ``grad`` the update weights the base optimizer's direction u
+    (:class:`~gwnmo_meta.optim.direction.Base`) and M also reads its state; that state belongs to
+    the run (one target), is updated with the detached gradients, and is what :meth:`state_dict`
+    saves.
     """
 
     def __init__(
@@ -275,9 +292,11 @@ class OnlineGWNMO:
         cfg: ClassicConfig,
         meta_opt: torch.optim.Optimizer | None,
     ):
-        from gwnmo_meta.optim.direction import gwnmo_direction
+        from gwnmo_meta.optim.direction import Base, gwnmo_direction
 
         self.direction = gwnmo_direction
+        self.base = Base(cfg.base, cfg.base_momentum, cfg.base_beta2)
+        self.base_state: dict[str, dict[str, Any]] = {}  # per target tensor, torch's key names
         self.target, self.weighting, self.cfg, self.meta_opt = target, weighting, cfg, meta_opt
         self.names = [n for n, _ in target.named_parameters()]
         self.params = {n: p.detach().clone() for n, p in target.named_parameters()}
@@ -296,13 +315,18 @@ class OnlineGWNMO:
         grads = torch.autograd.grad(loss, [leaf[n] for n in self.names])
         plist = [leaf[n].detach() for n in self.names]
         glist = [g.detach() for g in grads]
+        states, ulist, base_inputs = self.base.steps(
+            [self.base_state.get(n, {}) for n in self.names], glist
+        )
+        self.base_state = {n: st for n, st in zip(self.names, states, strict=True) if st}
         self.snapshot = {
             n: p.detach().clone().requires_grad_(p.requires_grad)
             for n, p in self.weighting.named_parameters()
         }
-        raw = functional_call(self.weighting, self.snapshot, (x, plist, glist))
+        kwargs = {} if base_inputs is None else {"state": base_inputs}
+        raw = functional_call(self.weighting, self.snapshot, (x, plist, glist), kwargs)
         h = [torch.sigmoid(r) for r in raw] if self.normalize else list(raw)
-        delta = self.direction(glist, h, normalize=self.normalize)
+        delta = self.direction(ulist, h, normalize=self.normalize)
         new = {
             n: p - self.cfg.step_size * d for n, p, d in zip(self.names, plist, delta, strict=False)
         }
@@ -338,6 +362,20 @@ class OnlineGWNMO:
 
     def current(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.params.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base direction's state, per target tensor (``{}`` for ``grad`` or before a step)."""
+        return {"base_state": {n: dict(st) for n, st in self.base_state.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (a run continues exactly with it)."""
+        saved = state["base_state"]
+        unknown = set(saved) - set(self.names)
+        if unknown:
+            raise CheckpointError(
+                f"the saved base state names tensors this target lacks: {', '.join(sorted(unknown))}"
+            )
+        self.base_state = {n: dict(st) for n, st in saved.items()}
 
 
 def _load_features(
@@ -388,6 +426,15 @@ def train_classic(
     device = resolve_device(cfg.device)
     # a bad --weighting-from is refused before any data is loaded or anything is written
     start_state = load_weighting_state(cfg.weighting_from) if cfg.weighting_from else None
+    if cfg.weighting_from:
+        from gwnmo_meta.optim.pretrained import weighting_base
+
+        trained = weighting_base(cfg.weighting_from)
+        if trained != cfg.base:
+            raise ConfigError(
+                f"the weighting network in {cfg.weighting_from} was trained over --base {trained}; "
+                f"give --base {trained}"
+            )
     if out is None:
         return _train(cfg, None, device, start_state, progress, features)
     out = Path(out)
@@ -532,10 +579,14 @@ def _build_weighting(
     device: torch.device,
     state: dict[str, Tensor] | None = None,
 ):
+    from gwnmo_meta.optim.direction import Base
     from gwnmo_meta.optim.nets import build_weighting
 
     shapes = [tuple(p.shape) for p in target.parameters()]
-    weighting = build_weighting(cfg.weighting, feature_dim, shapes, prime=cfg.info.prime).to(device)
+    inputs = Base(cfg.base).state_inputs
+    weighting = build_weighting(
+        cfg.weighting, feature_dim, shapes, prime=cfg.info.prime, state_inputs=inputs
+    ).to(device)
     if state is not None:
         try:
             weighting.load_state_dict(state)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gwnmo_meta.config import RunConfig
+from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.optim.nets import build_weighting, make_head
 from gwnmo_meta.registry import LEARN_LR, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
@@ -68,9 +68,20 @@ class MethodConfig(RunConfig):
 
     @property
     def lr(self) -> float:
-        """The inner step size (the method's default when unset; 1.0, unused, for references)."""
+        """The inner step size (the method's default when unset; 1.0, unused, for references).
+
+        Over a base direction (``--base momentum``/``adam``) the default is the base optimizer's
+        (:func:`~gwnmo_meta.config.base_default_lr`).
+        """
         if self.inner_lr is not None:
             return self.inner_lr
+        over_base = base_default_lr(
+            self.base,
+            self.base_momentum,
+            lambda i: i.inner_lr_all if self.adapt == "all" else i.inner_lr,
+        )
+        if over_base is not None:
+            return over_base
         info = METHODS.get(self.method)
         tuned = (info.inner_lr_all if self.adapt == "all" else info.inner_lr) if info else None
         return tuned.value if tuned else 1.0
@@ -88,6 +99,7 @@ class MethodConfig(RunConfig):
         if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
             raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
         LEARN_LR.check(self.learn_lr, "--learn-lr")
+        self.check_base()
         if self.learn_lr != "off" and not self.info.learnable_lr:
             learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
             raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
@@ -185,9 +197,16 @@ class HigherMethod(MetaMethod):
             cfg.learn_lr, cfg.lr, len(params), cfg.inner_steps
         )
         if info.learned_optimizer:
+            from gwnmo_meta.optim.direction import Base
+
             shapes = [tuple(p.shape) for p in params]
             self.weighting = build_weighting(
-                cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=info.prime
+                cfg.weighting,
+                feature_dim,
+                shapes,
+                hidden=cfg.weighting_hidden,
+                prime=info.prime,
+                state_inputs=Base(cfg.base).state_inputs,
             )
             self.inner_opt: torch.optim.Optimizer = load(info.impl)(
                 params,
@@ -196,6 +215,9 @@ class HigherMethod(MetaMethod):
                 normalize=not info.prime,
                 step_size=self.step_size,
                 grad_through_norm=cfg.grad_through_norm,
+                base=cfg.base,
+                momentum=cfg.base_momentum,
+                beta2=cfg.base_beta2,
             )
         elif info.engine == "learn2learn":  # MAML / Meta-SGD through higher
             if cfg.method == "meta-sgd":
