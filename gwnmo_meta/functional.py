@@ -40,23 +40,27 @@ def gwnmo_delta(
     *,
     weighting_params: Mapping[str, Tensor] | None = None,
     grad_through_norm: bool = False,
+    state: Sequence[Sequence[Tensor]] | None = None,
+    direction: Sequence[Tensor] | None = None,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """(Δ, h) for one step, with x_{t+1} = x_t − α·Δ.
 
     GWNMO: h = sigmoid(M(features, φ, g)) and Δ = (‖g‖/‖h∘g‖)·(h∘g); GWNMO' (``normalize=False``):
     h = M(features, φ, g) and Δ = h∘g. ``weighting_params``: M's parameters by name (run through
     ``torch.func.functional_call``); ``None`` uses the module's own. ``grad_through_norm``: see
-    :func:`~gwnmo_meta.optim.direction.gwnmo_direction`.
+    :func:`~gwnmo_meta.optim.direction.gwnmo_direction`. Over a base direction
+    (:class:`~gwnmo_meta.optim.direction.Base`): ``direction`` is the base direction u weighted
+    instead of g and ``state`` the base's state tensors M also reads (detached, like φ and g).
     """
     data = (features, [p.detach() for p in params], [g.detach() for g in grads])
+    kwargs = {} if state is None else {"state": [[s.detach() for s in xs] for xs in state]}
     if weighting_params is None:
-        raw = weighting(*data)
+        raw = weighting(*data, **kwargs)
     else:
-        raw = functional_call(weighting, dict(weighting_params), data)
+        raw = functional_call(weighting, dict(weighting_params), data, kwargs)
     h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
-    delta = gwnmo_direction(
-        list(grads), h, normalize=normalize, grad_through_norm=grad_through_norm
-    )
+    u = list(grads if direction is None else direction)
+    delta = gwnmo_direction(u, h, normalize=normalize, grad_through_norm=grad_through_norm)
     return list(delta), h
 
 

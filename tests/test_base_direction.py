@@ -287,6 +287,10 @@ def test_train_over_adam_runs_refuses_a_mismatched_m_and_validates(tiny_data_roo
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "adam" / "results.json").read_text())["config"]
     assert (saved["base"], saved["base_momentum"], saved["base_beta2"]) == ("adam", 0.9, 0.999)
+    from gwnmo_meta.optim.pretrained import load_weighting, weighting_base
+
+    path = tmp_path / "adam" / "weighting.pt"
+    assert weighting_base(path) == "adam" and load_weighting(path).state_inputs == 2
     again = _cli(
         *common, "--weighting-from", tmp_path / "adam" / "weighting.pt", "--out", tmp_path / "g"
     )
@@ -408,3 +412,37 @@ def test_default_step_size_over_a_base_is_the_base_optimizers():
     assert MethodConfig(base="adam", adapt="all").lr == adam.inner_lr_all.value
     assert MethodConfig(base="momentum", base_momentum=0.5).lr == 0.5 * sgd.inner_lr.value
     assert MethodConfig().lr == METHODS["gwnmo"].inner_lr.value  # the thesis: unchanged
+
+
+def test_functional_delta_over_a_base_is_the_optimizers_step():
+    from gwnmo_meta.functional import gwnmo_delta
+
+    model = head()
+    shapes = [p.shape for p in model.parameters()]
+    torch.manual_seed(2)
+    m = build_weighting("coordinate", DIM, shapes, state_inputs=2).double()
+    for p in m.parameters():  # a non-uniform M
+        torch.nn.init.normal_(p, std=0.4)
+    opt = GWNMO(model.parameters(), m, lr=LR, base="adam")
+    phi = [p.detach().clone() for p in model.parameters()]
+    state = [{} for _ in phi]
+    for x, y in batches(n=3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step(features=x)
+        state, us, seen = Base("adam").steps(state, grads)
+        delta, _ = gwnmo_delta(m, x, phi, grads, state=seen, direction=us)
+        phi = [p - LR * d for p, d in zip(phi, delta, strict=True)]
+        assert_same(phi, [p.detach() for p in model.parameters()])
+
+
+def test_protocol_tunes_a_row_over_adam_around_adams_step_size():
+    from gwnmo_meta.registry import METHODS
+    from gwnmo_meta.suites.protocol import hyperparameters
+
+    adam = METHODS["adam"]
+    assert hyperparameters("gwnmo", "all", {"base": "adam"}) == [
+        ("inner_lr", adam.inner_lr_all.value)
+    ]
+    assert hyperparameters("gwnmo", "head") == [("inner_lr", METHODS["gwnmo"].inner_lr.value)]

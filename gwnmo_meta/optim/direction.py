@@ -237,8 +237,3 @@ class Base:
         out = [self.step(s, g) for s, g in zip(states, grads, strict=True)]
         inputs = [[o[2][k] for o in out] for k in range(self.state_inputs)] or None
         return [o[0] for o in out], [o[1] for o in out], inputs
-
-
-def detach_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A base state with every tensor detached (a one-step schedule's restart)."""
-    return {k: v.detach() if isinstance(v, Tensor) else v for k, v in state.items()}

@@ -27,10 +27,10 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
+from gwnmo_meta.functional import gwnmo_delta
 from gwnmo_meta.optim.direction import (
     Base,
     bias_mask,
-    detach_state,
     direction_stats,
     flat_direction_stats,
     gwnmo_direction,
@@ -87,27 +87,6 @@ class LearnedStepSize(nn.Module):
             for s, row in enumerate(lr.tolist())
             for name, a in zip(names, row, strict=True)
         }
-
-
-def _base_delta(
-    weighting_net: nn.Module,
-    features: Tensor,
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    normalize: bool = True,
-    state: Sequence[Sequence[Tensor]] | None = None,
-    direction: Sequence[Tensor] | None = None,
-) -> tuple[list[Tensor], list[Tensor]]:
-    """(Δ, h) for one step.
-
-    GWNMO: h = sigmoid(M(...)) and the normalised direction; GWNMO': h = M(...) and Δ = h∘g.
-    ``direction``: the base direction u weighted instead of g; ``state``: the base's state tensors
-    M reads (``None``: M is called with φ and g only).
-    """
-    raw = weighting_net(features, params, grads, **_state_kw(state))
-    h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
-    u = list(grads if direction is None else direction)
-    return gwnmo_direction(u, h, normalize=normalize), h
 
 
 def _state_kw(state: Sequence[Sequence[Tensor]] | None) -> dict[str, Any]:
@@ -185,8 +164,14 @@ class GWNMO(torch.optim.Optimizer):
             for p, st in zip(ps, states, strict=True):
                 if st:
                     self.state[p] = st
-            delta, h = _base_delta(
-                self.weighting_net, features, ps, grads, group["normalize"], m_state, us
+            delta, h = gwnmo_delta(
+                self.weighting_net,
+                features,
+                ps,
+                grads,
+                group["normalize"],
+                state=m_state,
+                direction=us,
             )
             for i, p, d in zip(idx, ps, delta, strict=True):
                 p.sub_(lrs[i] * d)
@@ -270,12 +255,6 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         return torch.cat(
             [r.reshape(features.shape[0], -1) for r in net(features, params, grads, **kw)], -1
         )
-
-    def detach_state(self) -> None:
-        """Cut the base state's graph to earlier steps (a one-step schedule's restart); values kept."""
-        for group_state in self.state:
-            for i, st in list(group_state.items()):
-                group_state[i] = detach_state(st)
 
     def step(
         self,

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gwnmo_meta.config import RunConfig
+from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import METHODS, SCHEDULES
 
@@ -94,12 +94,21 @@ def ladder_index(value: float) -> int:
     return min((k - 1, k, k + 1), key=lambda j: abs(math.log(ladder_value(j) / value)))
 
 
-def hyperparameters(method: str, adapt: str = "head") -> list[tuple[str, float]]:
+def hyperparameters(
+    method: str, adapt: str = "head", overrides: dict[str, Any] | None = None
+) -> list[tuple[str, float]]:
     """(RunConfig field, centre of its grid) for each hyperparameter ``method`` is tuned on
-    (the inner step size centred on the ``--adapt all`` default when the whole conv4 adapts)."""
+    (the inner step size centred on the ``--adapt all`` default when the whole conv4 adapts, and
+    on the base optimizer's for a row over a base direction, e.g. ``overrides={"base": "adam"}``)."""
     info, default = METHODS[method], RunConfig()
     lr = info.inner_lr_all if adapt == "all" else info.inner_lr
-    axes = [("inner_lr", lr.value)] if lr else []
+    over = overrides or {}
+    centre = base_default_lr(
+        over.get("base", default.base),
+        over.get("base_momentum", default.base_momentum),
+        lambda i: i.inner_lr_all if adapt == "all" else i.inner_lr,
+    )
+    axes = [("inner_lr", lr.value if centre is None else centre)] if lr else []
     return axes + [(field, getattr(default, field)) for _, field in info.optimizer_options]
 
 
@@ -580,7 +589,7 @@ def run_group(
     seeds = suite.seeds_for(source)
     for variant in suite.variants:
         for regime in variant.regimes(suite.regimes):
-            axes = hyperparameters(variant.method, suite.base.adapt)
+            axes = hyperparameters(variant.method, suite.base.adapt, dict(variant.overrides))
             given = {k for k, _ in variant.overrides}
             axes = [(k, v) for k, v in axes if k not in given]  # a row may pin a value
 

@@ -290,8 +290,6 @@ def _adapt(
             if one_step and t >= 1:  # one-step truncation: cut φ_t's path through earlier updates
                 fmodel.update_params(_restart(init, list(fmodel.parameters()), learn_init))
                 _detach_state(diffopt)
-                if hasattr(diffopt, "detach_state"):  # and GWNMO's base state (momentum, Adam)
-                    diffopt.detach_state()
             if not train:
                 with torch.no_grad():
                     curve.append(query_metrics(fmodel(qx), qy))
