@@ -94,16 +94,19 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from gwnmo_meta.errors import GwnmoError
+        from gwnmo_meta.io.interrupts import Interrupts, exit_code
 
         try:
-            return fn(*args, **kwargs)
+            with Interrupts():  # SIGTERM, like SIGINT, unwinds: exit 143 (130 for SIGINT)
+                return fn(*args, **kwargs)
         except GwnmoError as exc:
+            code = getattr(exc, "exit_code", 2)
             prefix = _rank_prefix()
             if prefix is None:
-                raise typer.Exit(2) from None
-            fail(prefix + str(exc), 2)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+                raise typer.Exit(code) from None
+            fail(prefix + str(exc), code)
+        except KeyboardInterrupt as exc:
+            fail("interrupted", exit_code(exc))
         except Exception as exc:
             dist = sys.modules.get("gwnmo_meta.training.distributed")
             if dist is None or not isinstance(exc, dist.RankFailure):
@@ -154,6 +157,13 @@ def _device(name: str) -> str:
         return registry.check_device(name)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def out_folder(value: str | Path) -> Path:
+    """``--out``'s parser: an empty name (it would mean the current folder) is a usage error."""
+    if str(value) == "":
+        raise typer.BadParameter("is empty; name a folder (. for the current one)")
+    return Path(value)
 
 
 def _path(p: Path | None) -> str | None:
@@ -546,6 +556,8 @@ def meta_train_cmd(
         Path,
         typer.Option(
             "--out",
+            parser=out_folder,
+            metavar="<path>",
             help="RUN_DIR for checkpoints, config and TensorBoard events.",
             rich_help_panel=OUTPUT,
         ),
@@ -911,6 +923,8 @@ def benchmark(
         Path,
         typer.Option(
             "--out",
+            parser=out_folder,
+            metavar="<path>",
             help="Folder for cells, results.{md,csv,json} and PNG plots.",
             rich_help_panel=OUTPUT,
         ),
@@ -1269,6 +1283,8 @@ def train(
         Path,
         typer.Option(
             "--out",
+            parser=out_folder,
+            metavar="<path>",
             help="Folder for TensorBoard events, results.json and M's weights.",
             rich_help_panel=OUTPUT,
         ),

@@ -93,7 +93,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     body[DIGEST_KEY] = content_digest(body)
     buf = io.BytesIO()
     torch.save(body, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), create_parent=False)  # the run folder must exist
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from typing import Any
 
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.io.interrupts import Interrupted
 from gwnmo_meta.registry import METHODS, SCHEDULES
 
 # from the registry: reference rows (nothing meta-learned), init learners (MAML, Meta-SGD: only
@@ -391,7 +392,7 @@ class CellRunner:
                 rec.update(val_accuracy=None, diverged=str(exc), history=[])
             else:
                 if res.interrupted:
-                    raise KeyboardInterrupt
+                    raise Interrupted(res.signal)
                 rec.update(val_accuracy=res.best_val_accuracy, history=res.history)
         else:
             ev = evaluate_method(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from gwnmo_meta.io.checkpoint import (
 )
 from gwnmo_meta.io.interrupts import Interrupts
 from gwnmo_meta.io.runlock import RunLock, remove_if_empty
+from gwnmo_meta.memory import check_meta_train
 from gwnmo_meta.registry import METHODS
 from gwnmo_meta.training import distributed
 from gwnmo_meta.training.run_data import build_method_for, load_run_data, task_spec
@@ -56,6 +58,7 @@ from gwnmo_meta.training.tblog import RunLogger
 RESUMABLE_CHANGES = {"meta_steps", "device", "data_root", "download", "task_batch"}
 # Files that mark a folder as holding a run (a new run there needs --resume or another --out).
 RUN_ARTEFACTS = ("config.json", "*.pt", "events.out.tfevents.*", "test.json")
+PROBE_NAME = ".gwnmo-write-test"  # written and removed to check that --out is writable
 
 
 class TrainingDiverged(Exception):
@@ -97,10 +100,16 @@ def check_writable(out: Path) -> None:
     except UnicodeEncodeError:
         shown = str(out).encode("utf-8", "replace").decode()
         raise ConfigError(f"--out {shown} is not a valid UTF-8 path") from None
+    probe = out / PROBE_NAME
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".gwnmo-write-test"
-        probe.write_text("ok")
+        if probe.is_symlink() or (probe.exists() and not probe.is_file()):
+            raise ConfigError(f"refusing to write to --out {out}: {probe} is not a regular file")
+        probe.unlink(missing_ok=True)  # left by a killed process
+        # O_EXCL | O_NOFOLLOW: never through a link planted meanwhile
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.write(fd, b"ok")
+        os.close(fd)
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
@@ -452,6 +461,7 @@ def meta_train(
             f"score it with gwnmo-meta evaluate --method {cfg.method}"
         )
     device = resolve_device(cfg.device)
+    check_meta_train(cfg, device)  # what cannot fit in memory is refused before any work
     distributed.check_divisible(cfg.meta_batch)  # before anything is written
     main = distributed.env_world().is_main  # under torchrun, rank 0 owns RUN_DIR (and its lock)
     progress = progress and main
