@@ -568,6 +568,14 @@ def meta_train_cmd(
             "--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=OUTPUT
         ),
     ] = False,
+    allow_data_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-change",
+            help="With --resume: continue even if the data differ from those the run was trained on.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
     test_tasks: Annotated[
         int,
         typer.Option(
@@ -642,7 +650,14 @@ def meta_train_cmd(
         out = out if given(ctx, "out") else config.parent
     progress = progress_bars(quiet)
     try:
-        result = meta_train(cfg, out, resume=resume, progress=progress, check_test=test_tasks > 0)
+        result = meta_train(
+            cfg,
+            out,
+            resume=resume,
+            progress=progress,
+            check_test=test_tasks > 0,
+            allow_data_change=allow_data_change,
+        )
     except TrainingDiverged as exc:  # the global meta-loss: every rank stops, rank 0 says why
         if not distributed.world().is_main:
             raise typer.Exit(1) from None
@@ -1285,10 +1300,26 @@ def train(
             "--out",
             parser=out_folder,
             metavar="<path>",
-            help="Folder for TensorBoard events, results.json and M's weights.",
+            help="Folder for TensorBoard events, results.json, M's weights and last.pt.",
             rich_help_panel=OUTPUT,
         ),
     ] = Path("runs/train"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its last.pt (written at every epoch).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    allow_data_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-change",
+            help="With --resume: continue even if the data differ from those the run was trained on.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Classic training (thesis Tables 1-2): train a target on a full dataset with GWNMO learning online."""
@@ -1323,7 +1354,21 @@ def train(
         seed=seed,
         val_fraction=val_fraction,
     )
-    results = train_classic(cfg, out, progress=progress_bars(quiet))
+    try:
+        results = train_classic(
+            cfg,
+            out,
+            progress=progress_bars(quiet),
+            resume=resume,
+            allow_data_change=allow_data_change,
+        )
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: last.pt holds the current epoch's start
+        from gwnmo_meta.io.interrupts import exit_code
+
+        if not (out / "last.pt").is_file():
+            raise
+        typer.echo(f"interrupted; checkpoint saved to {out / 'last.pt'} (continue with --resume)")
+        raise typer.Exit(exit_code(exc)) from None
     for r in results:
         typer.echo(f"rep {r.rep + 1}: {r.summary()}")
 
