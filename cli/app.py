@@ -787,6 +787,10 @@ def evaluate(
 
     if json_path is not None:
         check_writable_file(json_path, "--json")  # before the evaluation, not after it
+        if checkpoint is not None:
+            from gwnmo_meta.training.trainer import check_not_run_file
+
+            check_not_run_file(json_path, checkpoint, "--json")
     if checkpoint is not None and method is not None:
         raise ConfigError("give a checkpoint or --method, not both")
     if checkpoint is None and method is None:

@@ -216,3 +216,279 @@ def test_non_finite_parameters_are_never_checkpointed(
             body = load_checkpoint(out / name)
             assert body["step"] <= bad_step - 1
             assert all(torch.isfinite(t).all() for t in body["method"].values())
+
+
+# ---- the run folder is the run's: deleted or replaced under it, the run stops --------------------
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_run_whose_folder_is_deleted_or_replaced_stops_and_never_recreates_it(
+    tiny_data_root, tmp_path, how
+):
+    import shutil
+
+    from gwnmo_meta.io.runlock import LOCK_NAME, RunFolderLost, RunLock
+
+    out, other = tmp_path / "run", []
+
+    def sabotage(step):
+        if step == 1:  # before the first checkpoint (validation every 2 steps)
+            while out.exists():  # TensorBoard's writer thread may add a file meanwhile
+                shutil.rmtree(out, ignore_errors=True)
+            if how == "replaced":  # and a second run took the folder name over
+                out.mkdir()
+                other.append(RunLock(out).acquire())
+
+    with pytest.raises(RunFolderLost, match="deleted or replaced"):
+        trainer.meta_train(tiny_cfg(tiny_data_root), out, progress=False, on_step=sabotage)
+    if how == "deleted":
+        assert not out.exists()
+    else:
+        assert (out / LOCK_NAME).is_file()  # the new run's lock is kept
+        assert not list(out.glob("*.pt")) and not (out / "config.json").exists()
+        other[0].release()
+
+
+def test_cli_stops_with_exit_1_when_the_run_folder_goes_away(tiny_data_root, tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from gwnmo_meta.cli.app import app
+
+    out = tmp_path / "run"
+    real = trainer.MetaTrainer.validate
+
+    def validate(self):
+        shutil.rmtree(out, ignore_errors=True)
+        return real(self)
+
+    monkeypatch.setattr(trainer.MetaTrainer, "validate", validate)
+    args = ["meta-train", "--data-root", str(tiny_data_root), "--backbone", "none"]
+    args += ["--meta-batch", "2", "--val-tasks", "4", "--query", "3", "--inner-steps", "1"]
+    res = CliRunner().invoke(
+        app, [*args, "--device", "cpu", "--meta-steps", "2", "--out", str(out)]
+    )
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the run folder"), res.stderr
+    assert not out.exists()
+
+
+# ---- every stop leaves a folder that resumes ------------------------------------------------------
+def test_a_disk_full_at_the_first_checkpoint_resumes_from_best_pt(
+    tiny_data_root, tmp_path, reference, monkeypatch, capsys
+):
+    from gwnmo_meta.errors import ConfigError
+
+    real = trainer.save_checkpoint
+
+    def save(path, payload):
+        if path.name == "last.pt":
+            raise ConfigError(f"cannot write {path}: No space left on device")
+        return real(path, payload)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    cfg, out = tiny_cfg(tiny_data_root), tmp_path / "run"
+    with pytest.raises(ConfigError, match="No space left"):
+        trainer.meta_train(cfg, out, progress=False)
+    assert (out / "best.pt").is_file() and not (out / "last.pt").exists()
+    monkeypatch.setattr(trainer, "save_checkpoint", real)
+    capsys.readouterr()
+    _resume_and_compare(cfg, out, reference)
+    assert "resuming from best.pt" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_afresh(
+    tiny_data_root, tmp_path, reference, capsys
+):
+    cfg, out = tiny_cfg(tiny_data_root), tmp_path / "run"
+    out.mkdir()
+    cfg.save(out / "config.json")  # all a run killed while loading its data leaves behind
+    (out / "events.out.tfevents.1").write_bytes(b"")
+    _resume_and_compare(cfg, out, reference)
+    assert "starting it afresh" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(trainer.ConfigError, match="no checkpoint to resume"):
+        trainer.meta_train(cfg, empty, resume=True, progress=False)
+
+
+def test_resume_on_other_data_is_refused_unless_allowed(tiny_data_root, tmp_path):
+    from gwnmo_meta.errors import DataError
+    from tests.conftest import write_tiny_datasets
+
+    cfg, out = tiny_cfg(tiny_data_root, meta_steps=1, val_every=1), tmp_path / "run"
+    trainer.meta_train(cfg, out, progress=False)
+    other = write_tiny_datasets(tmp_path / "other", seed=1)
+    longer = cfg.replace(meta_steps=2, data_root=str(other))
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(DataError, match="--allow-data-change"):
+        trainer.meta_train(longer, out, resume=True, progress=False)
+    assert (out / "last.pt").read_bytes() == before
+    res = trainer.meta_train(longer, out, resume=True, progress=False, allow_data_change=True)
+    assert res.steps_done == 2
+
+
+def test_resume_with_fewer_meta_steps_than_done_is_refused(tiny_data_root, tmp_path, reference):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    config = (out / "config.json").read_text()
+    with pytest.raises(trainer.ConfigError, match=f"fewer than the {STEPS} meta-steps"):
+        trainer.meta_train(tiny_cfg(tiny_data_root, meta_steps=2), out, resume=True, progress=False)
+    assert (out / "config.json").read_text() == config  # the history stays truthful
+
+
+# ---- SIGTERM is SIGTERM everywhere (exit 143) -----------------------------------------------------
+def test_sigterm_during_conv4_pretraining_exits_143(tiny_data_root, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import gwnmo_meta.tasks.fewshot as fewshot
+    from gwnmo_meta.cli.app import app
+
+    monkeypatch.setenv("GWNMO_CACHE", str(tmp_path / "cache"))  # nothing cached: pre-train
+
+    def pretrain(*args, **kwargs):
+        _kill_self(signal.SIGTERM)
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(fewshot, "pretrain_conv4", pretrain)
+    res = CliRunner().invoke(
+        app,
+        [
+            "meta-train",
+            "--data-root",
+            str(tiny_data_root),
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert res.exit_code == 143, res.output
+    assert res.stderr.strip() == "error: interrupted"
+
+
+def test_sigterm_inside_a_benchmark_cell_is_reported_as_sigterm(
+    tiny_data_root, tmp_path, monkeypatch
+):
+    from gwnmo_meta.io.interrupts import exit_code
+    from gwnmo_meta.suites.grid import build_suite, run_suite
+    from tests.helpers import tiny_base
+
+    real = trainer.MetaTrainer.meta_step
+
+    def meta_step(self):
+        _kill_self(signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(trainer.MetaTrainer, "meta_step", meta_step)
+    base = tiny_base(tiny_data_root, inner_steps=1, val_tasks=4)
+    suite = build_suite("quick", methods=("sgd",), meta_steps=2, test_tasks=2, base=base)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run_suite(suite, tmp_path / "bench", progress=False)
+    assert exit_code(stop.value) == 143  # what the CLI exits with (it was 130)
+
+
+# ---- classic training: interrupted, resumed exactly ---------------------------------------------
+def _classic_features(n=230, dim=12, classes=4):
+    g = torch.Generator().manual_seed(3)
+    centers = torch.randn(classes, dim, generator=g) * 2
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = centers[y] + torch.randn(n, dim, generator=g)
+    return x[:180], y[:180], x[180:], y[180:]
+
+
+def _classic_cfg(optimizer, schedule="alg1"):
+    from gwnmo_meta.training.classic import ClassicConfig
+
+    lr = {"adam": 0.01}.get(optimizer, 0.1)
+    return ClassicConfig(
+        optimizer=optimizer, schedule=schedule, epochs=3, batch_size=16, hidden=8, reps=2, lr=lr,
+        device="cpu",
+    )  # fmt: skip
+
+
+def _same_classic(a: Path, b: Path) -> None:
+    assert (a / "results.json").read_text() == (b / "results.json").read_text()
+    if (a / "weighting.pt").exists():
+        ma, mb = load_checkpoint(a / "weighting.pt"), load_checkpoint(b / "weighting.pt")
+        assert ma["weighting"].keys() == mb["weighting"].keys()
+        for k in ma["weighting"]:
+            assert torch.equal(ma["weighting"][k], mb["weighting"][k]), k
+    else:
+        assert not (b / "weighting.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "optimizer, schedule, batch, sig",
+    [  # 11 batches an epoch, 3 epochs a rep, 2 reps
+        ("gwnmo", "alg1", 17, signal.SIGTERM),  # epoch 2: the update graph crosses the epoch end
+        ("gwnmo", "alg2", 28, signal.SIGINT),  # epoch 3
+        ("gwnmo", "alg2", 40, signal.SIGTERM),  # rep 2: M carried over from rep 1
+        ("gwnmo", "alg1", 5, signal.SIGINT),  # epoch 1: last.pt is the run's start
+        ("adam", "alg1", 25, signal.SIGTERM),
+    ],
+)
+def test_classic_train_interrupted_resumes_to_the_same_results_and_m(
+    tmp_path, monkeypatch, optimizer, schedule, batch, sig
+):
+    import gwnmo_meta.training.classic as classic
+
+    cfg, feats = _classic_cfg(optimizer, schedule), _classic_features()
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    classic.train_classic(cfg, ref, progress=False, features=feats)
+    learner = classic.OnlineGWNMO if optimizer.startswith("gwnmo") else classic._TorchLearner
+    real, calls = learner.step, {"n": 0}
+
+    def step(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == batch:
+            _kill_self(sig)
+        return real(self, x, y)
+
+    monkeypatch.setattr(learner, "step", step)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        classic.train_classic(cfg, out, progress=False, features=feats)
+    assert 128 + stop.value.signum == 128 + sig
+    assert (out / "last.pt").is_file() and not (out / "results.json").exists()
+    monkeypatch.setattr(learner, "step", real)
+    with pytest.raises(trainer.ConfigError, match="already holds a run"):
+        classic.train_classic(cfg, out, progress=False, features=feats)
+    classic.train_classic(cfg, out, progress=False, features=feats, resume=True)
+    _same_classic(ref, out)
+
+
+def test_classic_cli_sigterm_exit_143_then_resume_over_a_stale_lock(
+    tiny_data_root, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    import gwnmo_meta.training.classic as classic
+    from gwnmo_meta.cli.app import app
+    from gwnmo_meta.io.runlock import LOCK_NAME
+
+    args = ["train", "--data-root", str(tiny_data_root), "--backbone", "none", "--device", "cpu"]
+    args += ["--epochs", "3", "--hidden", "8", "--batch-size", "32", "--weighting", "coordinate"]
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert CliRunner().invoke(app, [*args, "--out", str(ref)]).exit_code == 0
+    real, calls = classic.OnlineGWNMO.step, {"n": 0}
+
+    def step(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2
+            _kill_self(signal.SIGTERM)
+        return real(self, x, y)
+
+    monkeypatch.setattr(classic.OnlineGWNMO, "step", step)
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 143, res.output
+    assert "interrupted; checkpoint saved to" in res.stdout and res.stderr == ""
+    monkeypatch.setattr(classic.OnlineGWNMO, "step", real)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK_NAME).write_text(f"{dead.pid}\n")  # as a SIGKILLed run leaves it
+    res = CliRunner().invoke(app, [*args, "--out", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    _same_classic(ref, out)
+    assert not (out / LOCK_NAME).exists()

@@ -28,6 +28,7 @@ and reports only the latter two.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -521,8 +522,6 @@ class _ClassicRun:
         self.fingerprint: str | None = None
 
     def _critical(self) -> Any:
-        import contextlib
-
         return self.interrupts.critical() if self.interrupts else contextlib.nullcontext()
 
     def _learner(
@@ -666,6 +665,8 @@ class _ClassicRun:
                         rec.val_accuracy, rec.val_loss = evaluate_target(target, params, xva, yva)
                     last = epoch + 1 == cfg.epochs
                     with self._critical():  # the epoch's record, events and checkpoint together
+                        if self.lock is not None:
+                            self.lock.verify()  # not one event into a folder no longer ours
                         result.epochs.append(rec)
                         if writer is not None:
                             _log_epoch(writer, rep, rec, result if last else None)
@@ -675,8 +676,10 @@ class _ClassicRun:
                             self.checkpoint(rep, epoch + 1, learner)
                 learner = None
         finally:
+            lost = self.lock is not None and not self.lock.held()
             if writer is not None:
-                writer.close()
+                with contextlib.suppress(OSError) if lost else contextlib.nullcontext():
+                    writer.close()
         if out is not None and self.weighting is not None:
             from gwnmo_meta.io.checkpoint import KIND_CLASSIC, NonFiniteCheckpoint, save_checkpoint
 

@@ -131,6 +131,25 @@ def _restartable(out: Path) -> bool:
     return resume_checkpoint(out) is None
 
 
+def check_not_run_file(path: Path, checkpoint: Path, flag: str) -> None:
+    """``ConfigError`` if ``path`` (an output) is ``checkpoint`` itself, or a file of the run
+    folder holding it (its artefacts, its lock), which writing ``path`` would overwrite."""
+    from fnmatch import fnmatch
+
+    from gwnmo_meta.io.runlock import LOCK_NAME
+
+    path, checkpoint = Path(path), Path(checkpoint)
+    try:
+        same = path.exists() and os.path.samefile(path, checkpoint)
+        same_folder = path.parent.resolve() == checkpoint.parent.resolve()
+    except OSError:
+        return  # a checkpoint that cannot be read is reported when it is loaded
+    names = (*RUN_ARTEFACTS, "results.json", LOCK_NAME, PROBE_NAME)
+    if same or (same_folder and any(fnmatch(path.name, pattern) for pattern in names)):
+        what = "the checkpoint being read" if same else f"a file of the run {checkpoint.parent}"
+        raise ConfigError(f"{flag} {path} is {what}; write the results elsewhere")
+
+
 def run_artefacts(out: Path) -> list[str]:
     """Names of the files in ``out`` that belong to a run (see ``RUN_ARTEFACTS``)."""
     if not out.is_dir():
@@ -339,6 +358,8 @@ class MetaTrainer:
     ) -> dict[str, float]:
         """Meta-optimizer step and bookkeeping of meta-step ``state.step + 1`` (run it critical)."""
         cfg = self.cfg
+        if self.lock is not None:
+            self.lock.verify()  # before the step's events go to a folder that is no longer ours
         if self.meta_opt is not None and meta_losses:
             self.meta_opt.step()
             self.check_finite(meta_loss)
@@ -454,11 +475,17 @@ class MetaTrainer:
                     with self.interrupts.critical(discard=True):
                         self.write_checkpoints()
                     raise
+                except OSError:  # e.g. TensorBoard's writer, after the folder was deleted
+                    if self.lock is not None:
+                        self.lock.verify()
+                    raise
         finally:
             bar.close()
-            if not interrupted:
-                self.log.hparams(cfg, st.best_val_accuracy, self.last_val)
-            self.log.close()
+            lost = self.lock is not None and not self.lock.held()
+            with contextlib.suppress(OSError) if lost else contextlib.nullcontext():
+                if not interrupted and not lost:
+                    self.log.hparams(cfg, st.best_val_accuracy, self.last_val)
+                self.log.close()
         signum = (self.interrupts.signum or 2) if interrupted else None
         return TrainResult(
             self.out,
