@@ -3,6 +3,8 @@ the uninterrupted result (parameters, optimizer state, history, best checkpoint)
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -492,3 +494,147 @@ def test_classic_cli_sigterm_exit_143_then_resume_over_a_stale_lock(
     assert res.exit_code == 0, res.output
     _same_classic(ref, out)
     assert not (out / LOCK_NAME).exists()
+
+
+# ---- fault injection: SIGKILL at random moments, then resume --------------------------------------
+KILLS = 3  # SIGKILLs per pipeline
+
+
+def _run_killed(args: list[str], delay: float) -> int | None:
+    """Run ``gwnmo-meta ARGS`` in a forked child (no interpreter start-up) and SIGKILL it after
+    ``delay`` seconds; its exit code if it finished first, else ``None``."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            torch.set_num_threads(1)  # OpenMP's thread pool does not survive fork()
+            from gwnmo_meta.cli.app import app
+
+            app(args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def _warm_imports() -> None:
+    import higher  # noqa: F401
+
+    import gwnmo_meta.evaluation.evaluate  # noqa: F401
+    import gwnmo_meta.memory  # noqa: F401
+    import gwnmo_meta.suites.protocol  # noqa: F401
+    import gwnmo_meta.tasks.fewshot  # noqa: F401
+    import gwnmo_meta.training.classic  # noqa: F401
+    import gwnmo_meta.training.methods  # noqa: F401
+    from gwnmo_meta.training.l2l import learn2learn
+
+    learn2learn()
+    torch.cuda.is_available()
+
+
+def _has_run(out: Path, names: tuple[str, ...]) -> bool:
+    return any((out / n).exists() for n in names)
+
+
+def _meta_args(root: Path, out: Path) -> list[str]:
+    args = ["meta-train", "--data-root", str(root), "--backbone", "none", "--meta-batch", "2"]
+    args += ["--val-tasks", "4", "--query", "3", "--inner-steps", "2", "--device", "cpu"]
+    args += ["--meta-steps", "8", "--val-every", "2", "--test-tasks", "4", "-q", "--out", str(out)]
+    return args + (["--resume"] if _has_run(out, ("config.json", "last.pt", "best.pt")) else [])
+
+
+def _protocol_args(root: Path, out: Path) -> list[str]:
+    args = ["benchmark", "protocol", "--sources", "mixed", "--shots", "1", "--regimes", "learned"]
+    args += ["--methods", "sgd,prototype", "--seeds", "0,1", "--lr-values", "1"]
+    args += ["--test-tasks", "4", "--val-tasks", "4", "--meta-steps", "4", "--inner-steps", "1"]
+    args += ["--data-root", str(root), "--skip-integrity-check", "--backbone", "none"]
+    return args + ["-q", "--out", str(out)]
+
+
+def _classic_args(root: Path, out: Path) -> list[str]:
+    args = ["train", "--data-root", str(root), "--backbone", "none", "--device", "cpu"]
+    args += ["--epochs", "3", "--reps", "2", "--hidden", "8", "--batch-size", "32", "-q"]
+    return args + ["--out", str(out)] + (["--resume"] if _has_run(out, ("last.pt",)) else [])
+
+
+def _same_meta(ref: Path, out: Path) -> None:
+    assert_same_run(ref, out)
+
+    def strip(path: Path) -> dict[str, object]:  # the checkpoint's path names the folder
+        return {k: v for k, v in json.loads(path.read_text()).items() if k != "checkpoint"}
+
+    assert strip(ref / "test.json") == strip(out / "test.json")
+
+
+def _same_protocol(ref: Path, out: Path) -> None:
+    def cells(root: Path) -> dict[str, object]:
+        found = {}
+        for p in sorted(root.glob("cells/*/*.json")):
+            rec = {k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"}
+            if isinstance(rec.get("eval"), dict):  # the checkpoint's path names the folder
+                rec["eval"] = {k: v for k, v in rec["eval"].items() if k != "checkpoint"}
+            found[str(p.relative_to(root))] = rec
+        return found
+
+    assert cells(ref) == cells(out)
+    for last in ref.glob("cells/*/last.pt"):
+        assert_same_run(last.parent, out / last.parent.relative_to(ref))
+
+    def strip(run: Path) -> dict[str, object]:  # the budget holds timings
+        results = json.loads((run / "results.json").read_text())
+        return {k: v for k, v in results.items() if k != "budget"}
+
+    assert strip(ref) == strip(out)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_reaches_the_uninterrupted_results(
+    tiny_data_root, tmp_path, monkeypatch
+):
+    """meta-train, ``benchmark protocol`` and classic ``train``, each SIGKILLed at seeded random
+    moments and resumed after every kill, end with the files of the uninterrupted run."""
+    import random
+
+    from typer.testing import CliRunner
+
+    from gwnmo_meta.cli.app import app
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    seed = int(os.environ.get("GWNMO_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"fault-injection seed {seed} (repeat with GWNMO_FAULT_SEED={seed})")
+    rng = random.Random(seed)
+    torch.set_num_threads(1)  # as in the forked children: the same numbers everywhere
+    _warm_imports()  # the children's time goes to the work, not to importing
+    monkeypatch.setenv("COLUMNS", "200")
+    pipelines = [
+        ("meta-train", _meta_args, _same_meta),
+        ("protocol", _protocol_args, _same_protocol),
+        ("train", _classic_args, _same_classic),
+    ]
+    for name, args, same in pipelines:
+        ref, out = tmp_path / f"{name}-ref", tmp_path / name
+        t0 = time.monotonic()  # the uninterrupted run, forked as the others are
+        assert _run_killed(args(tiny_data_root, ref), math.inf) == 0, f"{name}: reference failed"
+        duration = time.monotonic() - t0
+        for k in range(KILLS):
+            delay = rng.uniform(0.0, duration)
+            code = _run_killed(args(tiny_data_root, out), delay)
+            assert code in (None, 0), f"{name}: run {k + 1} exited {code} by itself (seed {seed})"
+            state = sorted(p.name for p in out.iterdir()) if out.exists() else []
+            print(f"{name}: {'killed' if code is None else 'done'} at {delay:.2f} s: {state}")
+        res = CliRunner().invoke(app, args(tiny_data_root, out))  # resume to the end
+        assert res.exit_code == 0, f"seed {seed}: {res.output}"
+        same(ref, out)
