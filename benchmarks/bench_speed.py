@@ -159,11 +159,19 @@ REAL_SIZE_ROWS = {  # name → (MethodConfig overrides, targets it runs on); MAM
         ("linear head (1,285)", "head 256→512→5 (134,149)"),
     ),
     "gwnmo coordinate unrolled, task-batched": (
-        dict(method="gwnmo", schedule="unrolled"),
+        dict(method="gwnmo", weighting="coordinate", schedule="unrolled"),
         ("linear head (1,285)", "conv4 end to end (114,373)"),
     ),
-    "gwnmo factored alg2 (one-step look-ahead, the default), task-batched": (
+    "gwnmo factored alg2 (one-step look-ahead), full judge, task-batched": (
         dict(method="gwnmo", weighting="factored", schedule="alg2"),
+        None,
+    ),
+    "gwnmo factored alg2, judge 3 queries/class, task-batched": (
+        dict(method="gwnmo", weighting="factored", schedule="alg2", judge_queries=3),
+        None,
+    ),
+    "gwnmo factored alg2, judge 1 query/class, task-batched": (
+        dict(method="gwnmo", weighting="factored", schedule="alg2", judge_queries=1),
         None,
     ),
     "sgd, learned init (higher), task-batched": (dict(method="sgd"), None),
@@ -266,20 +274,29 @@ def main() -> None:
 
     # 2. meta-step times, each paired with MAML
     variants = [
-        ("gwnmo coordinate alg2", dict(method="gwnmo", task_batch=False)),
-        ("gwnmo coordinate alg2, task-batched", dict(method="gwnmo", task_batch=True)),
-        ("gwnmo coordinate alg1", dict(method="gwnmo", schedule="alg1", task_batch=False)),
+        ("gwnmo coordinate alg2", dict(method="gwnmo", weighting="coordinate", task_batch=False)),
+        (
+            "gwnmo coordinate alg2, task-batched",
+            dict(method="gwnmo", weighting="coordinate", task_batch=True),
+        ),
+        (
+            "gwnmo coordinate alg1",
+            dict(method="gwnmo", weighting="coordinate", schedule="alg1", task_batch=False),
+        ),
         (
             "gwnmo coordinate alg1, task-batched",
-            dict(method="gwnmo", schedule="alg1", task_batch=True),
+            dict(method="gwnmo", weighting="coordinate", schedule="alg1", task_batch=True),
         ),
         (
             "gwnmo coordinate alg2, M hidden 8, task-batched",
-            dict(method="gwnmo", weighting_hidden=8, task_batch=True),
+            dict(method="gwnmo", weighting="coordinate", weighting_hidden=8, task_batch=True),
         ),
         ("gwnmo mlp alg2", dict(method="gwnmo", weighting="mlp", task_batch=False)),
         ("gwnmo mlp alg2, task-batched", dict(method="gwnmo", weighting="mlp", task_batch=True)),
-        ("gwnmo-prime coordinate alg2, task-batched", dict(method="gwnmo-prime", task_batch=True)),
+        (
+            "gwnmo-prime coordinate alg2, task-batched",
+            dict(method="gwnmo-prime", weighting="coordinate", task_batch=True),
+        ),
         ("meta-sgd (learn2learn)", dict(method="meta-sgd")),
         ("sgd, learned init (higher)", dict(method="sgd", task_batch=False)),
         ("sgd, learned init (higher), task-batched", dict(method="sgd", task_batch=True)),

@@ -13,7 +13,7 @@ run() {  # name, meta-train flags...
   [ -f "$OUT/$name.json" ] && return
   rm -rf "$dir"
   # --no-task-batch: the committed results were computed one task at a time
-  $BIN meta-train --dataset mnist --shots 1 --val-every 100 --val-tasks 100 --test-tasks 0 --no-task-batch --out "$dir" "$@" >/dev/null
+  $BIN meta-train --dataset mnist --shots 1 --val-every 100 --val-tasks 100 --test-tasks 0 --no-task-batch --weighting coordinate --out "$dir" "$@" >/dev/null
   $BIN evaluate "$dir/best.pt" --tasks 600 --json "$OUT/$name.json" | tail -1
 }
 run gwnmo-alg2-lr10             --method gwnmo --schedule alg2 --inner-lr 10 --meta-steps 200

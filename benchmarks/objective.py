@@ -29,7 +29,9 @@ from gwnmo_meta.training.trainer import meta_train
 
 TEST_TASKS, TEST_SEED = 600, 1234  # evaluate's defaults: every variant sees the same test tasks
 
-BASE = dict(dataset="mnist", ways=5, shots=1, seed=0, val_every=100, device="cpu")
+BASE = dict(
+    dataset="mnist", ways=5, shots=1, seed=0, val_every=100, device="cpu", weighting="coordinate"
+)
 STATS = ("bias_share", "step_ratio_weight", "step_ratio_bias", "cos_delta_g", "effective_coords")
 
 SUITES: dict[str, dict[str, dict[str, Any]]] = {

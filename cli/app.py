@@ -313,7 +313,7 @@ WeightingOpt = Annotated[
     Weighting,
     typer.Option(
         "--weighting",
-        help="Weighting network M: thesis mlp or per-coordinate.",
+        help="Weighting network M: per output unit (factored, the default), per coordinate, or the thesis mlp.",
         rich_help_panel=METHOD,
     ),
 ]
@@ -440,15 +440,15 @@ def meta_train_cmd(
         typer.Option(
             "--schedule",
             help=(
-                "GWNMO meta-training schedule: alg2 (thesis Algorithm 2: each inner step judged by "
-                "the loss on the next batch after that one step), alg1 (the same, meta-update one "
+                "Meta-training objective: alg2 (thesis Algorithm 2: each inner step judged by the "
+                "loss on the next batch after that one step), alg1 (the same, meta-update one "
                 "meta-step late: thesis Algorithm 1) or unrolled (query loss after all inner "
-                "steps, MAML's objective). Default alg2; only for gwnmo/gwnmo-prime."
+                "steps, MAML's objective). Default: alg2 for gwnmo/gwnmo-prime, unrolled otherwise."
             ),
             rich_help_panel=METHOD,
         ),
     ] = None,
-    weighting: WeightingOpt = "coordinate",
+    weighting: WeightingOpt = defaults.WEIGHTING,
     weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     head_hidden: HeadHidden = None,
     learn_init: Annotated[
@@ -486,11 +486,25 @@ def meta_train_cmd(
             rich_help_panel=INNER,
         ),
     ] = None,
+    judge_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--judge-queries",
+            help=(
+                "Look-ahead schedules (alg1, alg2): judge each inner step on this many random "
+                "query examples per class, drawn afresh per step (unbiased); default: all."
+            ),
+            rich_help_panel=META,
+        ),
+    ] = None,
     learn_lr: Annotated[
         LearnLr,
         typer.Option(
             "--learn-lr",
-            help="Meta-learn GWNMO's inner step size α (log-parameterised): off, global or per tensor.",
+            help=(
+                "Meta-learn the inner step size α (log-parameterised; gwnmo, gwnmo-prime, maml, "
+                "hg, sgd): off, global, per tensor, or per tensor and inner step (tensor-step)."
+            ),
             rich_help_panel=INNER,
         ),
     ] = "off",
@@ -603,9 +617,6 @@ def meta_train_cmd(
     from gwnmo_meta.training import distributed
     from gwnmo_meta.training.trainer import TrainingDiverged, meta_train
 
-    if schedule is not None and not registry.METHODS[method.value].learned_optimizer:
-        learned = " and ".join(registry.METHODS.names(lambda m: m.learned_optimizer))
-        raise ConfigError(f"--schedule applies to {learned} only, not to --method {method.value}")
     if test_tasks < 0:
         raise ConfigError(f"--test-tasks must be >= 0, got {test_tasks}")
     cfg = RunConfig(
@@ -623,7 +634,7 @@ def meta_train_cmd(
         shots=shots,
         query=query,
         method=method.value,
-        schedule=value(schedule) or "alg2",
+        schedule=value(schedule),
         weighting=weighting.value,
         weighting_hidden=weighting_hidden,
         inner_steps=inner_steps,
@@ -635,6 +646,7 @@ def meta_train_cmd(
         meta_batch=meta_batch,
         task_batch=task_batch,
         inner_batch=inner_batch,
+        judge_queries=judge_queries,
         learn_lr=learn_lr.value,
         grad_through_norm=grad_through_norm,
         adapt=value(adapt),
@@ -1007,7 +1019,7 @@ def benchmark(
     skip_integrity_check: SkipCheck = False,
     backbone: BackboneOpt = "conv4",
     head_hidden: HeadHidden = None,
-    weighting: WeightingOpt = "coordinate",
+    weighting: WeightingOpt = defaults.WEIGHTING,
     weighting_hidden: WeightingHidden = int(defaults.WEIGHTING_HIDDEN.value),
     task_batch: TaskBatch = True,
     jobs: Annotated[

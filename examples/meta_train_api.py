@@ -2,7 +2,7 @@
 
 Everything the ``gwnmo-meta meta-train`` command does, as three calls. The settings here are
 tiny so that the script finishes in seconds on raw pixels (``backbone="none"``); for real runs
-use the defaults (``backbone="conv4"``, ``meta_steps=1000``, ...; see README).
+use the defaults (``backbone="conv4"``, ``meta_steps=1000``, ...; see docs/CLI.md).
 
 Run::
 

@@ -7,6 +7,8 @@ The Python API, importable from the package root::
 * optimizers: :class:`GWNMO` (a ``torch.optim.Optimizer``; higher turns it into
   :class:`DifferentiableGWNMO` inside ``higher.innerloop_ctx``), :class:`HG`, and the update
   direction :func:`gwnmo_direction`;
+* the GWNMO step as pure functions for ``torch.func`` loops (no higher): :func:`gwnmo_step`,
+  :func:`gwnmo_delta` (:mod:`gwnmo_meta.functional`);
 * weighting networks M: :class:`CoordinateWeighting`, :class:`ThesisMLPWeighting`,
   :class:`FactoredWeighting`, :func:`build_weighting`, and :func:`load_weighting` (a meta-trained M from a checkpoint);
 * runs: :class:`RunConfig`, :func:`meta_train`, :func:`evaluate_checkpoint`;
@@ -30,6 +32,8 @@ _LAZY = {
     "DifferentiableGWNMO": "gwnmo_meta.optim.gwnmo",
     "HG": "gwnmo_meta.optim.gwnmo",
     "gwnmo_direction": "gwnmo_meta.optim.direction",
+    "gwnmo_step": "gwnmo_meta.functional",
+    "gwnmo_delta": "gwnmo_meta.functional",
     "CoordinateWeighting": "gwnmo_meta.optim.nets",
     "ThesisMLPWeighting": "gwnmo_meta.optim.nets",
     "FactoredWeighting": "gwnmo_meta.optim.factored",
@@ -60,6 +64,8 @@ __all__ = [  # the same names as _LAZY (tested), spelled out for static analysis
     "DifferentiableGWNMO",
     "HG",
     "gwnmo_direction",
+    "gwnmo_step",
+    "gwnmo_delta",
     "CoordinateWeighting",
     "ThesisMLPWeighting",
     "FactoredWeighting",
@@ -88,6 +94,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.errors import CheckpointError, ConfigError, DataError, GwnmoError
     from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+    from gwnmo_meta.functional import gwnmo_delta, gwnmo_step
     from gwnmo_meta.optim.direction import gwnmo_direction
     from gwnmo_meta.optim.factored import FactoredWeighting
     from gwnmo_meta.optim.gwnmo import GWNMO, HG, DifferentiableGWNMO

@@ -38,6 +38,10 @@ def _has_type(value: Any, annotation: str) -> bool:
 
 
 SEED_MAX = 2**32 - 1
+# RunConfig's layout. 1: ``schedule`` defaulted to "alg2" and only GWNMO/GWNMO' read it (every other
+# method ran MAML's unrolled objective); 2: it defaults to None (the method's default) and every
+# meta-learning method reads it.
+SCHEMA = 2
 
 
 def check_finite(flag: str, value: Any) -> None:
@@ -80,8 +84,8 @@ class RunConfig:
     query: int = 15
     # method
     method: str = DEFAULT_METHOD
-    schedule: str = "alg2"
-    weighting: str = "coordinate"
+    schedule: str | None = None  # None: the method's default (schedule_name)
+    weighting: str = defaults.WEIGHTING
     weighting_hidden: int = int(defaults.WEIGHTING_HIDDEN.value)
     inner_steps: int = 5
     inner_lr: float | None = None
@@ -91,6 +95,7 @@ class RunConfig:
     head_hidden: int | None = None
     task_batch: bool = True
     inner_batch: int | None = None
+    judge_queries: int | None = None  # look-ahead judge: sampled query rows per class (None: all)
     learn_lr: str = "off"
     grad_through_norm: bool = False
     hg_beta: float = defaults.HG_BETA.value  # HG's hypergradient step size
@@ -106,15 +111,35 @@ class RunConfig:
     # seed of the data side (conv4 pre-training, held-out image split); None: ``seed``. Lets runs
     # that differ only in their meta-training seed share one frozen backbone (benchmark protocol)
     data_seed: int | None = None
+    # the layout of this dataclass, written to config.json and checkpoints; older files
+    # (no key) are migrated by from_dict
+    schema: int = SCHEMA
+
+    @property
+    def schedule_name(self) -> str:
+        """The meta-training schedule in force: ``schedule``, else the method's default (alg2 for
+        a learned optimizer, MAML's ``unrolled`` objective for every other method)."""
+        if self.schedule is not None:
+            return self.schedule
+        info = METHODS.get(self.method)
+        return "alg2" if info is not None and info.learned_optimizer else "unrolled"
 
     def validate(self) -> RunConfig:
         """Check the names against the registry and the counts; returns ``self``.
 
         Method and data specifics (class splits, step sizes) are validated by their own modules.
         """
-        METHODS.check(self.method)
-        SCHEDULES.check(self.schedule)
+        info = METHODS.check(self.method)
+        if self.schedule is not None:
+            SCHEDULES.check(self.schedule)
+            if info.engine == "reference":
+                raise ConfigError(
+                    f"--schedule: --method {self.method} has no inner loop to meta-train"
+                )
         LEARN_LR.check(self.learn_lr, "--learn-lr")
+        if self.learn_lr != "off" and not info.learnable_lr:
+            learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
+            raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
         WEIGHTINGS.check(self.weighting)
         DATASETS.check(self.dataset)
         if self.test_dataset is not None:
@@ -156,6 +181,8 @@ class RunConfig:
             check_positive("--inner-lr", self.inner_lr)
         if self.inner_batch is not None:
             self._validate_inner_batch()
+        if self.judge_queries is not None:
+            self._validate_judge_queries()
         from gwnmo_meta.registry import ADAPT
 
         ADAPT.check(self.adapt, "--adapt")
@@ -169,14 +196,28 @@ class RunConfig:
                 f"--inner-batch must be a multiple of --ways ({self.ways}) between {self.ways} and "
                 f"the support set's {self.ways * self.shots} examples, got {self.inner_batch}"
             )
-        scheduled = METHODS.check(self.method).learned_optimizer
-        one_step = SCHEDULES.check(self.schedule).one_step
-        if scheduled and one_step and 2 * per_class > self.shots:
+        one_step = SCHEDULES.check(self.schedule_name).one_step
+        if one_step and 2 * per_class > self.shots:
             raise ConfigError(
-                f"--schedule {self.schedule} judges each inner step on the next mini-batch, which "
+                f"--schedule {self.schedule_name} judges each inner step on the next mini-batch, which "
                 f"must not share examples with it: --inner-batch {self.inner_batch} takes "
                 f"{per_class} of the {self.shots} shots per class; use at most "
                 f"{self.ways * (self.shots // 2)} (needs --shots >= 2) or no --inner-batch"
+            )
+
+    def _validate_judge_queries(self) -> None:
+        """A sampled judge: 1..query rows per class, for a learned optimizer's look-ahead schedule."""
+        if not 0 < self.judge_queries <= self.query:
+            raise ConfigError(
+                f"--judge-queries must be between 1 and --query ({self.query}), got {self.judge_queries}"
+            )
+        if not (
+            METHODS.check(self.method).learned_optimizer and SCHEDULES.check(self.schedule).one_step
+        ):
+            one_step = ", ".join(SCHEDULES.names(lambda s: s.one_step))
+            raise ConfigError(
+                f"--judge-queries samples the look-ahead judge of --schedule {one_step}; "
+                f"--method {self.method} --schedule {self.schedule} has none"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,6 +238,7 @@ class RunConfig:
         Returns:
             The config (not yet validated).
         """
+        data = cls._migrate(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -207,6 +249,17 @@ class RunConfig:
                     f"configuration key {f.name!r} should be {f.type}, got {data[f.name]!r}"
                 )
         return cls(**data)
+
+    @staticmethod
+    def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+        """An older layout's fields in today's terms, so its runs resume and evaluate unchanged."""
+        if "schema" in data:
+            return data
+        data = {**data, "schema": SCHEMA}
+        info = METHODS.get(data.get("method", DEFAULT_METHOD))
+        if "schedule" in data and not (info is not None and info.learned_optimizer):
+            data["schedule"] = None  # schema 1: only GWNMO/GWNMO' read it; the rest ran unrolled
+        return data
 
     def save(self, path: Path) -> None:
         """Write the config as JSON (RUN_DIR/config.json), atomically."""

@@ -140,7 +140,7 @@ def estimate_meta_train(cfg: RunConfig, feature_dim: int | None = None) -> Memor
     else:
         forward = examples * ((cfg.head_hidden or 0) + cfg.ways)
     per_step = 2 * target + m_work + forward
-    one_step = info.learned_optimizer and SCHEDULES.check(cfg.schedule).one_step
+    one_step = SCHEDULES.check(cfg.schedule_name).one_step  # judged one inner step at a time
     steps = 1 if (cfg.first_order or one_step or info.engine == "reference") else cfg.inner_steps
     tasks = cfg.meta_batch if cfg.task_batch else 1
     return MemoryEstimate(

@@ -168,7 +168,9 @@ class MethodInfo(Choice):
             support set, no inner loop, nothing meta-learned; ``impl`` is its MetaMethod).
         impl: ``"module:Class"`` of the torch optimizer (higher) or learn2learn algorithm.
         meta_learns: what meta-training learns (for docs and ``--help``).
-        learned_optimizer: has a weighting network M and takes a ``--schedule``.
+        learned_optimizer: has a weighting network M (its default ``--schedule`` is alg2; every
+            other method's is ``unrolled``, MAML's objective).
+        learnable_lr: takes ``--learn-lr`` (its inner step size α can be meta-learned).
         prime: GWNMO' (raw weights, no normalisation; M starts at output 1).
         init_always_learned: meta-learns the head's initialisation whatever ``--learn-init``
             says (so ``--no-learn-init`` is refused).
@@ -192,6 +194,7 @@ class MethodInfo(Choice):
     impl: str = ""
     meta_learns: str = ""
     learned_optimizer: bool = False
+    learnable_lr: bool = False
     prime: bool = False
     init_always_learned: bool = False
     optimizer_options: tuple[tuple[str, str], ...] = ()
@@ -213,6 +216,7 @@ METHODS.register(
         "GWNMO: gradient weighted by M (sigmoid weights, normalised), via higher",
         impl="gwnmo_meta.optim.gwnmo:GWNMO",
         meta_learns="M (+ init)",
+        learnable_lr=True,
         learned_optimizer=True,
         classic=True,
         suites=("quick", "main", "transfer"),
@@ -228,6 +232,7 @@ METHODS.register(
         "GWNMO': raw weights, no normalisation, via higher",
         impl="gwnmo_meta.optim.gwnmo:GWNMO",
         meta_learns="M (+ init)",
+        learnable_lr=True,
         learned_optimizer=True,
         prime=True,
         classic=True,
@@ -246,6 +251,7 @@ METHODS.register(
         paired_baseline="learned",
         impl="learn2learn.algorithms:MAML",
         meta_learns="init",
+        learnable_lr=True,
         init_always_learned=True,
         suites=("quick", "main"),
         inner_lr=Tuned(3.0, _MAIN_SEL),
@@ -273,6 +279,7 @@ METHODS.register(
         "HG: hypergradient per-element step sizes (Baydin et al.), via higher",
         impl="gwnmo_meta.optim.gwnmo:HG",
         meta_learns="init (with --learn-init)",
+        learnable_lr=True,
         optimizer_options=(("beta", "hg_beta"),),
         classic=True,
         suites=("main",),
@@ -289,6 +296,7 @@ METHODS.register(
         impl="torch.optim:SGD",
         paired_baseline="fixed",
         meta_learns="init (with --learn-init)",
+        learnable_lr=True,
         classic=True,
         suite_learn_init=False,
         suites=("quick", "main", "transfer"),
@@ -389,6 +397,9 @@ LEARN_LR: Registry[Choice] = Registry("learned step size")
 LEARN_LR.register(Choice("off", "α fixed at --inner-lr"))
 LEARN_LR.register(Choice("global", "one meta-learned α = exp(log α) for the whole target"))
 LEARN_LR.register(Choice("tensor", "one meta-learned α per parameter tensor of the target"))
+LEARN_LR.register(
+    Choice("tensor-step", "one meta-learned α per parameter tensor and inner step (MAML++'s LSLR)")
+)
 
 
 # ---- weighting networks M -------------------------------------------------------------------

@@ -54,7 +54,9 @@ class Episode:
 
     Rows are grouped by label: support ``[c0]*K + [c1]*K + ...``, query likewise with Q.
     ``image_ids`` (CPU, int64, support rows then query rows) are the images' indices in the
-    :class:`FewShotData` tensors; ``None`` for hand-made episodes.
+    :class:`FewShotData` tensors; ``None`` for hand-made episodes. ``judge_seed`` seeds the
+    episode's own draws of query subsets for a sampled look-ahead judge (``--judge-queries``):
+    an int for one episode, a list of ints for a stack; ``None`` for hand-made episodes.
     """
 
     support_x: Tensor
@@ -62,23 +64,39 @@ class Episode:
     query_x: Tensor
     query_y: Tensor
     image_ids: Tensor | None = field(default=None, repr=False, compare=False)
+    judge_seed: int | list[int] | None = field(default=None, repr=False, compare=False)
 
     def to(self, device: torch.device | str) -> Episode:
         return Episode(
             *(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y)),
             image_ids=self.image_ids,
+            judge_seed=self.judge_seed,
         )
+
+
+def judge_seed(seed: int, index: int) -> int:
+    """The seed of episode ``index``'s judge draws in a stream seeded ``seed`` (splitmix64).
+
+    A pure function of the stream's seed and the episode's position, so the task stream itself
+    (learn2learn's draws) is untouched and a resumed stream gives every episode the same seed.
+    """
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) >> 1  # non-negative, fits torch.Generator.manual_seed
 
 
 def stack_episodes(eps: Sequence[Episode]) -> Episode:
     """T episodes of one spec as one task batch: every tensor gains a leading task dimension T."""
     if not eps:
         raise ValueError("stack_episodes needs at least one episode")
+    seeds = [e.judge_seed for e in eps]
     return Episode(
         *(
             torch.stack([getattr(e, name) for e in eps])
             for name in ("support_x", "support_y", "query_x", "query_y")
-        )
+        ),
+        judge_seed=None if any(s is None for s in seeds) else seeds,  # type: ignore[arg-type]
     )
 
 
@@ -146,6 +164,7 @@ class EpisodeSampler:
         self._global_ids = indices
         self._features = features[indices].to(self.device, torch.float32).contiguous()
         self._state = random.Random(seed).getstate()
+        self.seed = seed
         self.tasks_sampled = 0
         k, q, n = spec.shots, spec.query, spec.ways
         block = torch.arange(n * need).view(n, need)
@@ -173,6 +192,7 @@ class EpisodeSampler:
 
     def sample(self) -> Episode:
         """The next episode of the stream (tensors on the sampler's device)."""
+        index = self.tasks_sampled
         local = torch.tensor(self.description(), dtype=torch.int64)
         x = self._features.index_select(0, local.to(self.device))
         ids = self._global_ids.index_select(0, local).index_select(0, self._order_cpu)
@@ -182,6 +202,7 @@ class EpisodeSampler:
             x.index_select(0, self._query_pos),
             self._query_y.clone(),
             image_ids=ids,
+            judge_seed=judge_seed(self.seed, index),
         )
 
     def __iter__(self):

@@ -23,7 +23,8 @@ def test_import_is_light_and_exports_resolve_lazily():
         "import sys, gwnmo_meta\n"
         "print(sorted(m for m in ('torch', 'learn2learn', 'higher') if m in sys.modules))\n"
         "from gwnmo_meta import GWNMO, DifferentiableGWNMO, gwnmo_direction, RunConfig, "
-        "meta_train, evaluate_checkpoint, prepare_fewshot, CoordinateWeighting, ThesisMLPWeighting\n"
+        "meta_train, evaluate_checkpoint, prepare_fewshot, CoordinateWeighting, ThesisMLPWeighting, "
+        "gwnmo_step\n"
         "print('learn2learn' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

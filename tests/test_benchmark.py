@@ -124,7 +124,7 @@ def test_weighting_hidden_reaches_m_and_keys_only_gwnmo_cells(tiny_data_root, tm
     assert not any("-m8" in c for c in cells if "gwnmo" not in c)
     saved = json.loads((tmp_path / "cells" / gwnmo[0] / "config.json").read_text())
     assert saved["weighting_hidden"] == 8
-    assert "weighting coordinate (hidden 8)" in (tmp_path / "results.md").read_text()
+    assert "weighting factored (hidden 8)" in (tmp_path / "results.md").read_text()
 
 
 def test_weighting_hidden_sets_the_width_of_m_and_must_be_positive():

@@ -113,6 +113,8 @@ def test_weighting_from_checkpoint_is_used(tiny_data_root, tmp_path):
             "1",
             "--inner-steps",
             "1",
+            "--weighting",
+            "coordinate",
             "--device",
             "cpu",
         ],

@@ -220,7 +220,7 @@ def test_nan_meta_loss_stops_and_keeps_last_good_checkpoint(
         (["meta-train", "--dataset", "svhn"], "Invalid value"),
         (["meta-train", "--method", "reptile"], "Invalid value"),
         (["meta-train", "--ways", "0"], "--ways must be positive"),
-        (["meta-train", "--method", "maml", "--schedule", "alg1"], "--schedule applies to gwnmo"),
+        (["meta-train", "--method", "adam", "--learn-lr", "tensor"], "--learn-lr applies to"),
         (["meta-train", "--ways", "7"], "exceeds"),
         (["meta-train", "--shots", "30", "--query", "30"], "fewer than --shots + --query"),
         (["meta-train", "--train-classes", "0-5", "--test-classes", "5-9"], "overlap"),

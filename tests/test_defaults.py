@@ -94,3 +94,18 @@ def test_meta_lr_and_m_width_are_the_committed_tables():
     assert cli_default("benchmark", "--weighting-hidden") == width
     assert MethodConfig().meta_lr == RunConfig().meta_lr
     assert MethodConfig().weighting_hidden == RunConfig().weighting_hidden
+
+
+def test_default_weighting_is_the_one_the_paired_comparisons_chose():
+    """factored is the default M because it measured no worse than the per-coordinate M at every
+    target size (the paired difference's CI reaches or exceeds 0 in each committed comparison)."""
+    linear = _json("endtoend/factored-vs-coordinate-mnist-1shot-steps200.json")
+    diffs = [linear["factored_minus_coordinate"]]
+    for cell in ("factored-134k", "factored-conv4"):
+        (group,) = _json(f"endtoend/{cell}/results.json")["groups"]
+        (pair,) = [p for p in group["pairs"] if "coordinate" in p["b"]]
+        diffs.append(pair)
+    assert all(d["mean"] + d["ci95"] >= 0 for d in diffs)
+    assert sum(d["mean"] - d["ci95"] > 0 for d in diffs) >= 1  # better somewhere, not just equal
+    assert cli_default("meta-train", "--weighting") == "factored" == RunConfig().weighting
+    assert cli_default("benchmark", "--weighting") == "factored" == MethodConfig().weighting

@@ -30,6 +30,13 @@ def test_higher_inner_loop_example_lowers_the_held_out_query_loss():
     assert after < before, text
 
 
+@pytest.mark.parametrize("weighting", ["coordinate", "factored"])
+def test_torch_func_loop_example_lowers_the_held_out_query_loss(weighting):
+    text = run_example("torch_func_loop.py", "--weighting", weighting)
+    before, after = map(float, re.search(r"loss .*: ([\d.]+) -> ([\d.]+)", text).groups())
+    assert after < before, text
+
+
 @pytest.fixture(scope="module")
 def example_run(tiny_data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("example") / "run"

@@ -520,8 +520,9 @@ def test_memory_estimate_admits_the_normal_configurations_and_reads_free_memory(
     free = memory.available_bytes(cpu)
     assert free is not None and free > 0  # MemAvailable (or sysconf) on Linux
     memory.check_meta_train(RunConfig(), cpu)
-    monkeypatch.setattr(memory, "_meminfo_available", lambda: 1024**2)  # a 1 MiB machine
-    with pytest.raises(ConfigError, match=r"needs about 3\.\d+ MiB .* available on cpu"):
+    need = memory.estimate_meta_train(RunConfig()).total
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: need // 2)  # a machine too small
+    with pytest.raises(ConfigError, match=f"needs about {memory.human(need)} .* available on cpu"):
         memory.check_meta_train(RunConfig(), cpu)
     calls = []
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: calls.append(d) or (10, 100))
@@ -633,7 +634,9 @@ def test_weighting_from_hint_names_the_checkpoints_own_weighting(
         "--out", tmp_path / "t",
     )  # fmt: skip
     assert_refused(res)
-    assert "the checkpoint's M is --weighting coordinate; pass --weighting coordinate" in res.stderr
+    kind = _body(good_run)["config"]["weighting"]  # the run's M (not the train default, mlp)
+    assert kind != "mlp"
+    assert f"the checkpoint's M is --weighting {kind}; pass --weighting {kind}" in res.stderr
 
 
 # ---- protocol suite files: recoverable -----------------------------------------------------------

@@ -44,7 +44,7 @@ def _method(schedule, seed=0, **kw):
     return m
 
 
-def _ref_step(m, phi, x, y, through_norm):
+def _ref_step(m, phi, x, y, through_norm, t=0):
     """φ − α·Δ(θ, φ) on the batch (x, y), written out: Δ = (‖g‖/‖h∘g‖)·h∘g, h = sigmoid(M(x, φ, g))."""
     w, b = phi
     g = torch.autograd.grad(F.cross_entropy(x @ w.t() + b, y), phi, create_graph=True)
@@ -55,7 +55,7 @@ def _ref_step(m, phi, x, y, through_norm):
     u = [hi * gi for hi, gi in zip(h, g, strict=True)]
     g_norm = torch.sqrt(sum((gi if through_norm else gi.detach()).pow(2).sum() for gi in g))
     u_norm = torch.sqrt(sum(ui.pow(2).sum() for ui in u))
-    step = m.step_size.alphas() if m.step_size is not None else [m.cfg.lr] * 2
+    step = m.step_size.alphas(t) if m.step_size is not None else [m.cfg.lr] * 2
     return [p - a * (g_norm / u_norm) * ui for p, a, ui in zip(phi, step, u, strict=True)]
 
 
@@ -75,27 +75,31 @@ def _loss(phi, x, y):
     return F.cross_entropy(x @ phi[0].t() + phi[1], y)
 
 
-def _reference_meta_grad(m, ep, schedule, inner_batch=None, through_norm=False):
-    """d(meta-loss)/d(meta-parameters) of one episode, from the schedule's definition."""
+def _reference_meta_grad(m, ep, schedule, inner_batch=None, through_norm=False, judges=None):
+    """d(meta-loss)/d(meta-parameters) of one episode, from the schedule's definition.
+
+    ``judges``: the look-ahead's (x, y) per inner step, when not the schedule's default ones.
+    """
     params = m.meta_parameters()
     phi0 = list(m.head.parameters())
     batches = _batches(ep, inner_batch)
     if schedule == "unrolled":  # L_q(φ_k) through every update
         phi = phi0
-        for x, y in batches:
-            phi = _ref_step(m, phi, x, y, through_norm)
+        for t, (x, y) in enumerate(batches):
+            phi = _ref_step(m, phi, x, y, through_norm, t)
         return torch.autograd.grad(_loss(phi, ep.query_x, ep.query_y), params)
     # one-step look-ahead: the trajectory's values, then Σ_t ∂/∂(θ, φ) L_judge_t(φ − αΔ(θ, φ)) at φ̄_t
-    judges = (
-        batches[1:] + [(ep.query_x, ep.query_y)]
-        if inner_batch
-        else [(ep.query_x, ep.query_y)] * STEPS
-    )
+    if judges is None:
+        judges = (
+            batches[1:] + [(ep.query_x, ep.query_y)]
+            if inner_batch
+            else [(ep.query_x, ep.query_y)] * STEPS
+        )
     total = [torch.zeros_like(p) for p in params]
     phi_bar = [p.detach() for p in phi0]
-    for (x, y), (jx, jy) in zip(batches, judges, strict=True):
+    for t, ((x, y), (jx, jy)) in enumerate(zip(batches, judges, strict=True)):
         phi = [p.detach().requires_grad_() for p in phi_bar]
-        nxt = _ref_step(m, phi, x, y, through_norm)
+        nxt = _ref_step(m, phi, x, y, through_norm, t)
         term = _loss(nxt, jx, jy) / STEPS
         theta = [p for p in params if all(p is not q for q in phi0)]
         d_theta = torch.autograd.grad(term, theta + phi, allow_unused=True)
@@ -126,6 +130,8 @@ CASES = [
     ("alg2", None, "global"),
     ("unrolled", None, "off"),
     ("unrolled", 6, "tensor"),
+    ("alg2", None, "tensor-step"),
+    ("unrolled", 6, "tensor-step"),
 ]
 
 
@@ -213,3 +219,61 @@ def test_meta_train_learns_alpha_logs_it_and_checkpoints_it(tiny_data_root, tmp_
     assert log_lr.shape == (2,) and (log_lr - math.log(3.0)).abs().min() > 0  # α moved from 3
     bad = meta_train(tiny_data_root, tmp_path / "bad", "--shots", "1", "--inner-batch", "5")
     assert bad.exit_code == 2 and bad.output.count("error:") == 1 and "--inner-batch" in bad.output
+
+
+def _seeded(ep, seed):
+    return Episode(ep.support_x, ep.support_y, ep.query_x, ep.query_y, judge_seed=seed)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-task", "task-batched"])
+def test_sampled_judge_matches_the_reference_on_its_drawn_rows(batched):
+    """--judge-queries: each step is judged on the class-balanced rows judge_rows draws for it."""
+    from gwnmo_meta.training.inner_loops import judge_rows
+
+    m = _method("alg2", judge_queries=1, task_batch=batched)
+    eps = [_seeded(_episode(1), 11), _seeded(_episode(2), 12)]
+    got = _meta_grad(m, eps, batched)
+    refs = []
+    for ep in eps:
+        rows = judge_rows(ep.query_y, 1, STEPS, ep.judge_seed)
+        assert all(sorted(ep.query_y[r].tolist()) == list(range(WAYS)) for r in rows)
+        judges = [(ep.query_x[r], ep.query_y[r]) for r in rows]
+        refs.append(_reference_meta_grad(m, ep, "alg2", judges=judges))
+    for i, g in enumerate(got):
+        torch.testing.assert_close(g, (refs[0][i] + refs[1][i]) / 2, rtol=1e-6, atol=1e-9)
+    full = _meta_grad(_method("alg2", task_batch=batched), eps, batched)
+    assert not all(torch.allclose(a, b) for a, b in zip(got, full, strict=True))
+
+
+def test_sampled_judge_is_an_unbiased_estimate_of_the_full_judge():
+    """The mean sampled meta-gradient over many draws is the full-judge meta-gradient (float64)."""
+    m = _method("alg2", judge_queries=1, learn_init=True)
+    ep = _episode(5)
+    ref = torch.cat([g.reshape(-1) for g in _reference_meta_grad(m, ep, "alg2")])
+    draws = torch.stack(
+        [
+            torch.cat([g.reshape(-1) for g in _meta_grad(m, [_seeded(ep, s)], batched=False)])
+            for s in range(400)
+        ]
+    )
+    mean, sem = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
+    assert (sem > 0).float().mean() > 0.5  # the draws vary (where a coordinate has any gradient)
+    tol = 5 * sem + 1e-10 * ref.abs().max()
+    assert ((mean - ref).abs() <= tol).all(), ((mean - ref).abs() / tol).max()
+    # and the test can fail: a biased judge (always the first query row of each class) misses it
+    first = [(ep.query_x[0::QUERY], ep.query_y[0::QUERY])] * STEPS
+    biased = torch.cat([g.reshape(-1) for g in _reference_meta_grad(m, ep, "alg2", judges=first)])
+    assert ((biased - ref).abs() > tol).any()
+
+
+def test_sampled_judge_needs_seeded_episodes_and_a_look_ahead_schedule():
+    from gwnmo_meta.errors import ConfigError
+
+    m = _method("alg2", judge_queries=1)
+    with pytest.raises(ValueError, match="judge_seed"):
+        m.episode(_episode(1), train=True)
+    assert m.episode(_episode(1), train=False).meta_loss is None  # evaluation never judges
+    with pytest.raises(ConfigError, match="judge-queries"):
+        _method("unrolled", judge_queries=1)
+    with pytest.raises(ConfigError, match="between 1 and --query"):
+        _method("alg2", judge_queries=QUERY + 1, query=QUERY)

@@ -69,6 +69,9 @@ def test_variants_are_pluggable_and_validated():
         "gwnmo lr", "gwnmo", (("schedule", "alg1"), ("inner_lr", 0.3), ("first_order", True))
     )
     assert rows[1] == Variant("x", "sgd")
+    (typed,) = parse_variants("j=gwnmo:judge_queries=2,inner_batch=5,head_hidden=none")
+    assert typed.overrides == (("judge_queries", 2), ("inner_batch", 5), ("head_hidden", None))
+    assert all(type(v) is type(w) for (_, v), w in zip(typed.overrides, (2, 5, None), strict=True))
     for bad in ["nomethod", "a=bogus", "a=sgd:nofield=1", "a=sgd:inner_steps=abc", "a=sgd:seed=1"]:
         with pytest.raises(ConfigError):
             parse_variants(bad)

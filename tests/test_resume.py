@@ -220,6 +220,25 @@ def test_non_finite_parameters_are_never_checkpointed(
             assert all(torch.isfinite(t).all() for t in body["method"].values())
 
 
+def test_sampled_judge_run_resumes_exactly_and_differs_from_the_full_judge(
+    tiny_data_root, tmp_path, reference
+):
+    """--judge-queries draws from the episodes' own seeds: an interrupted run resumes exactly."""
+    cfg = tiny_cfg(tiny_data_root, judge_queries=1)
+    whole = tmp_path / "whole"
+    trainer.meta_train(cfg, whole, progress=False)
+
+    def stop(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    assert trainer.meta_train(cfg, out, progress=False, on_step=stop).interrupted
+    _resume_and_compare(cfg, out, whole)
+    sampled, full = load_checkpoint(whole / "last.pt"), load_checkpoint(reference / "last.pt")
+    assert any(not torch.equal(sampled["method"][k], full["method"][k]) for k in full["method"])
+
+
 # ---- the run folder is the run's: deleted or replaced under it, the run stops --------------------
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_run_whose_folder_is_deleted_or_replaced_stops_and_never_recreates_it(
@@ -260,7 +279,8 @@ def test_cli_stops_with_exit_1_when_the_run_folder_goes_away(tiny_data_root, tmp
     real = trainer.MetaTrainer.validate
 
     def validate(self):
-        shutil.rmtree(out, ignore_errors=True)
+        while out.exists():  # TensorBoard's writer thread may add a file meanwhile
+            shutil.rmtree(out, ignore_errors=True)
         return real(self)
 
     monkeypatch.setattr(trainer.MetaTrainer, "validate", validate)

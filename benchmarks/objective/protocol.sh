@@ -16,7 +16,7 @@ mkdir -p "$out/cells"
 for c in benchmarks/protocol/cells/mixed-*; do
     [ -e "$out/cells/$(basename "$c")" ] || cp -al "$c" "$out/cells/"
 done
-nice -n 10 $GWNMO benchmark protocol --skip-integrity-check \
+nice -n 10 $GWNMO benchmark protocol --weighting coordinate --skip-integrity-check \
     --sources mixed --shots 1,5 --regimes learned,fixed --seeds 0,1,2 \
     --methods gwnmo,maml,meta-sgd,sgd,adam,prototype,logreg --schedules alg2 \
     --variants 'gwnmo alg2 learn-lr global=gwnmo:schedule=alg2,learn_lr=global;gwnmo alg2 learn-lr tensor=gwnmo:schedule=alg2,learn_lr=tensor;gwnmo alg2 legacy grad-through-norm=gwnmo:schedule=alg2,grad_through_norm=true' \

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export GWNMO_DATA=${GWNMO_DATA:?set GWNMO_DATA to the data root, e.g. /work/shared/data} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 GWNMO=${GWNMO:-.venv/bin/gwnmo-meta}
-nice -n 10 $GWNMO benchmark protocol --skip-integrity-check \
+nice -n 10 $GWNMO benchmark protocol --weighting coordinate --skip-integrity-check \
     --sources mixed,mixed:cifar10,mixed:fmnist,mixed:mnist --shots 1,5 --regimes learned,fixed \
     --seeds 0,1,2 --seed-sources mixed \
     --meta-steps 100 --val-tasks 100 --test-tasks 600 \

@@ -345,7 +345,7 @@ def _score(
         "query": cfg.query,
         "inner_steps": cfg.inner_steps,
         "method": cfg.method,
-        "schedule": cfg.schedule,
+        "schedule": cfg.schedule_name,
         "weighting": cfg.weighting,
         "backbone": cfg.backbone,
         "adapt": cfg.adapt,

@@ -22,6 +22,7 @@ import torch
 from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
+from gwnmo_meta.functional import gwnmo_delta
 from gwnmo_meta.optim.direction import (
     bias_mask,
     direction_stats,
@@ -34,43 +35,59 @@ from gwnmo_meta.optim.nets import split_like
 
 
 class LearnedStepSize(nn.Module):
-    """A meta-learned inner step size α = exp(log α): one for the whole target or one per tensor.
+    """A meta-learned inner step size α = exp(log α): one for the whole target, one per tensor, or
+    one per tensor and inner step (MAML++'s LSLR; steps past the last learned one reuse it).
 
     Log-parameterised so α stays positive and Adam's steps on it are relative. Starts at ``lr``.
+    ``log_lr`` is [1] (global), [tensors] (per tensor) or [steps, tensors] (per tensor and step).
     """
 
-    def __init__(self, lr: float, num_tensors: int, per_tensor: bool = False):
+    def __init__(self, lr: float, num_tensors: int, per_tensor: bool = False, steps: int = 0):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         self.num_tensors = num_tensors
-        self.log_lr = nn.Parameter(torch.full((num_tensors if per_tensor else 1,), math.log(lr)))
+        shape = (steps, num_tensors) if steps else (num_tensors if per_tensor else 1,)
+        self.log_lr = nn.Parameter(torch.full(shape, math.log(lr)))
 
-    def alphas(self) -> list[Tensor]:
-        """α for each of the target's tensors (0-dim tensors with their graph to ``log_lr``)."""
+    @classmethod
+    def for_mode(cls, mode: str, lr: float, num_tensors: int, steps: int) -> LearnedStepSize | None:
+        """The step sizes of ``--learn-lr MODE`` (``None`` for ``off``)."""
+        if mode == "off":
+            return None
+        return cls(
+            lr,
+            num_tensors,
+            per_tensor=mode != "global",
+            steps=steps if mode == "tensor-step" else 0,
+        )
+
+    def alphas(self, step: int = 0) -> list[Tensor]:
+        """α for each of the target's tensors at inner step ``step`` (0-dim, with their graph)."""
         lr = self.log_lr.exp()
+        if lr.dim() == 2:
+            return list(lr[min(step, lr.shape[0] - 1)].unbind())
         return [lr[i if lr.numel() > 1 else 0] for i in range(self.num_tensors)]
 
-
-def gwnmo_delta(
-    weighting_net: nn.Module,
-    features: Tensor,
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    normalize: bool = True,
-) -> tuple[list[Tensor], list[Tensor]]:
-    """(Δ, h) for one step.
-
-    GWNMO: h = sigmoid(M(...)) and the normalised direction; GWNMO': h = M(...) and Δ = h∘g.
-    """
-    raw = weighting_net(features, params, grads)
-    h = [torch.sigmoid(r) for r in raw] if normalize else list(raw)
-    return gwnmo_direction(list(grads), h, normalize=normalize), h
+    def named_alphas(self, names: Sequence[str]) -> dict[str, float]:
+        """α as logged (``lr/inner/*``): ``{"": α}``, one per tensor, or ``tensor@step`` per step."""
+        lr = self.log_lr.detach().exp()
+        if lr.numel() == 1:
+            return {"": float(lr)}
+        if lr.dim() == 1:
+            return dict(zip(names, lr.tolist(), strict=True))
+        return {
+            f"{name}@{s}": a
+            for s, row in enumerate(lr.tolist())
+            for name, a in zip(names, row, strict=True)
+        }
 
 
-def _step_sizes(group: dict[str, Any], step_size: LearnedStepSize | None, n: int) -> list[Any]:
-    """α per tensor: the learned step sizes, else the group's ``lr`` for every tensor."""
-    return step_size.alphas() if step_size is not None else [group["lr"]] * n
+def _step_sizes(
+    group: dict[str, Any], step_size: LearnedStepSize | None, n: int, step: int = 0
+) -> list[Any]:
+    """α per tensor at inner step ``step``: the learned step sizes, else the group's ``lr``."""
+    return step_size.alphas(step) if step_size is not None else [group["lr"]] * n
 
 
 class GWNMO(torch.optim.Optimizer):
@@ -140,6 +157,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         self._stat_sums: dict[str, Tensor] = {}
         self._stat_steps = 0
         self._bias_mask: Tensor | None = None
+        self._inner_step = 0  # this episode's inner step (higher makes one optimizer per episode)
 
     TRACE_FOLD = 16
 
@@ -210,6 +228,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             self._features = None
 
     def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
+        step, self._inner_step = self._inner_step, self._inner_step + 1
         for group, grads in zip(self.param_groups, grouped_grads, strict=False):
             features = self._features if self._features is not None else group.get("features")
             if features is None:
@@ -263,7 +282,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                 )
                 flat = (torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (gs, h, delta))
                 self._record(*flat, shapes)
-            lrs = _step_sizes(group, self.step_size, len(group["params"]))
+            lrs = _step_sizes(group, self.step_size, len(group["params"]), step)
             for i, p, d in zip(idx, ps, delta, strict=True):
                 group["params"][i] = p - lrs[i] * d
 
@@ -274,10 +293,17 @@ class HG(torch.optim.Optimizer):
     α_{t+1} = α_t + β·(g_t ∘ g_{t−1}) elementwise, x_{t+1} = x_t − α_t ∘ g_t (α starts at ``lr``).
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 0.1, beta: float = 1e-4):
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 0.1,
+        beta: float = 1e-4,
+        step_size: LearnedStepSize | None = None,
+    ):
         if lr <= 0 or beta < 0:
             raise ValueError("HG needs lr > 0 and beta >= 0")
         super().__init__(params, dict(lr=lr, beta=beta))
+        self.step_size = step_size  # meta-learned α_t (the differentiable version reads it)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
@@ -300,9 +326,22 @@ class HG(torch.optim.Optimizer):
 
 
 class DifferentiableHG(DifferentiableOptimizer):
-    """higher's differentiable counterpart of :class:`HG`."""
+    """higher's differentiable counterpart of :class:`HG`.
+
+    With a meta-learned ``step_size`` (``--learn-lr``) the step sizes are α_t = ℓ_t + a_t: the
+    learned ℓ_t (per tensor, per step with ``tensor-step``) plus the hypergradient's own
+    adjustment a_t (a_0 = 0, a_{t+1} = a_t + β·g_{t+1}∘g_t), which is plain HG when ℓ_t = lr.
+    """
+
+    def __init__(self, other: HG, reference_params: Iterable[Tensor], *args: Any, **kwargs: Any):
+        super().__init__(other, reference_params, *args, **kwargs)
+        self.step_size = getattr(other, "step_size", None)
+        self._inner_step = 0
 
     def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
+        if self.step_size is not None:
+            self._update_learned(grouped_grads)
+            return
         for group_idx, (group, grads) in enumerate(
             zip(self.param_groups, grouped_grads, strict=False)
         ):
@@ -316,6 +355,20 @@ class DifferentiableHG(DifferentiableOptimizer):
                     alpha = st["alpha"] + group["beta"] * g * st["prev_grad"]
                 st["alpha"], st["prev_grad"] = alpha, g
                 group["params"][p_idx] = p - alpha * g
+
+    def _update_learned(self, grouped_grads: Any) -> None:
+        step, self._inner_step = self._inner_step, self._inner_step + 1
+        for group_idx, (group, grads) in enumerate(
+            zip(self.param_groups, grouped_grads, strict=False)
+        ):
+            learned = _step_sizes(group, self.step_size, len(group["params"]), step)
+            for p_idx, (p, g) in enumerate(zip(group["params"], grads, strict=False)):
+                if g is None:
+                    continue
+                st = self.state[group_idx][p_idx]
+                adjust = st["adjust"] + group["beta"] * g * st["prev_grad"] if "adjust" in st else 0
+                st["adjust"], st["prev_grad"] = adjust, g
+                group["params"][p_idx] = p - (learned[p_idx] + adjust) * g
 
 
 higher.register_optim(GWNMO, DifferentiableGWNMO)

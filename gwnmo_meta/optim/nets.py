@@ -276,17 +276,11 @@ class CoordinateWeighting(nn.Module):
             gpn = gp / torch.cat(
                 [rms[..., i : i + 1].expand(*lead, c) for i, c in enumerate(counts)], -1
             )
-        else:  # one task: kept op for op (the recorded benchmark results were computed this way)
-            rms = (
-                (
-                    torch.zeros(sizes.shape, device=gp.device, dtype=gp.dtype).index_add_(
-                        0, seg, gp * gp
-                    )
-                    / sizes
-                )
-                .add(1e-16)
-                .sqrt()
-            )
+        else:  # one task: the recorded benchmark results were computed with this op sequence
+            # out-of-place index_add (same kernel as index_add_ on a fresh zero tensor, so the
+            # same numbers) keeps M usable under torch.func.vmap / grad
+            zeros = torch.zeros(sizes.shape, device=gp.device, dtype=gp.dtype)
+            rms = (zeros.index_add(0, seg, gp * gp) / sizes).add(1e-16).sqrt()
             gpn = gp / rms[seg]
         num = col.shape[0]
         g, gn, pn = gp[..., :num], gpn[..., :num], gpn[..., num:]

@@ -56,7 +56,7 @@ class Cell:
     dataset: str
     shots: int
     method: str
-    schedule: str
+    schedule: str | None
     inner_lr: float
     eval_datasets: tuple[str, ...]
     learn_init: bool = True
@@ -86,13 +86,13 @@ class Suite:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _variants(methods: tuple[str, ...], schedules: tuple[str, ...]) -> list[tuple[str, str]]:
-    out = []
+def _variants(methods: tuple[str, ...], schedules: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
     for m in methods:
         if _scheduled(m):
             out.extend((m, s) for s in schedules)
         else:
-            out.append((m, "alg2"))
+            out.append((m, None))  # the method's default schedule (MAML's objective)
     return out
 
 

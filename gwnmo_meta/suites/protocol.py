@@ -171,7 +171,7 @@ def default_variants(methods: Sequence[str], schedules: Sequence[str]) -> list[V
         if info.learned_optimizer and not info.prime:
             rows += [Variant(f"{m} {s}", m, (("schedule", s),)) for s in schedules]
         elif info.learned_optimizer:
-            rows.append(Variant(m, m, (("schedule", RunConfig().schedule),)))
+            rows.append(Variant(m, m, (("schedule", RunConfig(method=m).schedule_name),)))
         else:
             rows.append(Variant(m, m))
     return rows
@@ -201,7 +201,14 @@ def parse_variants(text: str) -> list[Variant]:
                 raise ConfigError(
                     f"variant {name!r}: {item!r} is not FIELD=VALUE of a RunConfig field"
                 )
-            overrides.append((key, _typed(value.strip(), getattr(RunConfig(), key))))
+            like = getattr(RunConfig(), key)
+            if (
+                like is None
+                and "int" in str(fields[key].type)
+                and "float" not in str(fields[key].type)
+            ):
+                like = 0  # an optional integer (e.g. inner_batch, judge_queries)
+            overrides.append((key, _typed(value.strip(), like)))
         out.append(Variant(name.strip(), method.strip(), tuple(overrides)))
     return out
 

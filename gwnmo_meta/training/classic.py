@@ -630,9 +630,9 @@ class _ClassicRun:
                 self.checkpoint(0, 0, None)  # an interrupted run always leaves a last.pt
         writer = None
         if out is not None:
-            from torch.utils.tensorboard import SummaryWriter
+            from gwnmo_meta.training.tblog import summary_writer
 
-            writer = SummaryWriter(str(out))
+            writer = summary_writer(out)
         try:
             for rep in range(rep0, cfg.reps):
                 if learner is None:

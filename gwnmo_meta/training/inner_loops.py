@@ -12,13 +12,18 @@ X_{t+1}, or the query set for the last step (for every step without ``inner_batc
 steps use the whole support set). For t = 0..k−1,
 
     φ_t'    = φ_0 + stopgrad(φ_t − φ_0)       (θ reaches φ_t' through no earlier update;
-                                                 a learned init gets ∂φ_t'/∂φ_0 = I)
+                                                 a learned init gets ∂φ_t'/∂φ_0 = I; a stateful
+                                                 inner optimizer's state is cut likewise)
     meta-loss = (1/k) Σ_t L(φ_t' − α·Δ_t(θ, φ_t'); judge_t)
 
-(one-step truncation, averaged over the inner steps). Within an episode θ is fixed, so both give
-the same meta-loss; they differ in when the meta-gradient lands (docs/ALGORITHMS.md): alg2 steps θ
-before the next meta-batch is adapted, alg1 one meta-step later
-(``optim.DelayedMetaOptimizer``), as Algorithm 1 moves θ one step late.
+(one-step truncation, averaged over the inner steps). With ``judge_queries`` = Q, a judge that is
+the query set is replaced by a fresh class-balanced random subset of it, Q examples per class,
+drawn at every inner step from the episode's ``judge_seed`` (:func:`judge_rows`): an unbiased
+estimate of the same meta-loss and meta-gradient, at Q/query of the judge's cost.
+
+Within an episode θ is fixed, so alg1 and alg2 give the same meta-loss; they differ in when the
+meta-gradient lands (docs/ALGORITHMS.md): alg2 steps θ before the next meta-batch is adapted, alg1
+one meta-step later (``optim.DelayedMetaOptimizer``), as Algorithm 1 moves θ one step late.
 
 ``unrolled`` — the k-step unrolled query loss (MAML's objective): L_q(φ_k), back-propagated
 through all k differentiable updates to θ (and φ_0 with learn-init).
@@ -85,6 +90,16 @@ def _restart(init: list[Tensor], params: list[Tensor], learn_init: bool) -> list
     return [p0 + (p - p0).detach() for p0, p in zip(init, params, strict=True)]
 
 
+def _detach_state(diffopt: Any) -> None:
+    """Cut the inner optimizer's state (Adam's moments, HG's step sizes) from earlier updates:
+    with the restarted φ_t', step t's update reaches θ through step t alone."""
+    for group_state in diffopt.state:
+        for st in group_state.values() if isinstance(group_state, dict) else group_state:
+            for k, v in list(st.items()):
+                if isinstance(v, Tensor):
+                    st[k] = v.detach()
+
+
 def inner_batch_rows(
     support: int, ways: int, inner_batch: int | None, steps: int, device: Any = None
 ) -> list[Tensor | None]:
@@ -107,6 +122,43 @@ def inner_batch_rows(
     return [offsets + (t * per_class + within) % shots for t in range(steps)]
 
 
+def judge_rows(query_y: Tensor, per_class: int, steps: int, seed: int) -> list[Tensor]:
+    """Query rows of each inner step's sampled judge: ``per_class`` rows of every class, uniformly
+    at random without replacement, drawn afresh for each of ``steps`` steps from ``seed``.
+
+    ``query_y`` holds one task's query labels [n]; every class must have at least ``per_class``
+    rows. Returns ``steps`` index tensors of ``ways · per_class`` rows, grouped by class.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    labels = query_y.cpu()
+    classes = [(labels == c).nonzero().flatten() for c in labels.unique(sorted=True)]
+    if min(len(rows) for rows in classes) < per_class:
+        raise ValueError(f"judge_queries {per_class} exceeds a class's query rows")
+    out = []
+    for _ in range(steps):
+        picks = [rows[torch.randperm(len(rows), generator=gen)[:per_class]] for rows in classes]
+        out.append(torch.cat(picks).to(query_y.device))
+    return out
+
+
+def _sampled_judges(qx: Tensor, qy: Tensor, per_class: int, steps: int, seeds: Any) -> list:
+    """Per inner step, the (features, labels) of the sampled judge; task-batched when ``qx`` is [T, n, D]."""
+    if seeds is None:
+        raise ValueError("judge_queries needs episodes with a judge_seed (from an EpisodeSampler)")
+    if qx.dim() == 2:
+        return [
+            (qx.index_select(0, r), qy.index_select(0, r))
+            for r in judge_rows(qy, per_class, steps, seeds)
+        ]
+    per_task = [judge_rows(qy[i], per_class, steps, s) for i, s in enumerate(seeds)]
+    judges = []
+    for t in range(steps):
+        idx = torch.stack([rows[t] for rows in per_task])  # [T, ways·Q]
+        x = qx.gather(1, idx.unsqueeze(-1).expand(-1, -1, qx.shape[-1]))
+        judges.append((x, qy.gather(1, idx)))
+    return judges
+
+
 def _rows(x: Tensor, rows: Tensor | None) -> Tensor:
     """``x``'s examples (second-to-last dimension for features, last for labels) at ``rows``."""
     if rows is None:
@@ -126,12 +178,14 @@ def run_episode(
     first_order: bool = False,
     inner_batch: int | None = None,
     ways: int | None = None,
+    judge_queries: int | None = None,
 ) -> EpisodeOutcome:
     """Adapt ``head`` with ``opt`` (through higher) on the support set and score the query set.
 
     ``train=True`` returns the schedule's meta-loss with its graph to θ (and to the init when
     ``learn_init``); ``train=False`` keeps no meta-graph. ``inner_batch`` (with the episode's
     ``ways``): the inner steps walk class-balanced mini-batches of the support set.
+    ``judge_queries``: a one-step schedule judges on that many sampled query rows per class.
     """
     _, (outcome,) = _adapt(
         head,
@@ -144,6 +198,7 @@ def run_episode(
         first_order=first_order,
         inner_batch=inner_batch,
         ways=ways,
+        judge_queries=judge_queries,
     )
     return outcome
 
@@ -160,6 +215,7 @@ def run_episodes(
     first_order: bool = False,
     inner_batch: int | None = None,
     ways: int | None = None,
+    judge_queries: int | None = None,
 ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
     """:func:`run_episode` for T tasks at once, in one task-batched inner loop.
 
@@ -187,6 +243,7 @@ def run_episodes(
         first_order=first_order,
         inner_batch=inner_batch,
         ways=ways,
+        judge_queries=judge_queries,
     )
 
 
@@ -202,6 +259,7 @@ def _adapt(
     first_order: bool,
     inner_batch: int | None = None,
     ways: int | None = None,
+    judge_queries: int | None = None,
 ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}")
@@ -212,8 +270,13 @@ def _adapt(
     batch_rows = inner_batch_rows(sx.shape[-2], ways or 1, inner_batch, steps, sx.device)
     # the data stream: step t is computed on batch t; a one-step schedule judges it on batch t+1
     stream = [(_rows(sx, r), _rows(sy, r)) for r in batch_rows]
-    judges = stream[1:] + [(qx, qy)] if inner_batch is not None else [(qx, qy)] * steps
     one_step = train and schedule in ONE_STEP_SCHEDULES
+    if one_step and judge_queries is not None:  # a fresh class-balanced query subset per step
+        n_query = steps if inner_batch is None else 1
+        sampled = _sampled_judges(qx, qy, judge_queries, n_query, ep.judge_seed)
+        judges = sampled if inner_batch is None else stream[1:] + sampled
+    else:
+        judges = stream[1:] + [(qx, qy)] if inner_batch is not None else [(qx, qy)] * steps
     inner: list[Tensor] = []
     meta_terms: list[Tensor] = []
     curve: list[tuple[Tensor, Tensor]] = []  # evaluation only: query (loss, acc) at φ_0..φ_{k−1}
@@ -226,6 +289,7 @@ def _adapt(
         for t, (x, y) in enumerate(stream):
             if one_step and t >= 1:  # one-step truncation: cut φ_t's path through earlier updates
                 fmodel.update_params(_restart(init, list(fmodel.parameters()), learn_init))
+                _detach_state(diffopt)
             if not train:
                 with torch.no_grad():
                     curve.append(query_metrics(fmodel(qx), qy))

@@ -83,16 +83,16 @@ class MethodConfig(RunConfig):
     def validate(self) -> MethodConfig:
         """Check names against the registry and the step sizes; returns ``self``."""
         METHODS.check(self.method)
-        SCHEDULES.check(self.schedule)
+        SCHEDULES.check(self.schedule_name)
         WEIGHTINGS.check(self.weighting)
         if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
             raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
         LEARN_LR.check(self.learn_lr, "--learn-lr")
-        if self.learn_lr != "off" and not self.info.learned_optimizer:
-            learned = ", ".join(METHODS.names(lambda m: m.learned_optimizer))
-            raise ConfigError(
-                f"--learn-lr applies to {learned} only, not to --method {self.method}"
-            )
+        if self.learn_lr != "off" and not self.info.learnable_lr:
+            learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
+            raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
+        if self.judge_queries is not None:
+            self._validate_judge_queries()
         if self.hg_beta <= 0 or self.logreg_l2 <= 0:
             raise ConfigError("--hg-beta and --logreg-l2 must be positive")
         if self.info.init_always_learned and not self.learn_init:
@@ -130,15 +130,15 @@ class MetaMethod(nn.Module):
     def make_meta_optimizer(self) -> torch.optim.Optimizer | None:
         """Adam with ``meta_lr`` on everything meta-learned, or ``None`` if nothing is.
 
-        Schedule ``alg1`` (learned optimizers): the one-meta-step-delayed Adam of thesis
-        Algorithm 1 (``optim.DelayedMetaOptimizer``).
+        Schedule ``alg1``: the one-meta-step-delayed Adam of thesis Algorithm 1
+        (``optim.DelayedMetaOptimizer``).
         """
         from gwnmo_meta.optim.gwnmo import DelayedMetaOptimizer
 
         params = self.meta_parameters()
         if not params:
             return None
-        delayed = self.cfg.info.learned_optimizer and self.cfg.schedule == "alg1"
+        delayed = self.cfg.schedule_name == "alg1"
         cls = DelayedMetaOptimizer if delayed else torch.optim.Adam
         # foreach: one fused pass over M's many small tensors (same numbers as the per-tensor loop)
         return cls(params, lr=self.cfg.meta_lr, foreach=True)
@@ -165,25 +165,29 @@ class MetaMethod(nn.Module):
 
 
 class HigherMethod(MetaMethod):
-    """GWNMO, GWNMO', HG, SGD and Adam: a torch optimizer turned differentiable by higher."""
+    """GWNMO, GWNMO', HG, SGD and Adam: a torch optimizer turned differentiable by higher.
+
+    Also MAML and Meta-SGD where learn2learn cannot express the run (a look-ahead schedule, or
+    MAML with ``--learn-lr``): MAML as SGD from a learned init, Meta-SGD as SGD with learned
+    per-coordinate step sizes (:class:`~gwnmo_meta.optim.sgd.ScaledSGD`) — the same algorithms.
+    """
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
         from gwnmo_meta.optim.gwnmo import LearnedStepSize
+        from gwnmo_meta.optim.sgd import CoordinateStepSize, ScaledSGD
 
         self.ways = ways
         self.head = _seeded_head(cfg, feature_dim, ways)
         params = list(self.head.parameters())
         info = cfg.info
+        self.step_size: nn.Module | None = LearnedStepSize.for_mode(
+            cfg.learn_lr, cfg.lr, len(params), cfg.inner_steps
+        )
         if info.learned_optimizer:
             shapes = [tuple(p.shape) for p in params]
             self.weighting = build_weighting(
                 cfg.weighting, feature_dim, shapes, hidden=cfg.weighting_hidden, prime=info.prime
-            )
-            self.step_size = (
-                None
-                if cfg.learn_lr == "off"
-                else LearnedStepSize(cfg.lr, len(params), per_tensor=cfg.learn_lr == "tensor")
             )
             self.inner_opt: torch.optim.Optimizer = load(info.impl)(
                 params,
@@ -193,40 +197,47 @@ class HigherMethod(MetaMethod):
                 step_size=self.step_size,
                 grad_through_norm=cfg.grad_through_norm,
             )
+        elif info.engine == "learn2learn":  # MAML / Meta-SGD through higher
+            if cfg.method == "meta-sgd":
+                self.step_size = CoordinateStepSize(cfg.lr, [tuple(p.shape) for p in params])
+            if self.step_size is None:
+                self.inner_opt = torch.optim.SGD(params, lr=cfg.lr)
+            else:
+                self.inner_opt = ScaledSGD(params, self.step_size, lr=cfg.lr)
+        elif self.step_size is not None and cfg.method == "sgd":
+            self.inner_opt = ScaledSGD(params, self.step_size, lr=cfg.lr)
         else:
             options = {kw: getattr(cfg, field) for kw, field in info.optimizer_options}
+            if self.step_size is not None:  # HG: a meta-learned starting step size
+                options["step_size"] = self.step_size
             self.inner_opt = load(info.impl)(params, lr=cfg.lr, **options)
 
     def meta_parameters(self) -> list[nn.Parameter]:
         """M's parameters and the learned step sizes, plus the head's initialisation with ``learn_init``."""
         params = list(self.weighting.parameters()) if hasattr(self, "weighting") else []
-        if getattr(self, "step_size", None) is not None:
+        if self.step_size is not None:
             params += list(self.step_size.parameters())
         return params + (list(self.head.parameters()) if self.cfg.learn_init else [])
 
     def inner_lr(self) -> dict[str, float]:
-        step_size = getattr(self, "step_size", None)
-        if step_size is None:
+        if self.step_size is None:
             return super().inner_lr()
-        alphas = step_size.log_lr.detach().exp().tolist()
-        if len(alphas) == 1:
-            return {"": alphas[0]}
-        return {name: a for (name, _), a in zip(self.head.named_parameters(), alphas, strict=True)}
+        return self.step_size.named_alphas([name for name, _ in self.head.named_parameters()])
 
     @property
     def task_batched(self) -> bool:
         return self.cfg.task_batch
 
     def _schedule_kwargs(self, train: bool) -> dict[str, Any]:
-        schedule = self.cfg.schedule if self.cfg.info.learned_optimizer else "unrolled"
         return dict(
             steps=self.cfg.inner_steps,
-            schedule=schedule,
+            schedule=self.cfg.schedule_name,
             train=train and bool(self.meta_parameters()),
             learn_init=self.cfg.learn_init,
             first_order=self.cfg.first_order,
             inner_batch=self.cfg.inner_batch,
             ways=self.ways,
+            judge_queries=self.cfg.judge_queries,
         )
 
     def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
@@ -293,6 +304,12 @@ class L2LMethod(MetaMethod):
         )
 
 
+def runs_through_higher(cfg: RunConfig) -> bool:
+    """Whether a learn2learn method (MAML, Meta-SGD) runs through higher instead: under a look-ahead
+    schedule, or with a learned step size, which learn2learn's wrappers cannot express."""
+    return SCHEDULES.check(cfg.schedule_name).one_step or cfg.learn_lr != "off"
+
+
 def build_method(
     cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu"
 ) -> MetaMethod:
@@ -311,8 +328,10 @@ def build_method(
     engine = cfg.info.engine
     if engine == "reference":
         cls: type[MetaMethod] = load(cfg.info.impl)
+    elif engine == "learn2learn" and not runs_through_higher(cfg):
+        cls = L2LMethod
     else:
-        cls = L2LMethod if engine == "learn2learn" else HigherMethod
+        cls = HigherMethod
     with torch.random.fork_rng(devices=[]):  # initialisation depends on cfg.seed only
         torch.manual_seed(cfg.seed)
         method = cls(cfg, feature_dim, ways)
