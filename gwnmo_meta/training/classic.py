@@ -24,6 +24,12 @@ the honest result (``RepResult.selected``). The thesis reported the best test ac
 epochs (selection on the test set); that is kept as ``best_accuracy``/``best_loss`` for comparison
 with its tables, beside the final epoch's. ``val_fraction=0`` trains on the whole train split
 and reports only the latter two.
+
+Resume: with an output folder, ``last.pt`` records the run at its start and after every epoch;
+SIGINT/SIGTERM stops it with ``last.pt`` holding the start of the current epoch, and
+``train_classic(..., resume=True)`` reaches exactly the uninterrupted run's results and M (the
+latest update's graph, which the next batch's meta-gradient runs through, is recomputed from the
+inputs the checkpoint keeps).
 """
 
 from __future__ import annotations
