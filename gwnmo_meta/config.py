@@ -206,18 +206,16 @@ class RunConfig:
             )
 
     def _validate_judge_queries(self) -> None:
-        """A sampled judge: 1..query rows per class, for a learned optimizer's look-ahead schedule."""
+        """A sampled judge: 1..query rows per class, for a look-ahead schedule."""
         if not 0 < self.judge_queries <= self.query:
             raise ConfigError(
                 f"--judge-queries must be between 1 and --query ({self.query}), got {self.judge_queries}"
             )
-        if not (
-            METHODS.check(self.method).learned_optimizer and SCHEDULES.check(self.schedule).one_step
-        ):
+        if not SCHEDULES.check(self.schedule_name).one_step:
             one_step = ", ".join(SCHEDULES.names(lambda s: s.one_step))
             raise ConfigError(
                 f"--judge-queries samples the look-ahead judge of --schedule {one_step}; "
-                f"--method {self.method} --schedule {self.schedule} has none"
+                f"--method {self.method} --schedule {self.schedule_name} has none"
             )
 
     def to_dict(self) -> dict[str, Any]:
