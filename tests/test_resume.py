@@ -130,13 +130,13 @@ def test_interrupt_inside_a_checkpoint_write(
     real = trainer.save_checkpoint
     calls = {"n": 0}
 
-    def save(path, payload):
+    def save(path, payload, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:  # best.pt at the first validation
             if direct:
                 raise KeyboardInterrupt
             _kill_self()
-        return real(path, payload)
+        return real(path, payload, **kwargs)
 
     monkeypatch.setattr(trainer, "save_checkpoint", save)
     cfg, out = tiny_cfg(tiny_data_root), tmp_path / "run"
@@ -303,10 +303,10 @@ def test_a_disk_full_at_the_first_checkpoint_resumes_from_best_pt(
 
     real = trainer.save_checkpoint
 
-    def save(path, payload):
+    def save(path, payload, **kwargs):
         if path.name == "last.pt":
             raise ConfigError(f"cannot write {path}: No space left on device")
-        return real(path, payload)
+        return real(path, payload, **kwargs)
 
     monkeypatch.setattr(trainer, "save_checkpoint", save)
     cfg, out = tiny_cfg(tiny_data_root), tmp_path / "run"

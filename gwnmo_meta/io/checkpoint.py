@@ -78,8 +78,12 @@ def non_finite_tensors(obj: Any, where: str = "") -> list[str]:
     return []
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: str | Path, payload: dict[str, Any], *, create_parent: bool = True
+) -> None:
     """Write ``payload`` (tensors and plain data only) to ``path`` atomically, with its digest.
+
+    ``create_parent=False``: a missing folder is an error (a run's folder is never re-created).
 
     Raises:
         NonFiniteCheckpoint: a floating-point tensor holds NaN/Inf (nothing is written).
@@ -94,7 +98,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     body[DIGEST_KEY] = content_digest(body)
     buf = io.BytesIO()
     torch.save(body, buf)
-    atomic_write_bytes(path, buf.getvalue(), create_parent=False)  # the run folder must exist
+    atomic_write_bytes(path, buf.getvalue(), create_parent=create_parent)
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:

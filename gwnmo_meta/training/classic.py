@@ -428,7 +428,7 @@ def train_classic(
     from gwnmo_meta.io.atomic import remove_stale_temps
     from gwnmo_meta.io.checkpoint import KIND_CLASSIC_RUN, load_checkpoint
     from gwnmo_meta.io.interrupts import Interrupts
-    from gwnmo_meta.io.runlock import RunLock, remove_if_empty
+    from gwnmo_meta.io.runlock import RunFolderLost, RunLock, remove_if_empty
     from gwnmo_meta.memory import check_classic
     from gwnmo_meta.training.trainer import check_writable
 
@@ -466,8 +466,10 @@ def train_classic(
             lock.verify()
             write_results(out / "results.json", cfg, results)
             return results
-    except BaseException:
-        if created:  # refused or failed before writing anything: leave no trace
+    except BaseException as exc:
+        # refused or failed before writing anything: leave no trace (but a folder that replaced
+        # ours is someone else's)
+        if created and not isinstance(exc, RunFolderLost):
             remove_if_empty(out)
         raise
 
@@ -598,7 +600,7 @@ class _ClassicRun:
             "data_fingerprint": self.fingerprint,
         }
         try:
-            save_checkpoint(self.out / "last.pt", payload)
+            save_checkpoint(self.out / "last.pt", payload, create_parent=False)
         except NonFiniteCheckpoint:
             raise ConfigError(
                 "the target or the weighting network M became non-finite (NaN/Inf); last.pt "

@@ -20,8 +20,9 @@ first thing on resume. A run killed outright (SIGKILL, power cut, full disk) bet
 ``best.pt`` and ``last.pt`` resumes from ``best.pt``, the newer of the two (with a warning).
 
 A resumed run checks that its data are those it was trained on (the data fingerprint stored in
-its checkpoints; ``allow_data_change`` skips that), and it stops (``RunFolderLost``, exit 1)
-if its folder or lock file is deleted or replaced under it, checked before every checkpoint.
+its checkpoints; ``allow_data_change`` skips that). A run stops (``RunFolderLost``, exit 1)
+if its folder or lock file is deleted or replaced under it, checked before every meta-step and
+checkpoint.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from gwnmo_meta.io.checkpoint import (
     save_checkpoint,
 )
 from gwnmo_meta.io.interrupts import Interrupts
-from gwnmo_meta.io.runlock import RunLock, remove_if_empty
+from gwnmo_meta.io.runlock import RunFolderLost, RunLock, remove_if_empty
 from gwnmo_meta.memory import check_meta_train
 from gwnmo_meta.registry import METHODS
 from gwnmo_meta.training import distributed
@@ -429,9 +430,9 @@ class MetaTrainer:
             self.lock.verify()  # never write into a folder deleted or replaced under the run
         payload = self.payload()
         if self._best_unsaved:
-            save_checkpoint(self.out / "best.pt", payload)
+            save_checkpoint(self.out / "best.pt", payload, create_parent=False)
             self._best_unsaved = False
-        save_checkpoint(self.out / "last.pt", payload)
+        save_checkpoint(self.out / "last.pt", payload, create_parent=False)
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self, on_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -566,8 +567,10 @@ def meta_train(
                 allow_data_change,
                 lock if main else None,
             )
-    except BaseException:
-        if created:  # refused or failed before writing anything: leave no trace
+    except BaseException as exc:
+        # refused or failed before writing anything: leave no trace (but a folder that replaced
+        # ours is someone else's)
+        if created and not isinstance(exc, RunFolderLost):
             remove_if_empty(out)
         raise
 
