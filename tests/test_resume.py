@@ -426,7 +426,7 @@ def _classic_cfg(optimizer, schedule="alg1"):
 
     lr = {"adam": 0.01}.get(optimizer, 0.1)
     return ClassicConfig(
-        optimizer=optimizer, schedule=schedule, epochs=3, batch_size=16, hidden=8, reps=2, lr=lr,
+        optimizer=optimizer, schedule=schedule, epochs=3, batch_size=32, hidden=8, reps=2, lr=lr,
         device="cpu",
     )  # fmt: skip
 
@@ -444,12 +444,12 @@ def _same_classic(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize(
     "optimizer, schedule, batch, sig",
-    [  # 11 batches an epoch, 3 epochs a rep, 2 reps
-        ("gwnmo", "alg1", 17, signal.SIGTERM),  # epoch 2: the update graph crosses the epoch end
-        ("gwnmo", "alg2", 28, signal.SIGINT),  # epoch 3
-        ("gwnmo", "alg2", 40, signal.SIGTERM),  # rep 2: M carried over from rep 1
-        ("gwnmo", "alg1", 5, signal.SIGINT),  # epoch 1: last.pt is the run's start
-        ("adam", "alg1", 25, signal.SIGTERM),
+    [  # 6 batches an epoch, 3 epochs a rep, 2 reps
+        ("gwnmo", "alg1", 9, signal.SIGTERM),  # epoch 2: the update graph crosses the epoch end
+        ("gwnmo", "alg2", 14, signal.SIGINT),  # epoch 3
+        ("gwnmo", "alg2", 21, signal.SIGTERM),  # rep 2: M carried over from rep 1
+        ("gwnmo", "alg1", 3, signal.SIGINT),  # epoch 1: last.pt is the run's start
+        ("adam", "alg1", 10, signal.SIGTERM),
     ],
 )
 def test_classic_train_interrupted_resumes_to_the_same_results_and_m(
