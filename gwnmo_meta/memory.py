@@ -17,8 +17,8 @@ The estimate (float32, 4 bytes a number) is deliberately simple:
   hidden layers per coordinate; the factored M: a few numbers per coordinate and its MLP per row;
   the thesis MLP: its input 2P + D and layers), and the target's forward pass on the task's
   examples (for conv4: three maps per block). Tasks held at once: the meta-batch when it is
-  task-batched, else one; steps held: all inner steps when the meta-gradient runs back through
-  every step at second order, else one.
+  task-batched, else one; steps held: every inner step (each schedule back-propagates its
+  meta-loss once, after the inner loop), plus one.
 
 Free memory: on the CPU ``MemAvailable`` of ``/proc/meminfo`` (else ``os.sysconf``), lowered to
 the cgroup's ``memory.max`` headroom when one is set; on CUDA ``torch.cuda.mem_get_info``'s free
@@ -114,7 +114,7 @@ def estimate_meta_train(cfg: RunConfig, feature_dim: int | None = None) -> Memor
         feature_dim: the head's input width (default: from ``cfg.backbone`` and ``cfg.adapt``).
     """
     from gwnmo_meta.optim.nets import build_weighting, make_head
-    from gwnmo_meta.registry import METHODS, SCHEDULES
+    from gwnmo_meta.registry import METHODS
     from gwnmo_meta.training.targets import Conv4Target
 
     info = METHODS.check(cfg.method)
@@ -140,8 +140,8 @@ def estimate_meta_train(cfg: RunConfig, feature_dim: int | None = None) -> Memor
     else:
         forward = examples * ((cfg.head_hidden or 0) + cfg.ways)
     per_step = 2 * target + m_work + forward
-    one_step = SCHEDULES.check(cfg.schedule_name).one_step  # judged one inner step at a time
-    steps = 1 if (cfg.first_order or one_step or info.engine == "reference") else cfg.inner_steps
+    # the meta-loss of every schedule is back-propagated once, after the whole inner loop
+    steps = 1 if info.engine == "reference" else cfg.inner_steps
     tasks = cfg.meta_batch if cfg.task_batch else 1
     return MemoryEstimate(
         parameters=4 * (target + m_params) * FLOAT,
