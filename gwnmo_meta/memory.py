@@ -106,12 +106,15 @@ def _weighting_work(kind: str, shapes: list[tuple[int, ...]], feature_dim: int, 
     return 3 * coords + feature_dim + 2 * hidden  # the thesis MLP: input 2P + D, output P
 
 
-def estimate_meta_train(cfg: RunConfig, feature_dim: int | None = None) -> MemoryEstimate:
-    """The memory one meta-training (or evaluation) run of ``cfg`` needs, roughly.
+def estimate_meta_train(
+    cfg: RunConfig, feature_dim: int | None = None, train: bool = True
+) -> MemoryEstimate:
+    """The memory one meta-training run of ``cfg`` needs, roughly.
 
     Args:
         cfg: the run (validated).
         feature_dim: the head's input width (default: from ``cfg.backbone`` and ``cfg.adapt``).
+        train: ``False``: evaluation only (no meta-gradient: one inner step held at a time).
     """
     from gwnmo_meta.optim.nets import build_weighting, make_head
     from gwnmo_meta.registry import METHODS
@@ -141,7 +144,7 @@ def estimate_meta_train(cfg: RunConfig, feature_dim: int | None = None) -> Memor
         forward = examples * ((cfg.head_hidden or 0) + cfg.ways)
     per_step = 2 * target + m_work + forward
     # the meta-loss of every schedule is back-propagated once, after the whole inner loop
-    steps = 1 if info.engine == "reference" else cfg.inner_steps
+    steps = cfg.inner_steps if train and info.engine != "reference" else 1
     tasks = cfg.meta_batch if cfg.task_batch else 1
     return MemoryEstimate(
         parameters=4 * (target + m_params) * FLOAT,
@@ -225,9 +228,12 @@ def _built(estimate, *args) -> MemoryEstimate:  # noqa: ANN001
         ) from None
 
 
-def check_meta_train(cfg: RunConfig, device: torch.device, feature_dim: int | None = None) -> None:
-    """Refuse ``cfg`` before any work if it cannot fit in ``device``'s free memory."""
-    need = _built(estimate_meta_train, cfg, feature_dim)
+def check_meta_train(
+    cfg: RunConfig, device: torch.device, feature_dim: int | None = None, train: bool = True
+) -> None:
+    """Refuse ``cfg`` before any work if it cannot fit in ``device``'s free memory (``train``:
+    meta-training, else evaluation only; see :func:`estimate_meta_train`)."""
+    need = _built(estimate_meta_train, cfg, feature_dim, train)
     check_fits(
         need, device, "use smaller sizes (--meta-batch, --head-hidden, --weighting-hidden ...)"
     )

@@ -157,6 +157,7 @@ def _resave(body: dict, path: Path) -> Path:
         (lambda b: b["config"].__setitem__("evil", 1), "unknown configuration keys"),
         (lambda b: b.__setitem__("kind", "other"), "expected"),
         (lambda b: b.__setitem__("format_version", 1), "format version"),
+        (lambda b: b["config"].__setitem__("head_hidden", 10**9), "of memory"),  # sizes to allocate
     ],
 )
 def test_malformed_checkpoints_are_refused(good_run, tiny_data_root, tmp_path, mutate, message):

@@ -219,7 +219,7 @@ def evaluate_checkpoint(
         cfg.data_root = data_root
     cfg.validate()
     dev = resolve_device(device)
-    check_meta_train(cfg, dev, ckpt["feature_dim"])  # e.g. a checkpoint naming huge sizes
+    check_meta_train(cfg, dev, ckpt["feature_dim"], train=False)  # e.g. a checkpoint's huge sizes
     progress = progress and distributed.setup(None, dev).is_main  # torchrun: shard the tasks
     data = load_run_data(cfg, dev, eval_dataset=dataset, progress=progress)
     if data.feature_dim != ckpt["feature_dim"]:
@@ -294,7 +294,7 @@ def evaluate_method(
             f"(without one: {', '.join(allowed)}; fine-tuning from a fixed init)"
         )
     dev = resolve_device(cfg.device)
-    check_meta_train(cfg, dev)
+    check_meta_train(cfg, dev, train=False)
     data = load_run_data(cfg, dev, progress=progress)
     method = build_method_for(cfg, data.feature_dim, dev)
     return _score(
