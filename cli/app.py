@@ -94,16 +94,19 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from gwnmo_meta.errors import GwnmoError
+        from gwnmo_meta.io.interrupts import Interrupts, exit_code
 
         try:
-            return fn(*args, **kwargs)
+            with Interrupts():  # SIGTERM, like SIGINT, unwinds: exit 143 (130 for SIGINT)
+                return fn(*args, **kwargs)
         except GwnmoError as exc:
+            code = getattr(exc, "exit_code", 2)
             prefix = _rank_prefix()
             if prefix is None:
-                raise typer.Exit(2) from None
-            fail(prefix + str(exc), 2)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+                raise typer.Exit(code) from None
+            fail(prefix + str(exc), code)
+        except KeyboardInterrupt as exc:
+            fail("interrupted", exit_code(exc))
         except Exception as exc:
             dist = sys.modules.get("gwnmo_meta.training.distributed")
             if dist is None or not isinstance(exc, dist.RankFailure):
@@ -155,6 +158,13 @@ def _device(name: str) -> str:
         return registry.check_device(name)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def out_folder(value: str | Path) -> Path:
+    """``--out``'s parser: an empty name (it would mean the current folder) is a usage error."""
+    if str(value) == "":
+        raise typer.BadParameter("is empty; name a folder (. for the current one)")
+    return Path(value)
 
 
 def _path(p: Path | None) -> str | None:
@@ -593,6 +603,8 @@ def meta_train_cmd(
         Path,
         typer.Option(
             "--out",
+            parser=out_folder,
+            metavar="<path>",
             help="RUN_DIR for checkpoints, config and TensorBoard events.",
             rich_help_panel=OUTPUT,
         ),
@@ -601,6 +613,14 @@ def meta_train_cmd(
         bool,
         typer.Option(
             "--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=OUTPUT
+        ),
+    ] = False,
+    allow_data_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-change",
+            help="With --resume: continue even if the data differ from those the run was trained on.",
+            rich_help_panel=OUTPUT,
         ),
     ] = False,
     test_tasks: Annotated[
@@ -678,7 +698,14 @@ def meta_train_cmd(
         out = out if given(ctx, "out") else config.parent
     progress = progress_bars(quiet)
     try:
-        result = meta_train(cfg, out, resume=resume, progress=progress, check_test=test_tasks > 0)
+        result = meta_train(
+            cfg,
+            out,
+            resume=resume,
+            progress=progress,
+            check_test=test_tasks > 0,
+            allow_data_change=allow_data_change,
+        )
     except TrainingDiverged as exc:  # the global meta-loss: every rank stops, rank 0 says why
         if not distributed.world().is_main:
             raise typer.Exit(1) from None
@@ -808,6 +835,10 @@ def evaluate(
 
     if json_path is not None:
         check_writable_file(json_path, "--json")  # before the evaluation, not after it
+        if checkpoint is not None:
+            from gwnmo_meta.training.trainer import check_not_run_file
+
+            check_not_run_file(json_path, checkpoint, "--json")
     if checkpoint is not None and method is not None:
         raise ConfigError("give a checkpoint or --method, not both")
     if checkpoint is None and method is None:
@@ -959,6 +990,8 @@ def benchmark(
         Path,
         typer.Option(
             "--out",
+            parser=out_folder,
+            metavar="<path>",
             help="Folder for cells, results.{md,csv,json} and PNG plots.",
             rich_help_panel=OUTPUT,
         ),
@@ -1322,10 +1355,28 @@ def train(
         Path,
         typer.Option(
             "--out",
-            help="Folder for TensorBoard events, results.json and M's weights.",
+            parser=out_folder,
+            metavar="<path>",
+            help="Folder for TensorBoard events, results.json, M's weights and last.pt.",
             rich_help_panel=OUTPUT,
         ),
     ] = Path("runs/train"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its last.pt (written at every epoch).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    allow_data_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-change",
+            help="With --resume: continue even if the data differ from those the run was trained on.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Classic training (thesis Tables 1-2): train a target on a full dataset with GWNMO learning online."""
@@ -1363,7 +1414,21 @@ def train(
         base_momentum=base_momentum,
         base_beta2=base_beta2,
     )
-    results = train_classic(cfg, out, progress=progress_bars(quiet))
+    try:
+        results = train_classic(
+            cfg,
+            out,
+            progress=progress_bars(quiet),
+            resume=resume,
+            allow_data_change=allow_data_change,
+        )
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: last.pt holds the current epoch's start
+        from gwnmo_meta.io.interrupts import exit_code
+
+        if not (out / "last.pt").is_file():
+            raise
+        typer.echo(f"interrupted; checkpoint saved to {out / 'last.pt'} (continue with --resume)")
+        raise typer.Exit(exit_code(exc)) from None
     for r in results:
         typer.echo(f"rep {r.rep + 1}: {r.summary()}")
 

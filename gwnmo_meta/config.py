@@ -336,14 +336,16 @@ class RunConfig:
             The config (not yet validated).
 
         Raises:
-            ConfigError: the file is missing, not JSON, or holds unknown keys.
+            ConfigError: the file is missing, not a regular file, over 1 MiB, not JSON, or holds
+                unknown keys.
         """
+        from gwnmo_meta.io.userfiles import read_small_text
+
         path = Path(path)
+        text = read_small_text(path, "config")  # a regular file of at most 1 MiB
         try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-        except ValueError:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise ConfigError(f"config {path} is not valid JSON") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config {path} does not hold a JSON object")

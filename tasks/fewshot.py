@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.errors import ConfigError, DataError
 from gwnmo_meta.io.atomic import atomic_torch_save, remove_stale_temps
-from gwnmo_meta.io.paths import cache_dir
+from gwnmo_meta.io.paths import cache_dir, cache_source
 from gwnmo_meta.tasks.backbones import (
     CONV4_EPOCHS,
     CONV4_MAX_PER_CLASS,
@@ -85,6 +85,7 @@ class FewShotConfig:
     pretrain_epochs: int = (
         CONV4_EPOCHS  # conv4 pre-training epochs (part of the weights' cache key)
     )
+    expected_fingerprint: str | None = None  # a resumed run's data: other images are refused
 
 
 @dataclass
@@ -97,6 +98,7 @@ class FewShotData:
     split: ClassSplit
     name: str = "synthetic"
     is_test: Tensor | None = field(default=None, repr=False)
+    fingerprint: str | None = None  # of the images (``LabeledImages.fingerprint``), if loaded
 
     @property
     def feature_dim(self) -> int:
@@ -148,7 +150,7 @@ def check_cache_dir(folder: Path) -> Path:
         os.unlink(probe)
     except OSError as exc:
         raise ConfigError(
-            f"cannot use the cache folder {folder} ($GWNMO_CACHE): {exc.strerror or exc}"
+            f"cannot use the cache folder {folder} ({cache_source(folder)}): {exc.strerror or exc}"
         ) from None
     return folder
 
@@ -236,9 +238,17 @@ def _default_split(cfg: FewShotConfig, dataset: str) -> ClassSplit:
 
 def _load(cfg: FewShotConfig) -> LabeledImages:
     root = resolve_data_root(cfg.data_root)
-    return load_images(
+    imgs = load_images(
         cfg.dataset, root, download=cfg.download, skip_integrity_check=cfg.skip_integrity_check
     )
+    expected = cfg.expected_fingerprint
+    if expected is not None and imgs.fingerprint() != expected:
+        raise DataError(
+            f"the {cfg.dataset} data in {root} are not those the run was trained on (fingerprint "
+            f"{imgs.fingerprint()}, the run's {expected}); resume with the run's --data-root, or "
+            "pass --allow-data-change"
+        )
+    return imgs
 
 
 def _features(cfg: FewShotConfig, device: torch.device) -> tuple[LabeledImages, Tensor]:
@@ -333,7 +343,9 @@ def prepare_fewshot(cfg: FewShotConfig, device: torch.device | str | None = None
     parts = split_indices(
         imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
     )
-    return FewShotData(feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test)
+    return FewShotData(
+        feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test, imgs.fingerprint()
+    )
 
 
 def split_summary(cfg: FewShotConfig, ways: int) -> dict[str, object]:
@@ -384,7 +396,9 @@ def prepare_images(cfg: FewShotConfig) -> FewShotData:
     parts = split_indices(
         imgs.labels, imgs.is_test, split, keep_image_split=cfg.keep_image_split, seed=cfg.seed
     )
-    return FewShotData(feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test)
+    return FewShotData(
+        feats, imgs.labels, parts, split, cfg.dataset, imgs.is_test, imgs.fingerprint()
+    )
 
 
 def classic_features(
@@ -404,6 +418,34 @@ def classic_features(
     conv4 is pre-trained on the default meta-train classes' *train-split* images only
     (``keep_image_split``), so no test image ever shaped the backbone.
     """
+    return load_classic_data(
+        dataset=dataset,
+        data_root=data_root,
+        download=download,
+        skip_integrity_check=skip_integrity_check,
+        backbone=backbone,
+        seed=seed,
+        device=device,
+        progress=progress,
+        cache=cache,
+    )[0]
+
+
+def load_classic_data(
+    *,
+    dataset: str,
+    data_root: str | None,
+    download: bool,
+    skip_integrity_check: bool,
+    backbone: str,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+    cache: str | None = None,
+    expect_data: str | None = None,
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], str]:
+    """:func:`classic_features` and the images' fingerprint; ``expect_data``: the fingerprint
+    the images must have (a resumed run's), checked before any backbone is trained."""
     check_dataset(dataset)
     check_backbone(backbone)
     cfg = FewShotConfig(
@@ -416,10 +458,11 @@ def classic_features(
         seed=seed,
         cache_dir=cache,
         progress=progress,
+        expected_fingerprint=expect_data,
     )
     imgs, feats = _features(cfg, torch.device(device))
     tr, te = ~imgs.is_test, imgs.is_test
-    return feats[tr], imgs.labels[tr], feats[te], imgs.labels[te]
+    return (feats[tr], imgs.labels[tr], feats[te], imgs.labels[te]), imgs.fingerprint()
 
 
 def synthetic_fewshot(

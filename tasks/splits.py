@@ -28,22 +28,34 @@ MIXED_PARTS = {"train": tuple(range(5)), "val": (5, 6), "test": (7, 8, 9)}
 LODO_PARTS = {"train": tuple(range(7)), "val": (7, 8, 9)}
 
 
-def _parse_range(part: str, text: str) -> list[int]:
+def _parse_range(part: str, limit: int | None) -> list[int]:
+    """``N`` or ``N-M`` as labels; a bound at or above ``limit`` is refused before expanding."""
     if "-" in part:
         lo, hi = (int(p) for p in part.split("-", 1))
         if hi < lo:
             raise ValueError
-        return list(range(lo, hi + 1))
-    return [int(part)]
+    else:
+        lo = hi = int(part)
+    if limit is not None and hi >= limit:
+        raise _OutOfRange(hi)
+    return list(range(lo, hi + 1))
 
 
-def parse_classes(text: str, dataset: str | None = None) -> tuple[int, ...]:
+class _OutOfRange(Exception):
+    """A class label beyond the dataset's classes (raised before a range is expanded)."""
+
+
+def parse_classes(
+    text: str, dataset: str | None = None, num_classes: int | None = None
+) -> tuple[int, ...]:
     """Class labels of a list such as ``"0-4"``, ``"0,2,5-7"`` or (named) ``"cifar10:0-4,mnist:3,fmnist"``.
 
     Args:
         text: comma-separated items: ``N`` or ``N-M`` (labels; not for ``mixed``), ``dataset:N``,
             ``dataset:N-M`` (that dataset's classes), or a bare ``dataset`` (all its classes).
         dataset: the dataset the labels belong to; ``None`` allows plain labels only.
+        num_classes: with ``dataset=None``, the number of classes plain labels are checked
+            against (default: ``dataset``'s). Labels are checked before a range is expanded.
 
     Returns:
         The labels in the order given (for ``mixed``: 0-9 mnist, 10-19 fmnist, 20-29 cifar10).
@@ -67,19 +79,22 @@ def parse_classes(text: str, dataset: str | None = None) -> tuple[int, ...]:
                 f"class {part!r} in {text!r}: on --dataset mixed name classes dataset:class, "
                 "e.g. cifar10:7, cifar10:0-4 or fmnist"
             )
+        owner = src or dataset
+        limit = NUM_CLASSES[owner] if owner in NUM_CLASSES else num_classes
         try:
-            local = _parse_range(rest if src else part, text)
+            local = _parse_range(rest if src else part, limit)
         except ValueError:
             raise ConfigError(
                 f"cannot parse class list {text!r}; use e.g. 0-4 or 0,2,5-7"
                 + (" or cifar10:0-4,mnist:3" if dataset == MIXED else "")
             ) from None
+        except _OutOfRange as exc:
+            name = f"{src}:{exc.args[0]}" if src else str(exc.args[0])
+            has = f"{owner} has" if owner else "there are"
+            raise ConfigError(
+                f"class {name} in {text!r} does not exist ({has} classes 0-{limit - 1})"
+            ) from None
         if src:
-            bad = [c for c in local if not 0 <= c < NUM_CLASSES[src]]
-            if bad:
-                raise ConfigError(
-                    f"class {src}:{bad[0]} in {text!r} does not exist ({src} has classes 0-{NUM_CLASSES[src] - 1})"
-                )
             local = [offsets[src] + c for c in local]
         out.extend(local)
     if not out:
@@ -120,10 +135,11 @@ class ClassSplit:
             dataset: names the classes and picks the default split (:func:`dataset_split`).
         """
         d = dataset_split(dataset) if dataset is not None else default_split(num_classes)
+        n = None if dataset is not None else num_classes
         return cls(
-            parse_classes(train, dataset) if train else d.train,
-            parse_classes(val, dataset) if val else d.val,
-            parse_classes(test, dataset) if test else d.test,
+            parse_classes(train, dataset, n) if train else d.train,
+            parse_classes(val, dataset, n) if val else d.val,
+            parse_classes(test, dataset, n) if test else d.test,
         )
 
     def validate(self, num_classes: int, dataset: str | None = None) -> ClassSplit:

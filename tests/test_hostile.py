@@ -157,6 +157,7 @@ def _resave(body: dict, path: Path) -> Path:
         (lambda b: b["config"].__setitem__("evil", 1), "unknown configuration keys"),
         (lambda b: b.__setitem__("kind", "other"), "expected"),
         (lambda b: b.__setitem__("format_version", 1), "format version"),
+        (lambda b: b["config"].__setitem__("head_hidden", 10**9), "of memory"),  # sizes to allocate
     ],
 )
 def test_malformed_checkpoints_are_refused(good_run, tiny_data_root, tmp_path, mutate, message):
@@ -388,3 +389,305 @@ def test_corrupt_cell_result_is_recomputed_with_a_warning(tiny_data_root, tmp_pa
     assert "warning:" in err and "recomputing" in err
     again = json.loads(result.read_text())
     assert again["evals"] == good["evals"] and again["history"] == good["history"]
+
+
+# ---- no write through a planted path ------------------------------------------------------------
+def _planted(tmp_path: Path, kind: str) -> tuple[Path, object]:
+    """A non-regular ``--json`` target and a way to see it is untouched."""
+    import stat
+
+    path = tmp_path / f"planted-{kind}"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return path, stat.S_ISFIFO
+    if kind == "device":  # a /dev/null clone: needs root
+        if os.geteuid() != 0:
+            pytest.skip("mknod of a device needs root")
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        return path, stat.S_ISCHR
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    path.symlink_to(victim)
+    return path, stat.S_ISLNK
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "symlink"])
+def test_json_onto_a_non_regular_file_is_refused(good_run, tiny_data_root, tmp_path, kind):
+    target, still = _planted(tmp_path, kind)
+    res = invoke(
+        "evaluate", good_run / "best.pt", "--data-root", tiny_data_root, "--tasks", "2",
+        "--device", "cpu", "--json", target,
+    )  # fmt: skip
+    assert_refused(res)
+    assert "not a regular file" in res.stderr
+    assert still(os.lstat(target).st_mode), "the planted node was replaced"
+    if kind == "symlink":
+        assert (tmp_path / "victim.txt").read_text() == "precious\n"
+
+
+def test_atomic_writer_never_replaces_a_link_or_a_node(tmp_path):
+    from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.io.atomic import atomic_write_json
+
+    fifo, _ = _planted(tmp_path, "fifo")
+    link, _ = _planted(tmp_path, "symlink")
+    for path in (fifo, link, tmp_path):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            atomic_write_json(path, {"a": 1})
+    assert link.is_symlink() and (tmp_path / "victim.txt").read_text() == "precious\n"
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind
+
+
+@pytest.mark.parametrize("name", ["best.pt", "last.pt", "config.json", "test.json"])
+def test_json_onto_the_runs_own_files_is_refused(good_run, tiny_data_root, tmp_path, name):
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in good_run.iterdir():
+        if f.is_file():
+            (run / f.name).write_bytes(f.read_bytes())
+    (run / "test.json").write_text("{}\n")
+    before = snapshot(run)
+    res = invoke(
+        "evaluate", run / "best.pt", "--data-root", tiny_data_root, "--tasks", "2",
+        "--device", "cpu", "--json", run / name,
+    )  # fmt: skip
+    assert_refused(res, folder=run, before=before)
+    assert "write the results elsewhere" in res.stderr
+
+
+# ---- no unbounded allocation ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "cmd, classes",
+    [
+        ("meta-train", ["--train-classes", "0-1000000000"]),
+        ("meta-train", ["--train-classes", "0-100000000000000000000"]),
+        ("meta-train", ["--dataset", "mixed", "--test-classes", "cifar10:0-100000000000000000000"]),
+        ("splits", ["--test-classes", "5-1000000000"]),
+        ("splits", ["--val-classes", "3-100000000000000000000"]),
+    ],
+)
+def test_huge_class_ranges_are_refused_before_they_are_expanded(
+    tiny_data_root, tmp_path, cmd, classes
+):
+    out = ["--out", tmp_path / "out", *TINY] if cmd == "meta-train" else []
+    res = invoke(cmd, "--data-root", tiny_data_root, *classes, *out)
+    assert_refused(res)
+    assert "does not exist" in res.stderr and "classes 0-9" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["meta-train", *TINY, "--meta-batch", "1000000000"],
+        ["meta-train", *TINY, "--head-hidden", "1000000000"],
+        ["meta-train", *TINY, "--weighting", "coordinate", "--weighting-hidden", "1000000000"],
+        ["meta-train", *TINY, "--weighting-hidden", str(10**12)],
+        ["meta-train", *TINY, "--method", "maml", "--inner-steps", "100000000"],
+        ["train", "--backbone", "none", "--device", "cpu", "--hidden", "1000000000"],
+    ],
+    ids=["meta-batch", "head-hidden", "weighting-hidden", "int64-overflow", "inner-steps", "train"],
+)
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_any_work(
+    tiny_data_root, tmp_path, args
+):
+    out = tmp_path / "out"
+    res = invoke(*args, "--data-root", tiny_data_root, "--out", out)
+    assert_refused(res)
+    assert any(w in res.stderr for w in ("of memory", "free", "too large")), res.stderr
+    assert any(unit in res.stderr for unit in ("TiB", "PiB", "EiB", "too large")), res.stderr
+    assert not out.exists()
+
+
+def test_memory_estimate_admits_the_normal_configurations_and_reads_free_memory(monkeypatch):
+    import gwnmo_meta.memory as memory
+    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.training.classic import ClassicConfig
+
+    normal = [  # the defaults, the test configurations and the benchmark suites' settings
+        RunConfig(),
+        RunConfig(backbone="none", meta_batch=2, query=3, inner_steps=1),
+        RunConfig(meta_steps=100, val_every=50, val_tasks=100, shots=5),  # protocol
+        RunConfig(head_hidden=4096, shots=5, weighting="factored"),  # benchmarks/scale.sh
+        RunConfig(adapt="all", method="maml"),  # conv4 end to end, second order
+        RunConfig(weighting="mlp", schedule="unrolled"),
+    ]
+    for cfg in normal:
+        need = memory.estimate_meta_train(cfg.validate()).total
+        assert 0 < need < 4 * 1024**3, (cfg, memory.human(need))
+    assert 0 < memory.estimate_classic(ClassicConfig().validate()).total < 1024**3
+    cpu = torch.device("cpu")
+    free = memory.available_bytes(cpu)
+    assert free is not None and free > 0  # MemAvailable (or sysconf) on Linux
+    memory.check_meta_train(RunConfig(), cpu)
+    need = memory.estimate_meta_train(RunConfig()).total
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: need // 2)  # a machine too small
+    with pytest.raises(ConfigError, match=f"needs about {memory.human(need)} .* available on cpu"):
+        memory.check_meta_train(RunConfig(), cpu)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: calls.append(d) or (10, 100))
+    assert memory.available_bytes(torch.device("cuda:0")) == 10 and calls  # free, not total
+
+
+def test_thesis_mlp_is_refused_by_free_memory_not_a_fixed_cap(monkeypatch):
+    import gwnmo_meta.optim.nets as nets
+    from gwnmo_meta.errors import ConfigError
+
+    shapes = [(64, 256), (64,), (5, 64), (5,)]
+    nets.build_weighting("mlp", 256, shapes)  # fits
+    monkeypatch.setattr(nets, "available_bytes", lambda device: 1024)
+    with pytest.raises(
+        ConfigError, match=r"more than the 1 KiB free\); use --weighting coordinate"
+    ):
+        nets.build_weighting("mlp", 256, shapes)
+
+
+@pytest.mark.parametrize("planted", ["lock-symlink", "lock-hardlink", "probe-symlink"])
+@pytest.mark.parametrize("cmd", ["meta-train", "train"])
+def test_a_planted_lock_or_probe_link_is_refused_and_its_target_untouched(
+    tiny_data_root, tmp_path, planted, cmd
+):
+    from gwnmo_meta.io.runlock import LOCK_NAME
+    from gwnmo_meta.training.trainer import PROBE_NAME
+
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir()
+    victim.write_text("precious\n")
+    name = PROBE_NAME if planted.startswith("probe") else LOCK_NAME
+    if planted.endswith("hardlink"):
+        os.link(victim, run / name)
+    else:
+        (run / name).symlink_to(victim)
+    args = [*TINY] if cmd == "meta-train" else ["--backbone", "none", "--device", "cpu"]
+    res = invoke(cmd, *args, "--data-root", tiny_data_root, "--out", run)
+    assert_refused(res)
+    assert "refusing" in res.stderr
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in run.iterdir()) == [name]  # nothing else written
+
+
+# ---- malicious --config ------------------------------------------------------------------------
+def test_config_nested_too_deep_is_refused(tiny_data_root, tmp_path):
+    deep = tmp_path / "config.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    res = invoke("meta-train", "--config", deep, "--data-root", tiny_data_root, *TINY)
+    assert_refused(res)
+    assert "not valid JSON" in res.stderr
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo", "big"])
+def test_config_that_is_not_a_small_regular_file_is_refused(tiny_data_root, tmp_path, source):
+    if source == "fifo":
+        path = tmp_path / "fifo.json"
+        os.mkfifo(path)  # opening it for reading would block until a writer came
+    elif source == "big":
+        path = tmp_path / "big.json"
+        path.write_text('{"seed": 0' + " " * (2 * 1024**2) + "}")
+    else:
+        path = Path(source)
+    res = invoke("meta-train", "--config", path, "--data-root", tiny_data_root, *TINY)
+    assert_refused(res)
+    assert ("not a regular file" if source != "big" else "larger than 1024 KiB") in res.stderr
+
+
+def test_an_empty_out_is_refused_not_the_current_folder(tiny_data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["meta-train", *TINY], ["train", "--backbone", "none", "--device", "cpu"]):
+        res = invoke(
+            *cmd,
+            "--data-root",
+            tiny_data_root,
+            "--meta-steps" if cmd[0] != "train" else "--epochs",
+            "1",
+            "--out",
+            "",
+        )
+        assert_refused(res)
+        assert "'--out': is empty" in res.stderr
+    res = invoke("benchmark", "quick", "--out", "")
+    assert_refused(res)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- error hints name the real source ------------------------------------------------------------
+def test_cache_error_names_xdg_cache_home_when_the_folder_came_from_it(
+    tiny_data_root, tmp_path, monkeypatch
+):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    monkeypatch.delenv("GWNMO_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    res = invoke(
+        "meta-train", "--data-root", tiny_data_root, "--backbone", "conv4", "--device", "cpu",
+        "--meta-steps", "1", "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert_refused(res)
+    assert "$XDG_CACHE_HOME" in res.stderr and "$GWNMO_CACHE" not in res.stderr
+
+
+def test_weighting_from_hint_names_the_checkpoints_own_weighting(
+    good_run, tiny_data_root, tmp_path
+):
+    res = invoke(
+        "train", "--data-root", tiny_data_root, "--backbone", "none", "--device", "cpu",
+        "--epochs", "1", "--weighting", "mlp", "--weighting-from", good_run / "best.pt",
+        "--out", tmp_path / "t",
+    )  # fmt: skip
+    assert_refused(res)
+    kind = _body(good_run)["config"]["weighting"]  # the run's M (not the train default, mlp)
+    assert kind != "mlp"
+    assert f"the checkpoint's M is --weighting {kind}; pass --weighting {kind}" in res.stderr
+
+
+# ---- protocol suite files: recoverable -----------------------------------------------------------
+def _tiny_protocol(root: Path):
+    from gwnmo_meta.suites.protocol import build_protocol
+    from tests.helpers import tiny_base
+
+    base = tiny_base(root, meta_steps=2, val_every=1, val_tasks=4, inner_steps=1)
+    return build_protocol(
+        base=base, sources=("mnist",), shots=(1,), regimes=("learned",), methods=("sgd", "prototype"),
+        seeds=(0,), test_tasks=4, grid_points=1,
+    )  # fmt: skip
+
+
+def _cells(out: Path) -> dict[str, object]:
+    """Every cell file's content, without its timings."""
+    return {
+        str(p.relative_to(out)): {
+            k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"
+        }
+        for p in sorted(out.glob("cells/*/*.json"))
+    }
+
+
+def test_damaged_protocol_files_are_recomputed_or_refused_with_a_way_out(
+    tiny_data_root, tmp_path, capsys
+):
+    """Cell files cut off or wrongly shaped are recomputed (warning); suite.json is refused."""
+    from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.suites.protocol import run_protocol
+
+    suite, out = _tiny_protocol(tiny_data_root), tmp_path / "suite"
+    run_protocol(suite, out, progress=False)
+    good = _cells(out)
+    (sgd,) = out.glob("cells/*-sgd-*")
+    (proto,) = out.glob("cells/*-prototype-*")
+    damage = {
+        sgd / "val.json": lambda t: t[: len(t) // 2],  # truncated
+        sgd / "test.json": lambda t: json.dumps({"cell": 3, "eval": "x"}),  # wrong types
+        proto / "val.json": lambda t: "[1, 2, 3]\n",  # wrong shape
+        proto / "test.json": lambda t: json.dumps({"cell": "c", "eval": {"accuracy_mean": 1}}),
+    }
+    for path, spoil in damage.items():
+        path.write_text(spoil(path.read_text()))
+    capsys.readouterr()
+    run_protocol(suite, out, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 4 and "recomputing" in err
+    assert _cells(out) == good
+    for bad in ('{"meta_steps": 10', "[]", "[" * 100_000):
+        (out / "suite.json").write_text(bad)
+        with pytest.raises(ConfigError, match="delete suite.json and rerun"):
+            run_protocol(suite, out, progress=False)

@@ -195,6 +195,7 @@ def evaluate_checkpoint(
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.errors import CheckpointError, ConfigError
     from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
+    from gwnmo_meta.memory import check_meta_train
     from gwnmo_meta.training.run_data import build_method_for, load_run_data
 
     if tasks <= 0:
@@ -218,6 +219,7 @@ def evaluate_checkpoint(
         cfg.data_root = data_root
     cfg.validate()
     dev = resolve_device(device)
+    check_meta_train(cfg, dev, ckpt["feature_dim"], train=False)  # e.g. a checkpoint's huge sizes
     progress = progress and distributed.setup(None, dev).is_main  # torchrun: shard the tasks
     data = load_run_data(cfg, dev, eval_dataset=dataset, progress=progress)
     if data.feature_dim != ckpt["feature_dim"]:
@@ -274,6 +276,7 @@ def evaluate_method(
     from gwnmo_meta.config import check_seed
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.errors import ConfigError
+    from gwnmo_meta.memory import check_meta_train
     from gwnmo_meta.registry import METHODS
     from gwnmo_meta.training.run_data import build_method_for, load_run_data
 
@@ -291,6 +294,7 @@ def evaluate_method(
             f"(without one: {', '.join(allowed)}; fine-tuning from a fixed init)"
         )
     dev = resolve_device(cfg.device)
+    check_meta_train(cfg, dev, train=False)
     data = load_run_data(cfg, dev, progress=progress)
     method = build_method_for(cfg, data.feature_dim, dev)
     return _score(

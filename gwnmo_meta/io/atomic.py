@@ -5,6 +5,9 @@ fsync'ed, then renamed over the target (``os.replace``, atomic on POSIX), and th
 fsync'ed so the rename survives a power cut. A process killed mid-write (SIGKILL) leaves only a
 temp file; :func:`remove_stale_temps` deletes those whose writer is no longer alive, and nothing
 reads them meanwhile (their names never match a result file).
+
+Only a regular file is ever replaced: a target that is a symbolic link, a device, a FIFO, a socket
+or a folder is refused (:func:`check_replaceable`), so no write lands on a planted path.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,22 +41,58 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_replaceable(path: str | Path, what: str | None = None) -> None:
+    """``ConfigError`` unless ``path`` is absent or a regular file (judged without following links).
+
+    Args:
+        path: the file about to be (re)written.
+        what: how to name it in the message (default: the path).
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what or path}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise ConfigError(f"refusing to write {what or path}: it is {kind}, not a regular file")
+
+
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | Path, mode: str = "w", *, create_parent: bool = True, **kwargs: Any
+) -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on a clean exit it replaces ``path`` atomically.
 
     Args:
-        path: the file to (re)write.
+        path: the file to (re)write; if it exists it must be a regular file (not a link).
         mode: ``"w"`` (text; ``kwargs`` go to ``open``, e.g. ``newline=""``) or ``"wb"``.
+        create_parent: create ``path``'s folder if missing (``False``: a missing folder is an
+            error, e.g. a run folder deleted under a live run is never re-created).
 
     Raises:
-        ConfigError: the folder cannot be created or written, or ``path`` is read-only.
+        ConfigError: the folder cannot be created or written, ``path`` is read-only, or it is not
+            a regular file (symbolic link, device, FIFO, socket, folder).
     """
     path = Path(path)
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes only, mode 'w' or 'wb', not {mode!r}")
+    check_replaceable(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create_parent:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
             raise PermissionError(13, "Permission denied (the file is read-only)")
         fd, tmp = tempfile.mkstemp(
@@ -66,6 +106,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        check_replaceable(path)  # again: something may have been planted meanwhile
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -80,13 +121,14 @@ def check_writable_file(path: str | Path, flag: str | None = None) -> None:
 
     Raises:
         ConfigError: naming ``flag`` (or the path) if the folder cannot be created or written,
-            ``path`` is a folder, or ``path`` is read-only.
+            ``path`` is a folder, read-only, or not a regular file.
     """
     path = Path(path)
     what = f"{flag} {path}" if flag else str(path)
     try:
         if path.is_dir():
             raise IsADirectoryError(21, "it is a folder")
+        check_replaceable(path, what)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
             raise PermissionError(13, "Permission denied (the file is read-only)")
@@ -101,9 +143,9 @@ def check_writable_file(path: str | Path, flag: str | None = None) -> None:
         raise ConfigError(f"cannot write {what!r}: the path is not valid text") from None
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see the module docstring)."""
-    with atomic_open(path, "wb") as fh:
+def atomic_write_bytes(path: str | Path, data: bytes, *, create_parent: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see the module docstring and :func:`atomic_open`)."""
+    with atomic_open(path, "wb", create_parent=create_parent) as fh:
         fh.write(data)
 
 

@@ -27,7 +27,8 @@ from gwnmo_meta.io.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 2  # 2: weights-only content with a sha256 digest (1: pickled NumPy RNG state)
 KIND_META = "gwnmo-meta/meta-train"
-KIND_CLASSIC = "gwnmo-meta/classic"
+KIND_CLASSIC = "gwnmo-meta/classic"  # M of a classic run (weighting.pt)
+KIND_CLASSIC_RUN = "gwnmo-meta/classic-run"  # a classic run's state (last.pt), for --resume
 DIGEST_KEY = "sha256"
 
 
@@ -77,8 +78,12 @@ def non_finite_tensors(obj: Any, where: str = "") -> list[str]:
     return []
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: str | Path, payload: dict[str, Any], *, create_parent: bool = True
+) -> None:
     """Write ``payload`` (tensors and plain data only) to ``path`` atomically, with its digest.
+
+    ``create_parent=False``: a missing folder is an error (a run's folder is never re-created).
 
     Raises:
         NonFiniteCheckpoint: a floating-point tensor holds NaN/Inf (nothing is written).
@@ -93,7 +98,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     body[DIGEST_KEY] = content_digest(body)
     buf = io.BytesIO()
     torch.save(body, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), create_parent=create_parent)
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
@@ -101,7 +106,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
 
     Args:
         path: the checkpoint file.
-        kind: the expected ``kind`` (``KIND_META``, ``KIND_CLASSIC``); ``None`` accepts either.
+        kind: the expected ``kind`` (``KIND_META``, ``KIND_CLASSIC``, ``KIND_CLASSIC_RUN``);
+            ``None`` accepts any.
 
     Returns:
         The checkpoint's content (without its digest).
@@ -228,6 +234,8 @@ def _check_meta(body: dict[str, Any], path: Path) -> None:
     )
     if not isinstance(body.get("pending_validation"), (dict, type(None))):
         raise CheckpointError(f"checkpoint {path}: 'pending_validation' should be a dict or None")
+    if not isinstance(body.get("data_fingerprint"), (str, type(None))):
+        raise CheckpointError(f"checkpoint {path}: 'data_fingerprint' should be a string or None")
 
 
 def _check_classic(body: dict[str, Any], path: Path) -> None:
@@ -235,9 +243,39 @@ def _check_classic(body: dict[str, Any], path: Path) -> None:
     _require(body, path, "weighting", _is_state, "a dict of tensors")
 
 
+def _check_classic_run(body: dict[str, Any], path: Path) -> None:
+    _require(body, path, "config", lambda v: isinstance(v, dict), "a dict")
+    for key in ("rep", "epoch"):
+        _require(body, path, key, lambda v: _is_int(v) and v >= 0, "a non-negative int")
+    _require(
+        body,
+        path,
+        "reps",
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(r, dict)
+                and _is_int(r.get("rep"))
+                and isinstance(r.get("epochs"), list)
+                and all(isinstance(e, dict) for e in r["epochs"])
+                for r in v
+            )
+        ),
+        "a list of reps",
+    )
+    _require(body, path, "weighting", lambda v: v is None or _is_state(v), "a state dict or None")
+    for key in ("meta_optimizer", "learner"):
+        _require(body, path, key, lambda v: v is None or isinstance(v, dict), "a dict or None")
+    _require(body, path, "generator", lambda v: isinstance(v, torch.Tensor), "a tensor")
+    _require(body, path, "rng", _is_rng, "RNG states")
+    if not isinstance(body.get("data_fingerprint"), (str, type(None))):
+        raise CheckpointError(f"checkpoint {path}: 'data_fingerprint' should be a string or None")
+
+
 SCHEMAS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     KIND_META: _check_meta,
     KIND_CLASSIC: _check_classic,
+    KIND_CLASSIC_RUN: _check_classic_run,
 }
 
 

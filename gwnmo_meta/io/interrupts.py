@@ -18,6 +18,19 @@ from typing import Any
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
+class Interrupted(KeyboardInterrupt):
+    """The ``KeyboardInterrupt`` a handled signal raises; ``signum`` says which (exit 128 + it)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def exit_code(exc: BaseException) -> int:
+    """128 + the signal behind a ``KeyboardInterrupt`` (SIGINT's 130 when it is not known)."""
+    return 128 + int(getattr(exc, "signum", None) or signal.SIGINT)
+
+
 class Interrupts:
     """Context manager installing the handlers (main thread only; elsewhere a no-op).
 
@@ -52,7 +65,7 @@ class Interrupts:
         if self._depth:
             self._pending = True
         else:
-            raise KeyboardInterrupt
+            raise Interrupted(self.signum)
 
     @contextmanager
     def critical(self, *, discard: bool = False) -> Iterator[None]:
@@ -65,4 +78,4 @@ class Interrupts:
         if self._depth == 0 and self._pending:
             self._pending = False
             if not discard:
-                raise KeyboardInterrupt
+                raise Interrupted(self.signum or signal.SIGINT)

@@ -50,6 +50,17 @@ def cache_dir(override: str | Path | None = None) -> Path:
     return resolve_path(override, "GWNMO_CACHE", user_cache_dir())
 
 
+def cache_source(folder: Path) -> str:
+    """Where the cache folder ``folder`` came from, for messages: ``$GWNMO_CACHE``,
+    ``$XDG_CACHE_HOME``, the default ``~/.cache``, or the caller's own choice."""
+    env = os.environ.get("GWNMO_CACHE")
+    if env and Path(env).expanduser() == folder:
+        return "$GWNMO_CACHE"
+    if folder == user_cache_dir():
+        return "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "the default ~/.cache"
+    return "the cache folder given"
+
+
 def data_root(flag: str | Path | None = None) -> Path:
     """Datasets: ``flag`` (``--data-root``), else ``$GWNMO_DATA``, else ``<user cache>/data``.
 

@@ -38,12 +38,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.memory import available_bytes, human
 from gwnmo_meta.optim.factored import FactoredWeighting, check_state
 from gwnmo_meta.registry import WEIGHTINGS
-
-MLP_MEMORY_LIMIT_BYTES = (
-    24 * 1024**3
-)  # this project's machines: refuse a thesis MLP whose training state exceeds it
 
 
 class TaskLinear(nn.Linear):
@@ -395,7 +392,7 @@ def build_weighting(
         The weighting network, called as ``M(features, params, grads)`` → raw weights.
 
     The thesis MLP is refused with a ``ConfigError`` when its weights and Adam state would exceed
-    ``MLP_MEMORY_LIMIT_BYTES`` (its size grows with the target; use ``coordinate`` then).
+    the free memory (its size grows with the target; use ``coordinate`` then).
     """
     init = 1.0 if prime else 0.0
     if kind == "coordinate":
@@ -406,10 +403,12 @@ def build_weighting(
         num = sum(math.prod(s) for s in param_shapes)
         count = ThesisMLPWeighting.parameter_count(feature_dim, num, hidden, state_inputs)
         need = count * 4 * 4  # weights, grads, Adam's two moments, fp32
-        if need > MLP_MEMORY_LIMIT_BYTES:
+        free = available_bytes(torch.device("cpu"))  # M is built on the CPU
+        if free is not None and need > free:
             raise ConfigError(
                 f"the thesis MLP weighting for a {num:,}-parameter target needs {count:,} weights "
-                f"(~{need / 1024**3:.1f} GiB with gradients and Adam state); use --weighting coordinate"
+                f"({human(need)} with gradients and Adam state, more than the {human(free)} "
+                "free); use --weighting coordinate"
             )
         return ThesisMLPWeighting(
             feature_dim, param_shapes, hidden=hidden, init=init, state_inputs=state_inputs

@@ -30,6 +30,7 @@ from gwnmo_meta.io.atomic import (
     check_writable_file,
     remove_stale_temps,
 )
+from gwnmo_meta.io.interrupts import Interrupted
 from gwnmo_meta.registry import METHODS, SCHEDULES, Registry
 
 
@@ -242,7 +243,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     t0 = time.perf_counter()
     result = meta_train(cfg, cell_dir, resume="auto", progress=progress, check_test=True)
     if result.interrupted:
-        raise KeyboardInterrupt
+        raise Interrupted(result.signal)
     train_s = time.perf_counter() - t0
     evals = []
     for ds in cell.eval_datasets:

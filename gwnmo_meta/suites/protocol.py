@@ -35,7 +35,9 @@ meta-training runs. A difference is significant only when its CI excludes 0.
 Resumable: every cell writes ``val.json`` (selection) and ``test.json`` (scores) under
 ``OUT/cells/``; a finished file is never recomputed and an interrupted meta-training resumes from
 its ``last.pt``. The decisions (grid extensions, selections) are recomputed from those files, so
-re-running the same command continues where it stopped.
+re-running the same command continues where it stopped. A truncated or wrongly shaped cell file
+is recomputed, with a warning (a finished meta-training is not redone: its checkpoint is read);
+an unreadable ``suite.json`` is refused with a line saying how to recover.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,6 +55,7 @@ from typing import Any
 
 from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
+from gwnmo_meta.io.interrupts import Interrupted
 from gwnmo_meta.registry import METHODS, SCHEDULES
 
 # from the registry: reference rows (nothing meta-learned), init learners (MAML, Meta-SGD: only
@@ -392,22 +396,21 @@ class CellRunner:
         from gwnmo_meta.training.trainer import TrainingDiverged, meta_train
 
         path = self.folder(cell) / "val.json"
-        if path.exists():
-            return json.loads(path.read_text())
+        rec = read_record(path, _is_val_record)
+        if rec is not None:
+            return rec
         cfg = cell.config(self.suite.base)
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"cell": cell.key, "meta_trained": cell.meta_trained}
         if cell.meta_trained:
             folder = self.folder(cell)
             try:
-                res = meta_train(
-                    cfg, folder, resume=(folder / "last.pt").exists(), progress=self.progress
-                )
+                res = meta_train(cfg, folder, resume="auto", progress=self.progress)
             except TrainingDiverged as exc:
                 rec.update(val_accuracy=None, diverged=str(exc), history=[])
             else:
                 if res.interrupted:
-                    raise KeyboardInterrupt
+                    raise Interrupted(res.signal)
                 rec.update(val_accuracy=res.best_val_accuracy, history=res.history)
         else:
             ev = evaluate_method(
@@ -425,8 +428,9 @@ class CellRunner:
         from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint, evaluate_method
 
         path = self.folder(cell) / "test.json"
-        if path.exists():
-            return json.loads(path.read_text())
+        rec = read_record(path, _is_test_record)
+        if rec is not None:
+            return rec
         val = self.validate(cell)
         cfg = cell.config(self.suite.base)
         seed, t0 = TEST_SEED + cell.seed, time.perf_counter()
@@ -451,6 +455,56 @@ class CellRunner:
         rec = {"cell": cell.key, "eval": ev, "seconds": round(time.perf_counter() - t0, 2)}
         _write_json(path, rec)
         return rec
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(_number(x) for x in v)
+
+
+def _is_val_record(rec: Any) -> bool:
+    """The shape :meth:`CellRunner.validate` writes."""
+    return (
+        isinstance(rec, dict)
+        and isinstance(rec.get("cell"), str)
+        and isinstance(rec.get("meta_trained"), bool)
+        and (rec.get("val_accuracy") is None or _number(rec["val_accuracy"]))
+        and isinstance(rec.get("history"), list)
+    )
+
+
+def _is_test_record(rec: Any) -> bool:
+    """The shape :meth:`CellRunner.test` writes (``eval`` ``None``: a diverged cell)."""
+    if not (isinstance(rec, dict) and isinstance(rec.get("cell"), str) and "eval" in rec):
+        return False
+    ev = rec["eval"]
+    return ev is None or (
+        isinstance(ev, dict)
+        and _number(ev.get("accuracy_mean"))
+        and _numbers(ev.get("task_accuracies"))
+        and _numbers(ev.get("task_losses"))
+        and isinstance(ev.get("tasks_digest"), str)
+    )
+
+
+def read_record(path: Path, ok: Callable[[Any], bool], warn: bool = True) -> dict[str, Any] | None:
+    """A cell's ``val.json``/``test.json``; ``None`` if absent, or unreadable or wrongly shaped
+    (then, with a warning on stderr unless ``warn`` is false, it is recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        good = ok(rec)
+    except (OSError, ValueError, RecursionError):
+        good = False
+    if good:
+        return rec
+    if warn:
+        print(f"warning: {path} is unreadable or incomplete; recomputing it", file=sys.stderr)
+    return None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -564,9 +618,19 @@ def _check_settings(suite: ProtocolSuite, out: Path) -> None:
     path = out / "suite.json"
     settings = json.loads(json.dumps(suite.settings()))
     if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            stored = None
+        if not isinstance(stored, dict):
+            raise ConfigError(
+                f"{path} is unreadable or not a protocol suite's settings (cut off?); if {out} was "
+                "run with these same flags, delete suite.json and rerun (the finished cells are "
+                "kept), else choose another --out"
+            )
         # a setting added after the suite was written (e.g. ``adapt``) compares as its default
         defaults = {k: getattr(RunConfig(), k) for k in SUITE_SETTINGS}
-        saved = defaults | json.loads(path.read_text())
+        saved = defaults | stored
         diff = sorted(k for k in settings if saved.get(k) != settings[k])
         if diff:
             raise ConfigError(
@@ -652,16 +716,22 @@ def cell_budget(out: Path) -> dict[str, Any]:
     """What the cells under ``out/cells`` cost: runs, meta-steps, scored configurations, seconds."""
     budget = {"meta_trained_cells": 0, "meta_steps": 0, "scored_cells": 0, "cell_seconds": 0.0}
     for val in sorted((out / "cells").glob("*/val.json")):
-        rec = json.loads(val.read_text())
+        rec = read_record(val, _is_val_record, warn=False)
+        if rec is None:  # a damaged file of a cell outside this suite: not counted
+            continue
         budget["scored_cells"] += 1
         budget["meta_trained_cells"] += bool(rec.get("meta_trained"))
-        budget["meta_steps"] += rec.get("meta_steps", 0)
-        budget["cell_seconds"] += rec.get("seconds", 0.0)
-        test = val.with_name("test.json")
-        if test.exists():
-            budget["cell_seconds"] += json.loads(test.read_text()).get("seconds", 0.0)
+        budget["meta_steps"] += _count(rec, "meta_steps")
+        budget["cell_seconds"] += _count(rec, "seconds")
+        test = read_record(val.with_name("test.json"), _is_test_record, warn=False)
+        if test is not None:
+            budget["cell_seconds"] += _count(test, "seconds")
     budget["cell_seconds"] = round(budget["cell_seconds"], 1)
     return budget
+
+
+def _count(rec: dict[str, Any], key: str) -> float:
+    return rec[key] if _number(rec.get(key)) else 0
 
 
 def _diff(a: list[float], b: list[float], n_seeds: int) -> dict[str, Any]:

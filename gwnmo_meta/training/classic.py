@@ -24,10 +24,17 @@ the honest result (``RepResult.selected``). The thesis reported the best test ac
 epochs (selection on the test set); that is kept as ``best_accuracy``/``best_loss`` for comparison
 with its tables, beside the final epoch's. ``val_fraction=0`` trains on the whole train split
 and reports only the latter two.
+
+Resume: with an output folder, ``last.pt`` records the run at its start and after every epoch;
+SIGINT/SIGTERM stops it with ``last.pt`` holding the start of the current epoch, and
+``train_classic(..., resume=True)`` reaches exactly the uninterrupted run's results and M (the
+latest update's graph, which the next batch's meta-gradient runs through, is recomputed from the
+inputs the checkpoint keeps).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -253,11 +260,11 @@ def evaluate_target(
 
 def load_weighting_state(path: str | Path) -> dict[str, Tensor]:
     """M's parameters from a meta-train (few-shot) or classic checkpoint."""
-    from gwnmo_meta.io.checkpoint import KIND_CLASSIC, load_checkpoint
+    from gwnmo_meta.io.checkpoint import KIND_CLASSIC, KIND_CLASSIC_RUN, load_checkpoint
 
     body = load_checkpoint(path)  # weights-only, digest- and structure-checked
-    if body["kind"] == KIND_CLASSIC:
-        state = body["weighting"]
+    if body["kind"] in (KIND_CLASSIC, KIND_CLASSIC_RUN):
+        state = body["weighting"] or {}
     else:
         method_state = body.get("method", {})
         prefix = "weighting."
@@ -302,14 +309,23 @@ class OnlineGWNMO:
         self.params = {n: p.detach().clone() for n, p in target.named_parameters()}
         self.normalize = not cfg.info.prime
         self.snapshot: dict[str, Tensor] | None = None  # θ' used by the latest update
+        self.last: tuple[dict[str, Tensor], Tensor, Tensor] | None = None  # its (φ, x, y)
+        self._base_before: dict[str, dict[str, Any]] = {}  # the base state before that update
 
     def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(self.target, params, (x,)), y)
 
     def _update(
-        self, params: dict[str, Tensor], x: Tensor, y: Tensor
+        self,
+        params: dict[str, Tensor],
+        x: Tensor,
+        y: Tensor,
+        theta: dict[str, Tensor] | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
-        """φ' = φ − αΔ(θ') from φ (detached), differentiable in a fresh snapshot θ'. Returns (φ', loss at φ)."""
+        """φ' = φ − αΔ(θ') from φ (detached), differentiable in a fresh snapshot θ' of M's
+        parameters (or of ``theta``). Returns (φ', loss at φ)."""
+        self.last = ({n: p.detach() for n, p in params.items()}, x, y)
+        self._base_before = self.base_state  # Base.steps is pure: these dicts stay as they are
         leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         loss = self._loss(leaf, x, y)
         grads = torch.autograd.grad(loss, [leaf[n] for n in self.names])
@@ -320,7 +336,7 @@ class OnlineGWNMO:
         )
         self.base_state = {n: st for n, st in zip(self.names, states, strict=True) if st}
         self.snapshot = {
-            n: p.detach().clone().requires_grad_(p.requires_grad)
+            n: (p if theta is None else theta[n]).detach().clone().requires_grad_(p.requires_grad)
             for n, p in self.weighting.named_parameters()
         }
         kwargs = {} if base_inputs is None else {"state": base_inputs}
@@ -364,26 +380,50 @@ class OnlineGWNMO:
         return {n: p.detach() for n, p in self.params.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        """The base direction's state, per target tensor (``{}`` for ``grad`` or before a step)."""
-        return {"base_state": {n: dict(st) for n, st in self.base_state.items()}}
+        """φ, the base direction's state, and the latest update's inputs (φ and the base state
+        before it, θ', the batch) to rebuild its graph."""
+        state: dict[str, Any] = {
+            "params": self.current(),
+            "base_state": _copy_state(self.base_state),
+        }
+        if self.snapshot is not None and self.last is not None:
+            prev, x, y = self.last
+            theta = {n: t.detach() for n, t in self.snapshot.items()}
+            state.update(prev=prev, theta=theta, x=x, y=y)
+            state["base_state"] = _copy_state(self._base_before)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output (a run continues exactly with it)."""
-        saved = state["base_state"]
+        """Continue from :meth:`state_dict`: the latest update is recomputed (same inputs, same
+        base state, same result), so the next batch can judge it through θ' as in the
+        uninterrupted run."""
+        saved = state.get("base_state", {})
         unknown = set(saved) - set(self.names)
         if unknown:
             raise CheckpointError(
                 f"the saved base state names tensors this target lacks: {', '.join(sorted(unknown))}"
             )
-        self.base_state = {n: dict(st) for n, st in saved.items()}
+        self.base_state = _copy_state(saved)
+        if "prev" in state:
+            self.params, _ = self._update(state["prev"], state["x"], state["y"], state["theta"])
+        else:
+            self.params = {n: state["params"][n].detach().clone() for n in self.names}
+
+
+def _copy_state(state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-tensor base states, detached (a checkpoint holds no graph)."""
+    return {
+        n: {k: v.detach() if isinstance(v, Tensor) else v for k, v in st.items()}
+        for n, st in state.items()
+    }
 
 
 def _load_features(
-    cfg: ClassicConfig, device: torch.device, progress: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    from gwnmo_meta.tasks.fewshot import classic_features
+    cfg: ClassicConfig, device: torch.device, progress: bool, expect_data: str | None = None
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], str]:
+    from gwnmo_meta.tasks.fewshot import load_classic_data
 
-    return classic_features(
+    return load_classic_data(
         dataset=cfg.dataset,
         data_root=cfg.data_root,
         download=cfg.download,
@@ -392,10 +432,13 @@ def _load_features(
         seed=cfg.seed,
         device=device,
         progress=progress,
+        expect_data=expect_data,
     )
 
 
-CLASSIC_ARTEFACTS = ("results.json", "weighting.pt", "events.out.tfevents.*")
+CLASSIC_ARTEFACTS = ("results.json", "weighting.pt", "last.pt", "events.out.tfevents.*")
+# ClassicConfig fields a resumed run may change (they do not alter what is computed)
+RESUMABLE_CHANGES = {"device", "data_root", "download"}
 
 
 def train_classic(
@@ -404,26 +447,41 @@ def train_classic(
     *,
     progress: bool = True,
     features: tuple | None = None,
+    resume: bool = False,
+    allow_data_change: bool = False,
 ) -> list[RepResult]:
     """Train ``cfg.reps`` fresh targets in sequence (M persists across them).
 
+    With ``out``, ``last.pt`` records the run at its start and after every epoch. SIGINT or
+    SIGTERM stops the run (``KeyboardInterrupt``, its ``signum`` attribute naming the signal)
+    with ``last.pt`` holding the start of the current epoch; ``resume`` continues from it and
+    reaches exactly the uninterrupted run's results and M.
+
     Args:
         cfg: the options (validated here, before anything is loaded or written).
-        out: folder for TensorBoard events, ``results.json`` and M's ``weighting.pt``; locked
-            for the whole run and refused if it already holds a run (``None``: write nothing).
+        out: folder for TensorBoard events, ``results.json``, M's ``weighting.pt`` and
+            ``last.pt``; locked for the whole run and refused if it already holds a run, unless
+            ``resume`` (``None``: write nothing).
         progress: show progress bars.
         features: precomputed ``(x_train, y_train, x_test, y_test)`` (default: load them).
+        resume: continue the run in ``out`` from its ``last.pt`` (same options, except
+            ``RESUMABLE_CHANGES``).
+        allow_data_change: resume even if the data differ from the run's (fingerprint).
 
     Returns:
         One :class:`RepResult` per rep.
     """
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.io.atomic import remove_stale_temps
-    from gwnmo_meta.io.runlock import RunLock, remove_if_empty
+    from gwnmo_meta.io.checkpoint import KIND_CLASSIC_RUN, load_checkpoint
+    from gwnmo_meta.io.interrupts import Interrupts
+    from gwnmo_meta.io.runlock import RunFolderLost, RunLock, remove_if_empty
+    from gwnmo_meta.memory import check_classic
     from gwnmo_meta.training.trainer import check_writable
 
     cfg.validate()
     device = resolve_device(cfg.device)
+    check_classic(cfg, device)  # what cannot fit in memory is refused before any work
     # a bad --weighting-from is refused before any data is loaded or anything is written
     start_state = load_weighting_state(cfg.weighting_from) if cfg.weighting_from else None
     if cfg.weighting_from:
@@ -436,25 +494,56 @@ def train_classic(
                 f"give --base {trained}"
             )
     if out is None:
-        return _train(cfg, None, device, start_state, progress, features)
+        if resume:
+            raise ConfigError("resume needs the run's folder (--out)")
+        return _ClassicRun(cfg, None, device, progress).train(start_state, features)
     out = Path(out)
+    if resume and not (out / "last.pt").is_file():
+        raise ConfigError(f"--resume: no checkpoint to resume in {out} (expected last.pt)")
     created = not out.exists()
     check_writable(out)
+    interrupts = Interrupts()  # from here on SIGTERM, like SIGINT, unwinds (releasing the lock)
     try:
-        with RunLock(out):
-            found = sorted({p.name for pattern in CLASSIC_ARTEFACTS for p in out.glob(pattern)})
-            if found:
-                raise ConfigError(
-                    f"{out} already holds a run ({', '.join(found)}); choose another --out"
-                )
+        with interrupts, RunLock(out) as lock:
             remove_stale_temps(out)
-            results = _train(cfg, out, device, start_state, progress, features)
+            ckpt = None
+            if resume:
+                ckpt = load_checkpoint(out / "last.pt", KIND_CLASSIC_RUN)
+                _check_resume(cfg, ckpt)
+            else:
+                found = sorted({p.name for pattern in CLASSIC_ARTEFACTS for p in out.glob(pattern)})
+                if found:
+                    raise ConfigError(
+                        f"{out} already holds a run ({', '.join(found)}); pass --resume to "
+                        "continue it or choose another --out"
+                    )
+            run = _ClassicRun(cfg, out, device, progress, lock=lock, interrupts=interrupts)
+            results = run.train(start_state, features, ckpt, allow_data_change)
+            lock.verify()
             write_results(out / "results.json", cfg, results)
             return results
-    except BaseException:
-        if created:  # refused or failed before writing anything: leave no trace
+    except BaseException as exc:
+        # refused or failed before writing anything: leave no trace (but a folder that replaced
+        # ours is someone else's)
+        if created and not isinstance(exc, RunFolderLost):
             remove_if_empty(out)
         raise
+
+
+def _check_resume(cfg: ClassicConfig, ckpt: dict[str, Any]) -> None:
+    saved = ckpt["config"]
+    diff = [
+        k
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in RESUMABLE_CHANGES and saved.get(k) != v
+    ]
+    if diff:
+        raise ConfigError(
+            "--resume with options that differ from the checkpoint's: "
+            + ", ".join(
+                f"{k} (checkpoint {saved.get(k)!r}, given {getattr(cfg, k)!r})" for k in diff
+            )
+        )
 
 
 def write_results(path: Path, cfg: ClassicConfig, results: list[RepResult]) -> None:
@@ -469,107 +558,238 @@ def write_results(path: Path, cfg: ClassicConfig, results: list[RepResult]) -> N
     atomic_write_json(path, summary)
 
 
-def _train(
-    cfg: ClassicConfig,
-    out: Path | None,
-    device: torch.device,
-    start_state: dict[str, Tensor] | None,
-    progress: bool,
-    features: tuple | None,
-) -> list[RepResult]:
-    xtr, ytr, xte, yte = features if features is not None else _load_features(cfg, device, progress)
-    torch.manual_seed(cfg.seed)  # after feature loading, which may pre-train a backbone
-    xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
-    if cfg.max_train_images is not None:
-        xtr, ytr = xtr[: cfg.max_train_images], ytr[: cfg.max_train_images]
-    xva = yva = None
-    if cfg.val_fraction > 0:
-        tr_idx, va_idx = (i.to(device) for i in split_validation(ytr, cfg.val_fraction, cfg.seed))
-        xva, yva, xtr, ytr = xtr[va_idx], ytr[va_idx], xtr[tr_idx], ytr[tr_idx]
-    classes = int(max(ytr.max(), yte.max())) + 1
-    writer = None
-    if out is not None:
-        from torch.utils.tensorboard import SummaryWriter
+class _ClassicRun:
+    """One classic training run: its data, M, task stream, checkpoints and resume.
 
-        writer = SummaryWriter(str(out))
-    weighting, meta_opt = None, None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    results: list[RepResult] = []
-    global_step = 0
-    try:
-        for rep in range(cfg.reps):
-            target = make_target(xtr.shape[1], cfg.hidden, classes).to(device)
-            if cfg.info.learned_optimizer:
-                if weighting is None:
-                    weighting, meta_opt = _build_weighting(
-                        cfg, target, xtr.shape[1], device, start_state
-                    )
-                learner: OnlineGWNMO | _TorchLearner = OnlineGWNMO(target, weighting, cfg, meta_opt)
-            else:
-                learner = _TorchLearner(target, cfg)
-            result = RepResult(rep)
-            for epoch in range(cfg.epochs):
-                order = torch.randperm(len(xtr), generator=gen).to(device)
-                losses = []
-                batches = range(0, len(xtr), cfg.batch_size)
-                for i in tqdm(
-                    batches,
-                    desc=f"rep {rep + 1}/{cfg.reps} epoch {epoch + 1}/{cfg.epochs}",
-                    disable=not progress,
-                    leave=False,
-                    dynamic_ncols=True,
-                ):
-                    idx = order[i : i + cfg.batch_size]
-                    loss = learner.step(xtr[idx], ytr[idx])
-                    if not math.isfinite(loss):
-                        raise ConfigError(
-                            f"training loss became {loss} (rep {rep + 1}, "
-                            f"epoch {epoch + 1}); try a smaller --lr or --meta-lr"
-                        )
-                    losses.append(loss)
-                    global_step += 1
-                params = learner.current()
-                acc, tloss = evaluate_target(target, params, xte, yte)
-                rec = EpochRecord(epoch + 1, sum(losses) / len(losses), acc, tloss)
-                if xva is not None and len(xva):
-                    rec.val_accuracy, rec.val_loss = evaluate_target(target, params, xva, yva)
-                result.epochs.append(rec)
-                if writer is not None:
-                    tag = f"rep{rep + 1}"
-                    writer.add_scalar(f"{tag}/train_loss", rec.train_loss, epoch + 1)
-                    writer.add_scalar(f"{tag}/test_accuracy", acc, epoch + 1)
-                    writer.add_scalar(f"{tag}/test_loss", tloss, epoch + 1)
-                    if rec.val_accuracy is not None:
-                        writer.add_scalar(f"{tag}/val_accuracy", rec.val_accuracy, epoch + 1)
-                        writer.add_scalar(f"{tag}/val_loss", rec.val_loss, epoch + 1)
-            results.append(result)
-            if writer is not None:
-                writer.add_scalar("reps/best_test_accuracy", result.best_accuracy, rep + 1)
-                if result.selected is not None:
-                    writer.add_scalar(
-                        "reps/test_accuracy_at_best_val", result.selected.test_accuracy, rep + 1
-                    )
-    finally:
-        if writer is not None:
-            writer.close()
-    if out is not None and weighting is not None:
-        from gwnmo_meta.io.checkpoint import KIND_CLASSIC, NonFiniteCheckpoint, save_checkpoint
+    A checkpoint records the position to continue from (``rep``, epochs done in it), the results
+    so far, M and its Adam state, the current target's learner (``None`` at a rep's start: the
+    target is then built anew, from the restored RNG state), the batch-order generator, the
+    global RNG states and the data fingerprint.
+    """
 
-        try:
-            save_checkpoint(
-                out / "weighting.pt",
-                {
-                    "kind": KIND_CLASSIC,
-                    "config": dataclasses.asdict(cfg),
-                    "weighting": weighting.state_dict(),
-                },
+    def __init__(
+        self,
+        cfg: ClassicConfig,
+        out: Path | None,
+        device: torch.device,
+        progress: bool,
+        *,
+        lock: Any = None,
+        interrupts: Any = None,
+    ) -> None:
+        self.cfg, self.out, self.device, self.progress = cfg, out, device, progress
+        self.lock, self.interrupts = lock, interrupts
+        self.weighting: nn.Module | None = None
+        self.meta_opt: torch.optim.Optimizer | None = None
+        self.results: list[RepResult] = []
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.fingerprint: str | None = None
+
+    def _critical(self) -> Any:
+        return self.interrupts.critical() if self.interrupts else contextlib.nullcontext()
+
+    def _learner(
+        self, xdim: int, classes: int, start_state: dict[str, Tensor] | None
+    ) -> tuple[nn.Module, OnlineGWNMO | _TorchLearner]:
+        """A fresh target (and, the first time, M) and its learner."""
+        cfg = self.cfg
+        target = make_target(xdim, cfg.hidden, classes).to(self.device)
+        if not cfg.info.learned_optimizer:
+            return target, _TorchLearner(target, cfg)
+        if self.weighting is None:
+            self.weighting, self.meta_opt = _build_weighting(
+                cfg, target, xdim, self.device, start_state
             )
+        return target, OnlineGWNMO(target, self.weighting, cfg, self.meta_opt)
+
+    def _restore(self, ckpt: dict[str, Any], xdim: int, classes: int) -> tuple[int, int, Any, Any]:
+        from gwnmo_meta.io.checkpoint import restore_rng_states
+
+        dev = self.device
+        try:
+            self.results = [
+                RepResult(r["rep"], [EpochRecord(**e) for e in r["epochs"]]) for r in ckpt["reps"]
+            ]
+            self.gen.set_state(ckpt["generator"])
+            target = learner = None
+            if ckpt["weighting"] is not None:
+                _, _ = self._learner(xdim, classes, ckpt["weighting"])
+                if self.meta_opt is not None and ckpt["meta_optimizer"] is not None:
+                    self.meta_opt.load_state_dict(ckpt["meta_optimizer"])
+            if ckpt["learner"] is not None:
+                target, learner = self._learner(xdim, classes, None)
+                learner.load_state_dict(_to(ckpt["learner"], dev))
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(
+                f"checkpoint {self.out / 'last.pt'} does not fit this run ({type(exc).__name__})"
+            ) from None
+        restore_rng_states(ckpt["rng"])  # as it was right after the checkpointed state was built
+        return ckpt["rep"], ckpt["epoch"], target, learner
+
+    def checkpoint(self, rep: int, epoch: int, learner: Any) -> None:
+        """Write ``last.pt``: continue at epoch ``epoch`` of rep ``rep`` (``learner``: its state)."""
+        from gwnmo_meta.io.checkpoint import (
+            KIND_CLASSIC_RUN,
+            NonFiniteCheckpoint,
+            rng_states,
+            save_checkpoint,
+        )
+
+        if self.out is None:
+            return
+        if self.lock is not None:
+            self.lock.verify()  # never write into a folder deleted or replaced under the run
+        payload = {
+            "kind": KIND_CLASSIC_RUN,
+            "config": dataclasses.asdict(self.cfg),
+            "rep": rep,
+            "epoch": epoch,
+            "reps": [
+                {"rep": r.rep, "epochs": [dataclasses.asdict(e) for e in r.epochs]}
+                for r in self.results
+            ],
+            "weighting": None if self.weighting is None else self.weighting.state_dict(),
+            "meta_optimizer": None if self.meta_opt is None else self.meta_opt.state_dict(),
+            "learner": None if learner is None else learner.state_dict(),
+            "generator": self.gen.get_state(),
+            "rng": rng_states(),
+            "data_fingerprint": self.fingerprint,
+        }
+        try:
+            save_checkpoint(self.out / "last.pt", payload, create_parent=False)
         except NonFiniteCheckpoint:
             raise ConfigError(
-                "the weighting network M became non-finite (NaN/Inf); weighting.pt not written "
-                "(try a smaller --lr or --meta-lr)"
+                "the target or the weighting network M became non-finite (NaN/Inf); last.pt "
+                "keeps the last good epoch (try a smaller --lr or --meta-lr)"
             ) from None
-    return results
+
+    def train(
+        self,
+        start_state: dict[str, Tensor] | None,
+        features: tuple | None,
+        ckpt: dict[str, Any] | None = None,
+        allow_data_change: bool = False,
+    ) -> list[RepResult]:
+        cfg, device, progress, out = self.cfg, self.device, self.progress, self.out
+        if features is None:
+            expect = None if ckpt is None or allow_data_change else ckpt.get("data_fingerprint")
+            features, self.fingerprint = _load_features(cfg, device, progress, expect)
+        xtr, ytr, xte, yte = features
+        torch.manual_seed(cfg.seed)  # after feature loading, which may pre-train a backbone
+        xtr, ytr, xte, yte = (t.to(device) for t in (xtr, ytr, xte, yte))
+        if cfg.max_train_images is not None:
+            xtr, ytr = xtr[: cfg.max_train_images], ytr[: cfg.max_train_images]
+        xva = yva = None
+        if cfg.val_fraction > 0:
+            tr_idx, va_idx = (
+                i.to(device) for i in split_validation(ytr, cfg.val_fraction, cfg.seed)
+            )
+            xva, yva, xtr, ytr = xtr[va_idx], ytr[va_idx], xtr[tr_idx], ytr[tr_idx]
+        classes = int(max(ytr.max(), yte.max())) + 1
+        rep0, epoch0, target, learner = 0, 0, None, None
+        if ckpt is not None:
+            rep0, epoch0, target, learner = self._restore(ckpt, xtr.shape[1], classes)
+        elif out is not None:
+            with self._critical():
+                self.checkpoint(0, 0, None)  # an interrupted run always leaves a last.pt
+        writer = None
+        if out is not None:
+            from gwnmo_meta.training.tblog import summary_writer
+
+            writer = summary_writer(out)
+        try:
+            for rep in range(rep0, cfg.reps):
+                if learner is None:
+                    target, learner = self._learner(xtr.shape[1], classes, start_state)
+                    self.results.append(RepResult(rep))
+                result = self.results[rep]
+                for epoch in range(epoch0 if rep == rep0 else 0, cfg.epochs):
+                    order = torch.randperm(len(xtr), generator=self.gen).to(device)
+                    losses = []
+                    batches = range(0, len(xtr), cfg.batch_size)
+                    for i in tqdm(
+                        batches,
+                        desc=f"rep {rep + 1}/{cfg.reps} epoch {epoch + 1}/{cfg.epochs}",
+                        disable=not progress,
+                        leave=False,
+                        dynamic_ncols=True,
+                    ):
+                        idx = order[i : i + cfg.batch_size]
+                        loss = learner.step(xtr[idx], ytr[idx])
+                        if not math.isfinite(loss):
+                            raise ConfigError(
+                                f"training loss became {loss} (rep {rep + 1}, "
+                                f"epoch {epoch + 1}); try a smaller --lr or --meta-lr"
+                            )
+                        losses.append(loss)
+                    params = learner.current()
+                    acc, tloss = evaluate_target(target, params, xte, yte)
+                    rec = EpochRecord(epoch + 1, sum(losses) / len(losses), acc, tloss)
+                    if xva is not None and len(xva):
+                        rec.val_accuracy, rec.val_loss = evaluate_target(target, params, xva, yva)
+                    last = epoch + 1 == cfg.epochs
+                    with self._critical():  # the epoch's record, events and checkpoint together
+                        if self.lock is not None:
+                            self.lock.verify()  # not one event into a folder no longer ours
+                        result.epochs.append(rec)
+                        if writer is not None:
+                            _log_epoch(writer, rep, rec, result if last else None)
+                        if last:
+                            self.checkpoint(rep + 1, 0, None)
+                        else:
+                            self.checkpoint(rep, epoch + 1, learner)
+                learner = None
+        finally:
+            lost = self.lock is not None and not self.lock.held()
+            if writer is not None:
+                with contextlib.suppress(OSError) if lost else contextlib.nullcontext():
+                    writer.close()
+        if out is not None and self.weighting is not None:
+            from gwnmo_meta.io.checkpoint import KIND_CLASSIC, NonFiniteCheckpoint, save_checkpoint
+
+            if self.lock is not None:
+                self.lock.verify()
+            try:
+                save_checkpoint(
+                    out / "weighting.pt",
+                    {
+                        "kind": KIND_CLASSIC,
+                        "config": dataclasses.asdict(cfg),
+                        "weighting": self.weighting.state_dict(),
+                    },
+                )
+            except NonFiniteCheckpoint:
+                raise ConfigError(
+                    "the weighting network M became non-finite (NaN/Inf); weighting.pt not written "
+                    "(try a smaller --lr or --meta-lr)"
+                ) from None
+        return self.results
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    """``obj`` (nested dicts of tensors) with every tensor moved to ``device``."""
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _log_epoch(writer: Any, rep: int, rec: EpochRecord, done: RepResult | None) -> None:
+    """TensorBoard scalars of one epoch (and of its rep, when ``done``)."""
+    tag = f"rep{rep + 1}"
+    writer.add_scalar(f"{tag}/train_loss", rec.train_loss, rec.epoch)
+    writer.add_scalar(f"{tag}/test_accuracy", rec.test_accuracy, rec.epoch)
+    writer.add_scalar(f"{tag}/test_loss", rec.test_loss, rec.epoch)
+    if rec.val_accuracy is not None:
+        writer.add_scalar(f"{tag}/val_accuracy", rec.val_accuracy, rec.epoch)
+        writer.add_scalar(f"{tag}/val_loss", rec.val_loss, rec.epoch)
+    if done is not None:
+        writer.add_scalar("reps/best_test_accuracy", done.best_accuracy, rep + 1)
+        if done.selected is not None:
+            writer.add_scalar(
+                "reps/test_accuracy_at_best_val", done.selected.test_accuracy, rep + 1
+            )
 
 
 def _build_weighting(
@@ -592,14 +812,31 @@ def _build_weighting(
             weighting.load_state_dict(state)
         except RuntimeError:
             raise CheckpointError(
-                f"the weighting network in {cfg.weighting_from} does not fit this target/--weighting {cfg.weighting} "
-                "(the thesis mlp is tied to the target's size; "
-                "use a checkpoint meta-trained with --weighting coordinate)"
+                f"the weighting network in {cfg.weighting_from} does not fit this target/--weighting "
+                f"{cfg.weighting} ({_weighting_hint(cfg)})"
             ) from None
     if cfg.freeze_weighting:
         weighting.requires_grad_(False)
         return weighting, None
     return weighting, torch.optim.Adam(weighting.parameters(), lr=cfg.meta_lr)
+
+
+def _weighting_hint(cfg: ClassicConfig) -> str:
+    """Why a --weighting-from M does not fit, from the kind and width the checkpoint's run used."""
+    from gwnmo_meta.io.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(cfg.weighting_from)["config"]
+    kind, hidden = saved.get("weighting"), saved.get("weighting_hidden", 32)
+    if kind is not None and kind != cfg.weighting:
+        return f"the checkpoint's M is --weighting {kind}; pass --weighting {kind}"
+    if kind == "mlp":
+        return (
+            "the thesis mlp is tied to the target's size; train the same target as the "
+            "checkpoint's run, or use a checkpoint meta-trained with --weighting coordinate"
+        )
+    if hidden != 32:
+        return f"the checkpoint's M has hidden width {hidden}; classic training builds M with 32"
+    return "it was trained for other sizes"
 
 
 class _TorchLearner:
@@ -619,3 +856,10 @@ class _TorchLearner:
 
     def current(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.target.named_parameters()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"target": self.target.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.target.load_state_dict(state["target"])
+        self.opt.load_state_dict(state["optimizer"])

@@ -22,7 +22,10 @@ def task_spec(cfg: RunConfig) -> TaskSpec:
 
 
 def fewshot_config(
-    cfg: RunConfig, eval_dataset: str | None = None, progress: bool = True
+    cfg: RunConfig,
+    eval_dataset: str | None = None,
+    progress: bool = True,
+    expect_data: str | None = None,
 ) -> FewShotConfig:
     """The tasks module's FewShotConfig for ``cfg``.
 
@@ -31,6 +34,7 @@ def fewshot_config(
         eval_dataset: another dataset to meta-test on (cross-dataset protocol: its classes, the
             run's backbone), or ``None``.
         progress: progress bars while features are computed.
+        expect_data: the fingerprint the loaded images must have (``None``: any).
 
     Returns:
         The data configuration.
@@ -74,6 +78,7 @@ def fewshot_config(
         keep_image_split=cfg.keep_image_split,
         seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
         progress=progress,
+        expected_fingerprint=expect_data,
     )
 
 
@@ -83,6 +88,7 @@ def load_run_data(
     *,
     eval_dataset: str | None = None,
     progress: bool = True,
+    expect_data: str | None = None,
 ) -> FewShotData:
     """Features and task samplers for ``cfg`` (cached features; backbone from ``cfg.dataset``).
 
@@ -91,6 +97,8 @@ def load_run_data(
         device: where the backbone computes features.
         eval_dataset: see :func:`fewshot_config`.
         progress: progress bars while features are computed.
+        expect_data: the data fingerprint a resumed run was trained on: other data are refused
+            (``DataError``) before any backbone is trained.
 
     Returns:
         The few-shot data of the run; with ``cfg.adapt == "all"`` the episodes carry flat
@@ -98,7 +106,7 @@ def load_run_data(
     """
     from gwnmo_meta.tasks.fewshot import prepare_fewshot, prepare_images
 
-    fs = fewshot_config(cfg, eval_dataset, progress)
+    fs = fewshot_config(cfg, eval_dataset, progress, expect_data)
     return prepare_images(fs) if cfg.adapt == "all" else prepare_fewshot(fs, device)
 
 

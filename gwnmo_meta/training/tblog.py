@@ -15,11 +15,32 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def summary_writer(logdir: Path, purge_step: int | None = None) -> SummaryWriter:
+    """A ``SummaryWriter`` whose background thread drops events, silently, once the run folder is
+    gone (deleted under the run): the run itself stops at its next step with one error line
+    (``RunLock.verify``) instead of the thread printing a traceback. The events file is appended
+    to by path, so nothing is written to a folder of the same name made meanwhile either way
+    beyond the events already queued."""
+    writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
+    events = getattr(writer._get_file_writer().event_writer, "_general_file_writer", None)
+    write = getattr(events, "write", None)
+    if write is not None:  # tensorboard's file object (a private attribute: only if present)
+
+        def write_if_there(data: Any) -> None:
+            try:
+                write(data)
+            except FileNotFoundError:
+                pass
+
+        events.write = write_if_there
+    return writer
+
+
 class RunLogger:
     """Thin wrapper around ``SummaryWriter`` with the tags gwnmo-meta documents (see README)."""
 
     def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
-        self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
+        self.writer = summary_writer(logdir, purge_step)
 
     def train_step(
         self,

@@ -16,13 +16,21 @@ saves ``last.pt`` at the end of the latest completed phase (``apply_step`` and t
 writes hold signals back until they finish), and ``--resume`` from it reaches exactly the state
 of the uninterrupted run: same parameters, optimizer state, task stream, RNG states, history and
 best checkpoint. A meta-step cut off midway is redone; a validation cut off midway is redone
-first thing on resume.
+first thing on resume. A run killed outright (SIGKILL, power cut, full disk) between writing
+``best.pt`` and ``last.pt`` resumes from ``best.pt``, the newer of the two (with a warning).
+
+A resumed run checks that its data are those it was trained on (the data fingerprint stored in
+its checkpoints; ``allow_data_change`` skips that). A run stops (``RunFolderLost``, exit 1)
+if its folder or lock file is deleted or replaced under it, checked before every meta-step and
+checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +54,8 @@ from gwnmo_meta.io.checkpoint import (
     save_checkpoint,
 )
 from gwnmo_meta.io.interrupts import Interrupts
-from gwnmo_meta.io.runlock import RunLock, remove_if_empty
+from gwnmo_meta.io.runlock import RunFolderLost, RunLock, remove_if_empty
+from gwnmo_meta.memory import check_meta_train
 from gwnmo_meta.registry import METHODS
 from gwnmo_meta.training import distributed
 from gwnmo_meta.training.run_data import build_method_for, load_run_data, task_spec
@@ -56,6 +65,7 @@ from gwnmo_meta.training.tblog import RunLogger
 RESUMABLE_CHANGES = {"meta_steps", "device", "data_root", "download", "task_batch"}
 # Files that mark a folder as holding a run (a new run there needs --resume or another --out).
 RUN_ARTEFACTS = ("config.json", "*.pt", "events.out.tfevents.*", "test.json")
+PROBE_NAME = ".gwnmo-write-test"  # written and removed to check that --out is writable
 
 
 class TrainingDiverged(Exception):
@@ -97,13 +107,48 @@ def check_writable(out: Path) -> None:
     except UnicodeEncodeError:
         shown = str(out).encode("utf-8", "replace").decode()
         raise ConfigError(f"--out {shown} is not a valid UTF-8 path") from None
+    probe = out / PROBE_NAME
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".gwnmo-write-test"
-        probe.write_text("ok")
+        if probe.is_symlink() or (probe.exists() and not probe.is_file()):
+            raise ConfigError(f"refusing to write to --out {out}: {probe} is not a regular file")
+        probe.unlink(missing_ok=True)  # left by a killed process
+        # O_EXCL | O_NOFOLLOW: never through a link planted meanwhile
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.write(fd, b"ok")
+        os.close(fd)
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+def _restartable(out: Path) -> bool:
+    """Whether ``out`` holds a meta-train run stopped before its first checkpoint (a readable
+    config.json and no checkpoint): ``--resume`` starts it afresh."""
+    try:
+        RunConfig.load(out / "config.json")
+    except ConfigError:
+        return False
+    return resume_checkpoint(out) is None
+
+
+def check_not_run_file(path: Path, checkpoint: Path, flag: str) -> None:
+    """``ConfigError`` if ``path`` (an output) is ``checkpoint`` itself, or a file of the run
+    folder holding it (its artefacts, its lock), which writing ``path`` would overwrite."""
+    from fnmatch import fnmatch
+
+    from gwnmo_meta.io.runlock import LOCK_NAME
+
+    path, checkpoint = Path(path), Path(checkpoint)
+    try:
+        same = path.exists() and os.path.samefile(path, checkpoint)
+        same_folder = path.parent.resolve() == checkpoint.parent.resolve()
+    except OSError:
+        return  # a checkpoint that cannot be read is reported when it is loaded
+    names = (*RUN_ARTEFACTS, "results.json", LOCK_NAME, PROBE_NAME)
+    if same or (same_folder and any(fnmatch(path.name, pattern) for pattern in names)):
+        what = "the checkpoint being read" if same else f"a file of the run {checkpoint.parent}"
+        raise ConfigError(f"{flag} {path} is {what}; write the results elsewhere")
 
 
 def run_artefacts(out: Path) -> list[str]:
@@ -127,7 +172,30 @@ def _resume_config(cfg: RunConfig, ckpt: dict[str, Any]) -> RunConfig:
                 f"{k} (checkpoint {saved.to_dict()[k]!r}, given {getattr(cfg, k)!r})" for k in diff
             )
         )
+    if cfg.meta_steps < ckpt["step"]:  # config.json would claim a shorter run than its history
+        raise ConfigError(
+            f"--meta-steps {cfg.meta_steps} is fewer than the {ckpt['step']} meta-steps this run "
+            f"has done; give at least {ckpt['step']}"
+        )
     return cfg
+
+
+def resume_checkpoint(out: Path) -> Path | None:
+    """The checkpoint a resumed run of ``out`` continues: ``last.pt``, or ``best.pt`` when it is
+    newer (a run stopped between the two writes) or alone; ``None`` if there is neither."""
+    last, best = out / "last.pt", out / "best.pt"
+    if not best.is_file():
+        return last if last.is_file() else None
+    if last.is_file():  # best.pt is written first: only a run stopped in between leaves it newer
+        if best.stat().st_mtime_ns <= last.stat().st_mtime_ns:
+            return last
+        try:
+            newer = load_checkpoint(best, KIND_META)["step"] > load_checkpoint(last)["step"]
+        except CheckpointError:
+            return last  # a damaged file: resuming last.pt reports it
+        if not newer:
+            return last
+    return best
 
 
 class MetaTrainer:
@@ -141,6 +209,8 @@ class MetaTrainer:
         hist_every: log histograms every this many meta-steps.
         check_test: also check up front that the meta-test part can supply ``cfg``'s tasks.
         interrupts: the run's signal handling (default: a fresh :class:`Interrupts`).
+        expect_data: the data fingerprint the run must find (a resumed run's; ``None``: any).
+        lock: the run folder's lock, verified before each checkpoint (rank 0).
     """
 
     def __init__(
@@ -153,12 +223,15 @@ class MetaTrainer:
         hist_every: int = 100,
         check_test: bool = False,
         interrupts: Interrupts | None = None,
+        expect_data: str | None = None,
+        lock: RunLock | None = None,
     ) -> None:
         self.cfg, self.out, self.device = cfg, out, device
         self.progress, self.hist_every = progress, hist_every
         self.world = distributed.world()
+        self.lock = lock
         with distributed.main_first():  # one rank per node fills the feature cache first
-            self.data = load_run_data(cfg, device, progress=progress)
+            self.data = load_run_data(cfg, device, progress=progress, expect_data=expect_data)
         self.spec = task_spec(cfg)
         # every part the run will draw from must supply the requested tasks: check before training
         self.val_sampler = self.data.sampler("val", self.spec, cfg.seed + 1, device)
@@ -216,6 +289,7 @@ class MetaTrainer:
             "history": self.state.history,
             "pending_validation": self.state.pending,
             "world_size": self.world.world_size,  # information only: any world size may resume
+            "data_fingerprint": self.data.fingerprint,  # a resume on other data is refused
         }
 
     def check_finite(self, meta_loss: float) -> None:
@@ -285,6 +359,8 @@ class MetaTrainer:
     ) -> dict[str, float]:
         """Meta-optimizer step and bookkeeping of meta-step ``state.step + 1`` (run it critical)."""
         cfg = self.cfg
+        if self.lock is not None:
+            self.lock.verify()  # before the step's events go to a folder that is no longer ours
         if self.meta_opt is not None and meta_losses:
             self.meta_opt.step()
             self.check_finite(meta_loss)
@@ -350,11 +426,13 @@ class MetaTrainer:
         if not self.world.is_main:
             self._best_unsaved = False
             return
+        if self.lock is not None:
+            self.lock.verify()  # never write into a folder deleted or replaced under the run
         payload = self.payload()
         if self._best_unsaved:
-            save_checkpoint(self.out / "best.pt", payload)
+            save_checkpoint(self.out / "best.pt", payload, create_parent=False)
             self._best_unsaved = False
-        save_checkpoint(self.out / "last.pt", payload)
+        save_checkpoint(self.out / "last.pt", payload, create_parent=False)
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self, on_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -398,11 +476,17 @@ class MetaTrainer:
                     with self.interrupts.critical(discard=True):
                         self.write_checkpoints()
                     raise
+                except OSError:  # e.g. TensorBoard's writer, after the folder was deleted
+                    if self.lock is not None:
+                        self.lock.verify()
+                    raise
         finally:
             bar.close()
-            if not interrupted:
-                self.log.hparams(cfg, st.best_val_accuracy, self.last_val)
-            self.log.close()
+            lost = self.lock is not None and not self.lock.held()
+            with contextlib.suppress(OSError) if lost else contextlib.nullcontext():
+                if not interrupted and not lost:
+                    self.log.hparams(cfg, st.best_val_accuracy, self.last_val)
+                self.log.close()
         signum = (self.interrupts.signum or 2) if interrupted else None
         return TrainResult(
             self.out,
@@ -424,19 +508,22 @@ def meta_train(
     hist_every: int = 100,
     on_step: Callable[[int], None] | None = None,
     check_test: bool = False,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Meta-train ``cfg.method`` on ``cfg.dataset``'s meta-train tasks, writing RUN_DIR ``out``.
 
     Args:
         cfg: the run configuration (validated here, before anything is loaded or written).
         out: RUN_DIR; locked for the whole run, refused if another process holds it.
-        resume: continue ``out/last.pt``; ``False`` refuses a folder holding run artefacts;
-            ``"auto"`` resumes if ``last.pt`` exists, else starts afresh (discarding the config
-            and events of a run cut off before its first checkpoint).
+        resume: continue ``out/last.pt`` (:func:`resume_checkpoint`); ``False`` refuses a folder
+            holding run artefacts; ``"auto"`` resumes if a checkpoint exists, else starts afresh
+            (discarding the config and events of a run cut off before its first checkpoint), as
+            ``True`` does, with a warning, for a run folder holding a config.json but no checkpoint.
         progress: show progress bars.
         hist_every: histogram period in meta-steps.
         on_step: called with the step number after every meta-step (and its validation).
         check_test: also check up front that the meta-test part can supply the tasks.
+        allow_data_change: resume even if the data differ from the run's (fingerprint).
 
     Returns:
         The :class:`TrainResult` (``interrupted`` after SIGINT/SIGTERM, with last.pt saved).
@@ -444,6 +531,7 @@ def meta_train(
     Raises:
         ConfigError, DataError, CheckpointError: user mistakes, before training starts.
         TrainingDiverged: NaN/Inf meta-loss or meta-parameters (no non-finite checkpoint is written).
+        RunFolderLost: ``out`` or its lock was deleted or replaced while the run held it.
     """
     cfg.validate()
     if METHODS.check(cfg.method).engine == "reference":
@@ -452,11 +540,12 @@ def meta_train(
             f"score it with gwnmo-meta evaluate --method {cfg.method}"
         )
     device = resolve_device(cfg.device)
+    check_meta_train(cfg, device)  # what cannot fit in memory is refused before any work
     distributed.check_divisible(cfg.meta_batch)  # before anything is written
     main = distributed.env_world().is_main  # under torchrun, rank 0 owns RUN_DIR (and its lock)
     progress = progress and main
     out = Path(out)
-    if resume is True and not (out / "last.pt").is_file():
+    if resume is True and resume_checkpoint(out) is None and not _restartable(out):
         raise ConfigError(f"--resume: no checkpoint to resume in {out} (expected last.pt)")
     created = main and not out.exists()
     if main:
@@ -466,10 +555,22 @@ def meta_train(
         lock = RunLock(out) if main else contextlib.nullcontext()
         with interrupts, lock:  # one run per folder, from here to the end of the run
             return _locked_meta_train(
-                cfg, out, device, resume, progress, hist_every, on_step, check_test, interrupts
+                cfg,
+                out,
+                device,
+                resume,
+                progress,
+                hist_every,
+                on_step,
+                check_test,
+                interrupts,
+                allow_data_change,
+                lock if main else None,
             )
-    except BaseException:
-        if created:  # refused or failed before writing anything: leave no trace
+    except BaseException as exc:
+        # refused or failed before writing anything: leave no trace (but a folder that replaced
+        # ours is someone else's)
+        if created and not isinstance(exc, RunFolderLost):
             remove_if_empty(out)
         raise
 
@@ -484,15 +585,24 @@ def _locked_meta_train(
     on_step: Callable[[int], None] | None,
     check_test: bool,
     interrupts: Interrupts,
+    allow_data_change: bool,
+    lock: RunLock | None,
 ) -> TrainResult:
     """The body of :func:`meta_train`, run while holding ``out``'s lock (rank 0)."""
     main = distributed.env_world().is_main
     if main:
         remove_stale_temps(out)
-    resuming = resume is True or (resume == "auto" and (out / "last.pt").is_file())
+    path = resume_checkpoint(out) if resume else None
     ckpt = None
-    if resuming:
-        ckpt = load_checkpoint(out / "last.pt", KIND_META)
+    if path is not None:
+        if path.name == "best.pt" and main:
+            state = "older than best.pt" if (out / "last.pt").is_file() else "missing"
+            print(
+                f"warning: {out / 'last.pt'} is {state} (the run stopped between its two "
+                "checkpoint writes); resuming from best.pt",
+                file=sys.stderr,
+            )
+        ckpt = load_checkpoint(path, KIND_META)
         cfg = _resume_config(cfg, ckpt)
     elif run_artefacts(out):
         if resume is False:
@@ -500,7 +610,13 @@ def _locked_meta_train(
                 f"{out} already holds a run ({', '.join(run_artefacts(out)[:3])}); "
                 "pass --resume to continue it or choose another --out"
             )
-        if main:  # "auto": a run cut off before its first checkpoint
+        if main:  # a run cut off before its first checkpoint
+            if resume is True:
+                print(
+                    f"warning: {out} holds no checkpoint yet (the run stopped before its first "
+                    "validation); starting it afresh",
+                    file=sys.stderr,
+                )
             for name in run_artefacts(out):
                 (out / name).unlink()
     distributed.setup(cfg.meta_batch, device)  # no-op without torchrun; user errors come first
@@ -512,6 +628,8 @@ def _locked_meta_train(
         hist_every=hist_every,
         check_test=check_test,
         interrupts=interrupts,
+        expect_data=None if ckpt is None or allow_data_change else ckpt.get("data_fingerprint"),
+        lock=lock,
     )
     if ckpt is not None:
         trainer.restore(ckpt)
