@@ -132,6 +132,10 @@ SourceDataset = choices(  # read from disk (not a pool)
     "SourceDataset", {d: None for d in registry.DATASETS.names(lambda i: not i.sources)}
 )
 Method = choices("Method", registry.METHODS)
+# meta-train offers only what it trains (the reference classifiers are scored by evaluate --method)
+TrainedMethod = choices(
+    "TrainedMethod", {m: None for m in registry.METHODS.names(lambda i: i.engine != "reference")}
+)
 ClassicOptimizer = choices(
     "ClassicOptimizer", {m: None for m in registry.METHODS.names(lambda i: i.classic)}
 )
@@ -462,8 +466,12 @@ def meta_train_cmd(
     shots: Shots = 1,
     query: Query = 15,
     method: Annotated[
-        Method,
-        typer.Option("--method", help="Learned optimizer or baseline.", rich_help_panel=METHOD),
+        TrainedMethod,
+        typer.Option(
+            "--method",
+            help="Learned optimizer or baseline (reference classifiers: evaluate --method).",
+            rich_help_panel=METHOD,
+        ),
     ] = registry.DEFAULT_METHOD,
     schedule: Annotated[
         Schedule | None,

@@ -329,3 +329,10 @@ def test_task_batch_run_tracks_one_task_at_a_time_and_can_be_switched_on_resume(
         [r["val_accuracy"] for r in b["history"]], abs=1e-6
     )
     assert event_tags(many) == event_tags(one)  # same scalars, histograms (h per task) and hparams
+
+
+def test_meta_train_offers_only_the_methods_it_trains():
+    res = invoke("meta-train", "--help")
+    assert "gwnmo" in res.output and "prototype" not in res.output and "logreg" not in res.output
+    res = invoke("meta-train", "--method", "prototype")
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "prototype" in res.output
