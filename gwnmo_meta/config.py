@@ -188,10 +188,7 @@ class RunConfig:
                 raise ConfigError(
                     f"--schedule: --method {self.method} has no inner loop to meta-train"
                 )
-        LEARN_LR.check(self.learn_lr, "--learn-lr")
-        if self.learn_lr != "off" and not info.learnable_lr:
-            learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
-            raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
+        self.check_learn_lr()
         WEIGHTINGS.check(self.weighting)
         self.check_base()
         DATASETS.check(self.dataset)
@@ -234,8 +231,7 @@ class RunConfig:
             check_positive("--inner-lr", self.inner_lr)
         if self.inner_batch is not None:
             self._validate_inner_batch()
-        if self.judge_queries is not None:
-            self._validate_judge_queries()
+        self.check_judge_queries()
         from gwnmo_meta.registry import ADAPT
 
         ADAPT.check(self.adapt, "--adapt")
@@ -265,8 +261,17 @@ class RunConfig:
                 f"{self.ways * (self.shots // 2)} (needs --shots >= 2) or no --inner-batch"
             )
 
-    def _validate_judge_queries(self) -> None:
-        """A sampled judge: 1..query rows per class, for a look-ahead schedule."""
+    def check_learn_lr(self) -> None:
+        """``--learn-lr``: a registered mode, for a method whose step size can be learned."""
+        LEARN_LR.check(self.learn_lr, "--learn-lr")
+        if self.learn_lr != "off" and not METHODS.check(self.method).learnable_lr:
+            learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
+            raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
+
+    def check_judge_queries(self) -> None:
+        """A sampled judge (when set): 1..query rows per class, for a look-ahead schedule."""
+        if self.judge_queries is None:
+            return
         if not 0 < self.judge_queries <= self.query:
             raise ConfigError(
                 f"--judge-queries must be between 1 and --query ({self.query}), got {self.judge_queries}"

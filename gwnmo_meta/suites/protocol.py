@@ -210,32 +210,27 @@ def parse_variants(text: str) -> list[Variant]:
                 raise ConfigError(
                     f"variant {name!r}: {item!r} is not FIELD=VALUE of a RunConfig field"
                 )
-            like = getattr(RunConfig(), key)
-            if (
-                like is None
-                and "int" in str(fields[key].type)
-                and "float" not in str(fields[key].type)
-            ):
-                like = 0  # an optional integer (e.g. inner_batch, judge_queries)
-            overrides.append((key, _typed(value.strip(), like)))
+            overrides.append((key, _typed(value.strip(), str(fields[key].type))))
         out.append(Variant(name.strip(), method.strip(), tuple(overrides)))
     return out
 
 
-def _typed(value: str, like: Any) -> Any:
+def _typed(value: str, annotation: str) -> Any:
+    """``value`` read as the RunConfig field annotated ``annotation`` (e.g. ``"int | None"``)."""
     if value.lower() in ("none", "null"):
         return None
+    kinds = [k.strip() for k in annotation.split("|")]
     try:
-        if isinstance(like, bool):
+        if "bool" in kinds:
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
             return value.lower() in ("true", "1")
-        if isinstance(like, int):
+        if "int" in kinds:
             return int(value)
-        if isinstance(like, float) or like is None:
-            return float(value) if like is not None or _is_number(value) else value
+        if "float" in kinds:  # an optional float also takes a non-number, as before
+            return float(value) if "None" not in kinds or _is_number(value) else value
     except ValueError:
-        raise ConfigError(f"cannot read {value!r} as {type(like).__name__}") from None
+        raise ConfigError(f"cannot read {value!r} as {kinds[0]}") from None
     return value
 
 

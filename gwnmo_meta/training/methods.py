@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.optim.nets import build_weighting, make_head
-from gwnmo_meta.registry import LEARN_LR, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
+from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
 from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 from gwnmo_meta.training.inner_loops import (
     EpisodeOutcome,
@@ -98,13 +98,9 @@ class MethodConfig(RunConfig):
         WEIGHTINGS.check(self.weighting)
         if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
             raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
-        LEARN_LR.check(self.learn_lr, "--learn-lr")
         self.check_base()
-        if self.learn_lr != "off" and not self.info.learnable_lr:
-            learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
-            raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
-        if self.judge_queries is not None:
-            self._validate_judge_queries()
+        self.check_learn_lr()
+        self.check_judge_queries()
         if self.hg_beta <= 0 or self.logreg_l2 <= 0:
             raise ConfigError("--hg-beta and --logreg-l2 must be positive")
         if self.info.init_always_learned and not self.learn_init:
