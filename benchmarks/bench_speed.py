@@ -143,7 +143,7 @@ def paired_times(fn, ref, device, rounds: int, warmup: int = 3) -> tuple[float, 
 REAL_SIZE_TARGETS = {  # name → (MethodConfig overrides, feature dim of the episodes)
     "linear head (1,285)": (dict(), 256),
     "head 256→512→5 (134,149)": (dict(head_hidden=512), 256),
-    "conv4 end to end (114,373)": (dict(adapt="all"), 3072),
+    "conv4 end to end (114,373)": (dict(adapt="all", conv_bias=True), 3072),
 }
 REAL_SIZE_ROWS = {  # name → (MethodConfig overrides, targets it runs on); MAML's objective
     "gwnmo factored unrolled, task-batched": (

@@ -46,7 +46,14 @@ def group_of(name: str) -> str:
 
 
 def build_step(sampler, **kw):
-    base = dict(method="gwnmo", weighting="factored", schedule="alg2", adapt="all", inner_steps=5)
+    base = dict(
+        method="gwnmo",
+        weighting="factored",
+        schedule="alg2",
+        adapt="all",
+        conv_bias=True,
+        inner_steps=5,
+    )
     cfg = MethodConfig(**{**base, **kw})
     return meta_step_fn(build_method(cfg, 3072, 5), sampler, 4)
 

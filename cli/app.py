@@ -379,6 +379,17 @@ AdaptOpt = Annotated[
         rich_help_panel=METHOD,
     ),
 ]
+ConvBias = Annotated[
+    bool,
+    typer.Option(
+        "--conv-bias/--no-conv-bias",
+        help=(
+            "--adapt all: give conv4's convolutions biases (BatchNorm cancels them; off by "
+            "default, as in standard conv4)."
+        ),
+        rich_help_panel=METHOD,
+    ),
+]
 TaskBatch = Annotated[
     bool,
     typer.Option(
@@ -562,6 +573,7 @@ def meta_train_cmd(
     base_beta2: BaseBeta2 = defaults.BASE_BETA2.value,
     task_batch: TaskBatch = True,
     adapt: AdaptOpt = "head",
+    conv_bias: ConvBias = False,
     meta_lr: Annotated[
         float,
         typer.Option(
@@ -694,6 +706,7 @@ def meta_train_cmd(
         base_momentum=base_momentum,
         base_beta2=base_beta2,
         adapt=value(adapt),
+        conv_bias=conv_bias,
         meta_steps=meta_steps,
         val_every=val_every,
         val_tasks=val_tasks,
@@ -1074,6 +1087,7 @@ def benchmark(
         ),
     ] = 1,
     adapt: AdaptOpt = "head",
+    conv_bias: ConvBias = False,
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -1171,6 +1185,7 @@ def benchmark(
                 inner_steps=inner_steps,
                 val_tasks=val_tasks,
                 adapt=value(adapt),
+                conv_bias=conv_bias,
             ),
         )
         return
@@ -1197,6 +1212,7 @@ def benchmark(
         weighting_hidden=weighting_hidden,
         task_batch=task_batch,
         adapt=value(adapt),
+        conv_bias=conv_bias,
     )
     spec = build_suite(
         suite,

@@ -42,7 +42,7 @@ SEED_MAX = 2**32 - 1
 # RunConfig's layout. 1: ``schedule`` defaulted to "alg2" and only GWNMO/GWNMO' read it (every other
 # method ran MAML's unrolled objective); 2: it defaults to None (the method's default) and every
 # meta-learning method reads it.
-SCHEMA = 2
+SCHEMA = 3
 
 
 def check_finite(flag: str, value: Any) -> None:
@@ -153,6 +153,7 @@ class RunConfig:
     hg_beta: float = defaults.HG_BETA.value  # HG's hypergradient step size
     logreg_l2: float = defaults.LOGREG_L2.value  # logreg's L2 penalty λ on the weights
     adapt: str = "head"  # head: frozen backbone, cached features; all: conv4 + head from images
+    conv_bias: bool = False  # --adapt all: conv biases (BatchNorm cancels them)
     # loop
     meta_batch: int = 4
     meta_steps: int = 1000
@@ -316,12 +317,15 @@ class RunConfig:
     @staticmethod
     def _migrate(data: dict[str, Any]) -> dict[str, Any]:
         """An older layout's fields in today's terms, so its runs resume and evaluate unchanged."""
-        if "schema" in data:
-            return data
+        schema = data.get("schema", 1)
+        if not isinstance(schema, int) or isinstance(schema, bool) or not 1 <= schema <= SCHEMA:
+            raise ConfigError(f"configuration key 'schema' should be 1 to {SCHEMA}, got {schema!r}")
         data = {**data, "schema": SCHEMA}
         info = METHODS.get(data.get("method", DEFAULT_METHOD))
-        if "schedule" in data and not (info is not None and info.learned_optimizer):
+        if schema < 2 and "schedule" in data and not (info is not None and info.learned_optimizer):
             data["schedule"] = None  # schema 1: only GWNMO/GWNMO' read it; the rest ran unrolled
+        if schema < 3:
+            data.setdefault("conv_bias", True)  # schema 1-2: conv4's convolutions had biases
         return data
 
     def save(self, path: Path) -> None:

@@ -125,7 +125,7 @@ def estimate_meta_train(
     examples = cfg.ways * (cfg.shots + cfg.query)
     with torch.device("meta"):  # shapes only: nothing is allocated
         head = (
-            Conv4Target(cfg.ways)
+            Conv4Target(cfg.ways, bias=cfg.conv_bias)
             if cfg.adapt == "all"
             else make_head(width, cfg.ways, cfg.head_hidden)
         )

@@ -33,19 +33,22 @@ def _episodes(n: int, seed: int = 0, dtype=torch.float32) -> list[Episode]:
 
 
 @pytest.mark.parametrize(
-    "method,weighting,first_order",
+    "method,weighting,first_order,conv_bias",
     [
-        ("gwnmo", "factored", False),
-        ("gwnmo", "coordinate", True),
+        ("gwnmo", "factored", False, False),
+        ("gwnmo", "coordinate", True, True),
     ],
 )
-def test_task_batched_meta_gradient_equals_one_task_at_a_time(method, weighting, first_order):
+def test_task_batched_meta_gradient_equals_one_task_at_a_time(
+    method, weighting, first_order, conv_bias
+):
     grads, accs = {}, {}
     for task_batch in (False, True):
         cfg = MethodConfig(
             method=method,
             weighting=weighting,
             adapt="all",
+            conv_bias=conv_bias,
             inner_steps=2,
             first_order=first_order,
             task_batch=task_batch,
@@ -77,8 +80,28 @@ def test_reference_methods_refuse_adapt_all():
         MethodConfig(method="prototype", adapt="all").validate()
 
 
-def test_batchnorm_statistics_do_not_leak_between_tasks_or_into_evaluation():
-    net = Conv4Target(5)
+def test_conv4_convolutions_carry_no_bias_unless_asked_and_old_runs_keep_theirs():
+    """BatchNorm cancels a conv bias: new runs drop it; configs written before keep theirs."""
+    from gwnmo_meta.config import RunConfig
+
+    def conv_biases(cfg):
+        net = build_method(MethodConfig(**cfg.to_dict()), IMAGE_DIM, 5)
+        return [n for n, _ in net.named_parameters() if "convs" in n and n.endswith("bias")]
+
+    assert RunConfig().conv_bias is False
+    assert conv_biases(RunConfig(method="sgd", adapt="all")) == []
+    old = RunConfig(method="sgd", adapt="all").to_dict()
+    del old["conv_bias"]
+    old["schema"] = 2
+    assert len(conv_biases(RunConfig.from_dict(old))) == 4
+    assert RunConfig.from_dict({**old, "schema": 3}).conv_bias is False
+    with pytest.raises(ConfigError, match="schema"):
+        RunConfig.from_dict({**old, "schema": "2"})
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_batchnorm_statistics_do_not_leak_between_tasks_or_into_evaluation(bias):
+    net = Conv4Target(5, bias=bias)
     assert not list(net.buffers())  # no running statistics to carry anything over
     a, b = _episodes(2)
     # task a's output does not depend on which task is batched with it (grouped convs, per-task BN)

@@ -87,8 +87,12 @@ def test_variants_are_pluggable_and_validated():
     assert Source.parse("mixed:cifar10") == Source("mixed", "cifar10")
     from gwnmo_meta.suites.protocol import Cell
 
-    cfg = Cell(Source("mnist"), 1, rows[1], "fixed", (("inner_lr", 1.0),), 2).config(suite.base)
+    fixed = Cell(Source("mnist"), 1, rows[1], "fixed", (("inner_lr", 1.0),), 2)
+    cfg = fixed.config(suite.base)
     assert (cfg.seed, cfg.data_seed, cfg.learn_init, cfg.inner_lr) == (2, 0, False, 1.0)
+    assert not fixed.meta_trained  # SGD fine-tuning from a fixed init learns nothing
+    (lslr,) = parse_variants("s=sgd:learn_lr=tensor,schedule=alg2")
+    assert Cell(Source("mnist"), 1, lslr, "fixed", (), 0).meta_trained  # it learns step sizes
     with pytest.raises(ConfigError):
         Source.parse("mixed:")
 
@@ -153,6 +157,10 @@ def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
         digests.setdefault(seed, set()).add(rec["eval"]["tasks_digest"])
     assert {k: len(v) for k, v in digests.items()} == {"0": 1, "1": 1}
     assert results["budget"]["meta_trained_cells"] > 0
+    cpu = [
+        json.loads(v.read_text())["cpu_seconds"] for v in (tmp_path / "cells").glob("*/val.json")
+    ]
+    assert all(c > 0 for c in cpu) and results["budget"]["meta_val_cpu_seconds"] > 0
     assert {p.name for p in paths} == {"results.json", "results.md", "steps.png"}
     md = (tmp_path / "results.md").read_text()
     assert "Δ vs SGD fine-tuning" in md and "Budget:" in md

@@ -16,6 +16,6 @@ common=(benchmark protocol --skip-integrity-check --sources mixed --shots 1 --re
 nice -n 10 $GWNMO "${common[@]}" --head-hidden 512 --schedules alg2 \
     --variants 'gwnmo alg2 coordinate M=gwnmo:schedule=alg2,weighting=coordinate' \
     --out benchmarks/endtoend/factored-134k "$@"
-nice -n 10 $GWNMO "${common[@]}" --adapt all --schedules unrolled \
+nice -n 10 $GWNMO "${common[@]}" --adapt all --conv-bias --schedules unrolled \
     --variants 'gwnmo unrolled coordinate M=gwnmo:schedule=unrolled,weighting=coordinate' \
     --out benchmarks/endtoend/factored-conv4 "$@"

@@ -13,7 +13,7 @@ export GWNMO_DATA=${GWNMO_DATA:?set GWNMO_DATA to the data root, e.g. /work/shar
 GWNMO=${GWNMO:-.venv/bin/gwnmo-meta}
 out=benchmarks/endtoend/protocol
 run() {
-    nice -n 10 $GWNMO benchmark protocol --adapt all --skip-integrity-check --sources mixed --seeds 0 \
+    nice -n 10 $GWNMO benchmark protocol --adapt all --conv-bias --skip-integrity-check --sources mixed --seeds 0 \
         --methods gwnmo,maml,meta-sgd,sgd,adam --schedules alg2,unrolled --weighting factored \
         --lr-values 1 --meta-steps 100 --val-tasks 50 --test-tasks 300 --quiet --out "$out" "$@"
 }

@@ -26,6 +26,6 @@ for shots in 1 5; do
     for c in benchmarks/endtoend/protocol/cells/mixed-${shots}shot-gwnmo_alg2-*-learned-*-s0; do
         [ -e "$out/cells/$(basename "$c")" ] || cp -al "$c" "$out/cells/"
     done
-    nice -n 10 $GWNMO "${common[@]}" --adapt all --shots $shots --val-tasks 50 --test-tasks 300 \
+    nice -n 10 $GWNMO "${common[@]}" --adapt all --conv-bias --shots $shots --val-tasks 50 --test-tasks 300 \
         --variants "$variants" --out "$out" "$@"
 done

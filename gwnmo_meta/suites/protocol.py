@@ -84,7 +84,10 @@ SUITE_SETTINGS = (
     "first_order",
     "task_batch",
     "adapt",
+    "conv_bias",
 )
+# what a setting added after a suite was written meant before it existed (else its default)
+LEGACY_SETTINGS = {"conv_bias": True}
 
 
 def ladder_value(k: int) -> float:
@@ -351,8 +354,12 @@ class Cell:
 
     @property
     def meta_trained(self) -> bool:
+        """Whether the cell learns something: a fine-tuner with a fixed init learns only its step
+        sizes, and only under ``learn_lr``."""
         m = self.variant.method
-        return m not in NO_META_METHODS and not (m in FINE_TUNERS and self.regime == "fixed")
+        learns_lr = dict(self.variant.overrides).get("learn_lr", "off") != "off"
+        fixed_fine_tuner = m in FINE_TUNERS and self.regime == "fixed"
+        return m not in NO_META_METHODS and not (fixed_fine_tuner and not learns_lr)
 
     def config(self, base: RunConfig) -> RunConfig:
         try:
@@ -395,7 +402,7 @@ class CellRunner:
         if rec is not None:
             return rec
         cfg = cell.config(self.suite.base)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         rec: dict[str, Any] = {"cell": cell.key, "meta_trained": cell.meta_trained}
         if cell.meta_trained:
             folder = self.folder(cell)
@@ -413,6 +420,8 @@ class CellRunner:
             )
             rec.update(val_accuracy=ev["accuracy_mean"], history=[])
         rec["seconds"] = round(time.perf_counter() - t0, 2)
+        # this process's CPU time (all its threads): the compute a row costs, whatever the load
+        rec["cpu_seconds"] = round(time.process_time() - cpu0, 2)
         rec["meta_steps"] = cfg.meta_steps if cell.meta_trained else 0
         _write_json(path, rec)
         self.cells_run += 1
@@ -624,7 +633,7 @@ def _check_settings(suite: ProtocolSuite, out: Path) -> None:
                 "kept), else choose another --out"
             )
         # a setting added after the suite was written (e.g. ``adapt``) compares as its default
-        defaults = {k: getattr(RunConfig(), k) for k in SUITE_SETTINGS}
+        defaults = {k: getattr(RunConfig(), k) for k in SUITE_SETTINGS} | LEGACY_SETTINGS
         saved = defaults | stored
         diff = sorted(k for k in settings if saved.get(k) != settings[k])
         if diff:
@@ -709,7 +718,13 @@ def _pooled(row: dict[str, Any], key: str = "task_accuracies") -> list[float] | 
 
 def cell_budget(out: Path) -> dict[str, Any]:
     """What the cells under ``out/cells`` cost: runs, meta-steps, scored configurations, seconds."""
-    budget = {"meta_trained_cells": 0, "meta_steps": 0, "scored_cells": 0, "cell_seconds": 0.0}
+    budget = {
+        "meta_trained_cells": 0,
+        "meta_steps": 0,
+        "scored_cells": 0,
+        "cell_seconds": 0.0,
+        "meta_val_cpu_seconds": 0.0,  # CPU time of meta-training + meta-val (cells that record it)
+    }
     for val in sorted((out / "cells").glob("*/val.json")):
         rec = read_record(val, _is_val_record, warn=False)
         if rec is None:  # a damaged file of a cell outside this suite: not counted
@@ -718,10 +733,12 @@ def cell_budget(out: Path) -> dict[str, Any]:
         budget["meta_trained_cells"] += bool(rec.get("meta_trained"))
         budget["meta_steps"] += _count(rec, "meta_steps")
         budget["cell_seconds"] += _count(rec, "seconds")
+        budget["meta_val_cpu_seconds"] += _count(rec, "cpu_seconds")
         test = read_record(val.with_name("test.json"), _is_test_record, warn=False)
         if test is not None:
             budget["cell_seconds"] += _count(test, "seconds")
     budget["cell_seconds"] = round(budget["cell_seconds"], 1)
+    budget["meta_val_cpu_seconds"] = round(budget["meta_val_cpu_seconds"], 1)
     return budget
 
 

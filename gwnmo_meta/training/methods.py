@@ -122,7 +122,7 @@ def _seeded_head(cfg: MethodConfig, feature_dim: int, ways: int) -> nn.Module:
         raise ConfigError(f"--adapt all needs {IMAGE_DIM}-dim flat images, got {feature_dim}")
     if cfg.head_hidden is not None:
         raise ConfigError("--head-hidden applies to --adapt head only (conv4 has a linear head)")
-    return Conv4Target(ways)
+    return Conv4Target(ways, bias=cfg.conv_bias)
 
 
 class MetaMethod(nn.Module):

@@ -27,12 +27,17 @@ WIDTH = 64
 
 
 class Conv4Target(nn.Module):
-    """Four conv3×3(64)-BN-ReLU-maxpool blocks and a linear classifier, on flat canonical images."""
+    """Four conv3×3(64)-BN-ReLU-maxpool blocks and a linear classifier, on flat canonical images.
 
-    def __init__(self, ways: int):
+    ``bias=False`` (the default, standard practice) drops the convolutions' biases: BatchNorm right
+    after each one cancels them, so their true gradient is zero and only rounding noise reaches
+    them.
+    """
+
+    def __init__(self, ways: int, bias: bool = False):
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Conv2d(c_in, WIDTH, 3, padding=1) for c_in in (3, WIDTH, WIDTH, WIDTH)
+            nn.Conv2d(c_in, WIDTH, 3, padding=1, bias=bias) for c_in in (3, WIDTH, WIDTH, WIDTH)
         )
         self.norms = nn.ModuleList(
             nn.BatchNorm2d(WIDTH, track_running_stats=False) for _ in range(4)
@@ -53,7 +58,8 @@ class Conv4Target(nn.Module):
         z = x.view(tasks, batch, *IMAGE_SHAPE).transpose(0, 1).reshape(batch, -1, 32, 32)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             w = conv.weight.reshape(-1, *conv.weight.shape[-3:])
-            z = F.conv2d(z, w, conv.bias.reshape(-1), padding=1, groups=tasks)
+            b = None if conv.bias is None else conv.bias.reshape(-1)
+            z = F.conv2d(z, w, b, padding=1, groups=tasks)
             z = F.batch_norm(
                 z, None, None, norm.weight.reshape(-1), norm.bias.reshape(-1), training=True
             )
