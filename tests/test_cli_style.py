@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from gwnmo_meta import __version__
 from gwnmo_meta.cli import app as cli
+from gwnmo_meta.cli.common import progress_bars
 
 runner = CliRunner()
 
@@ -43,9 +44,9 @@ def test_eager_version_option_and_version_command():
 
 def test_progress_bars_only_on_a_terminal_and_never_with_quiet(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    assert cli.progress_bars(quiet=False) and not cli.progress_bars(quiet=True)
+    assert progress_bars(quiet=False) and not progress_bars(quiet=True)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    assert not cli.progress_bars(quiet=False)
+    assert not progress_bars(quiet=False)
 
 
 def test_meta_train_help_groups_options_in_panels():

@@ -23,8 +23,10 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def cli_default(command: str, flag: str):
-    """The default of ``gwnmo-meta COMMAND FLAG`` as the CLI declares it."""
-    cmd = typer.main.get_command(app).commands[command]
+    """The default of ``gwnmo-meta COMMAND FLAG`` as the CLI declares it (``benchmark grid``)."""
+    cmd = typer.main.get_command(app)
+    for name in command.split():
+        cmd = cmd.commands[name]
     (param,) = [p for p in cmd.params if flag in p.opts]
     return param.default
 
@@ -99,7 +101,8 @@ def test_meta_lr_and_m_width_are_the_committed_tables():
     assert cli_default("meta-train", "--meta-lr") == MAIN["base"]["meta_lr"] == RunConfig().meta_lr
     width = _json("quick/results.json")["base"]["weighting_hidden"]
     assert cli_default("meta-train", "--weighting-hidden") == width == RunConfig().weighting_hidden
-    assert cli_default("benchmark", "--weighting-hidden") == width
+    assert cli_default("benchmark grid", "--weighting-hidden") == width
+    assert cli_default("benchmark protocol", "--weighting-hidden") == width
     assert MethodConfig().meta_lr == RunConfig().meta_lr
     assert MethodConfig().weighting_hidden == RunConfig().weighting_hidden
 
@@ -116,4 +119,5 @@ def test_default_weighting_is_the_one_the_paired_comparisons_chose():
     assert all(d["mean"] + d["ci95"] >= 0 for d in diffs)
     assert sum(d["mean"] - d["ci95"] > 0 for d in diffs) >= 1  # better somewhere, not just equal
     assert cli_default("meta-train", "--weighting") == "factored" == RunConfig().weighting
-    assert cli_default("benchmark", "--weighting") == "factored" == MethodConfig().weighting
+    assert cli_default("benchmark grid", "--weighting") == "factored" == MethodConfig().weighting
+    assert cli_default("benchmark protocol", "--weighting") == "factored"

@@ -197,12 +197,16 @@ def test_checkpoint_naming_an_unimportable_class_is_refused(tiny_data_root, tmp_
         (["train", "--hg-beta", "inf"], "--hg-beta must be a finite number"),
         (["train", "--max-train-images", "0"], "--max-train-images must be positive"),
         (["train", "--max-train-images", "-3"], "--max-train-images must be positive"),
-        (["benchmark", "quick", "--test-tasks", "0"], "--test-tasks must be positive"),
-        (["benchmark", "quick", "--meta-steps", "0"], "--meta-steps must be positive"),
-        (["benchmark", "quick", "--sources", "mixed"], "--sources apply only to the protocol"),
-        (["benchmark", "protocol", "--datasets", "mnist"], "protocol suite: --datasets (use"),
-        (["benchmark", "protocol", "--jobs", "2"], "protocol suite: --jobs"),
+        (["benchmark", "grid", "quick", "--test-tasks", "0"], "--test-tasks must be positive"),
+        (["benchmark", "grid", "quick", "--meta-steps", "0"], "--meta-steps must be positive"),
         (["benchmark", "protocol", "--lr-values", "0"], "--lr-values must be 1-5"),
+        # each suite has only its own options
+        (["benchmark", "grid", "quick", "--sources", "mixed"], "No such option: --sources"),
+        (["benchmark", "grid", "--variants", "a=sgd"], "No such option: --variants"),
+        (["benchmark", "protocol", "--datasets", "mnist"], "No such option: --datasets"),
+        (["benchmark", "protocol", "--jobs", "2"], "No such option: --jobs"),
+        (["benchmark", "protocol", "--seed", "1"], "No such option: --seed"),
+        (["benchmark", "quick"], "No such command 'quick'"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(tiny_data_root, tmp_path, args, message):
@@ -350,7 +354,7 @@ def test_a_locked_run_folder_is_refused_and_a_stale_lock_taken_over(tiny_data_ro
 # ---- benchmark ----------------------------------------------------------------------------------
 def _bench(root: Path, out: Path):
     return invoke(
-        "benchmark", "quick", "--methods", "sgd", "--meta-steps", "2", "--test-tasks", "2",
+        "benchmark", "grid", "quick", "--methods", "sgd", "--meta-steps", "2", "--test-tasks", "2",
         "--data-root", root, "--backbone", "none", "--device", "cpu", "--out", out,
     )  # fmt: skip
 
@@ -605,7 +609,7 @@ def test_an_empty_out_is_refused_not_the_current_folder(tiny_data_root, tmp_path
         )
         assert_refused(res)
         assert "'--out': is empty" in res.stderr
-    res = invoke("benchmark", "quick", "--out", "")
+    res = invoke("benchmark", "grid", "quick", "--out", "")
     assert_refused(res)
     assert list(tmp_path.iterdir()) == []
 
@@ -656,7 +660,7 @@ def _cells(out: Path) -> dict[str, object]:
     """Every cell file's content, without its timings."""
     return {
         str(p.relative_to(out)): {
-            k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"
+            k: v for k, v in json.loads(p.read_text()).items() if not k.endswith("seconds")
         }
         for p in sorted(out.glob("cells/*/*.json"))
     }

@@ -28,14 +28,14 @@ def test_registry_and_cli_help_import_neither_torch_nor_learn2learn():
 
 
 def test_cli_choices_are_the_registry():
-    from gwnmo_meta.cli import app
+    from gwnmo_meta.cli import options
 
-    assert [c.value for c in app.Method] == list(METHODS)
-    assert [c.value for c in app.Dataset] == list(registry.DATASETS)
-    assert [c.value for c in app.Schedule] == list(registry.SCHEDULES)
-    assert [c.value for c in app.Weighting] == list(registry.WEIGHTINGS)
-    assert [c.value for c in app.Backbone] == list(registry.BACKBONES)
-    assert [c.value for c in app.ClassicOptimizer] == [m for m in METHODS if METHODS[m].classic]
+    assert [c.value for c in options.Method] == list(METHODS)
+    assert [c.value for c in options.Dataset] == list(registry.DATASETS)
+    assert [c.value for c in options.Schedule] == list(registry.SCHEDULES)
+    assert [c.value for c in options.Weighting] == list(registry.WEIGHTINGS)
+    assert [c.value for c in options.Backbone] == list(registry.BACKBONES)
+    assert [c.value for c in options.ClassicOptimizer] == [m for m in METHODS if METHODS[m].classic]
 
 
 def test_check_names_the_choices_and_the_flag():
