@@ -8,5 +8,5 @@ DATA=${1:?usage: benchmarks/scale.sh DATA_ROOT}
 # --no-task-batch: the committed cells adapted one task at a time (drop it for faster, rounding-level different GWNMO cells)
 COMMON=(--weighting coordinate --no-task-batch --datasets mnist --shots 1 --schedules alg2 --head-hidden 4096 --meta-steps 30
         --data-root "$DATA" --skip-integrity-check)
-gwnmo-meta benchmark main "${COMMON[@]}" --methods gwnmo --lr-values 1 --out benchmarks/scale/gwnmo
-gwnmo-meta benchmark main "${COMMON[@]}" --methods maml,sgd,adam --lr-values 3 --out benchmarks/scale/baselines
+gwnmo-meta benchmark grid main "${COMMON[@]}" --methods gwnmo --lr-values 1 --out benchmarks/scale/gwnmo
+gwnmo-meta benchmark grid main "${COMMON[@]}" --methods maml,sgd,adam --lr-values 3 --out benchmarks/scale/baselines

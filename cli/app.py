@@ -15,6 +15,8 @@ import typer
 from gwnmo_meta.cli import benchmark, evaluate, meta_train, splits, train, version
 from gwnmo_meta.cli.common import Command, OneLineErrors
 
+EXAMPLE = "gwnmo-meta meta-train --download --meta-steps 300 --test-tasks 600 --out runs/mnist"
+
 app = typer.Typer(
     name="gwnmo-meta",
     cls=OneLineErrors,
@@ -22,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=f"Example: {EXAMPLE}",
 )
 
 
