@@ -8,7 +8,8 @@ terminal, and never with ``--quiet``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -43,7 +44,7 @@ def _root(
     """GWNMO: a learned gradient-weighting optimizer, meta-trained on few-shot tasks."""
 
 
-def _add(name: str, command: typer.models.CommandFunctionType, example: str) -> None:
+def _add(name: str, command: Callable[..., Any], example: str) -> None:
     app.command(name, cls=Command, epilog=f"Example: {example}")(command)
 
 

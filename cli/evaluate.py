@@ -73,6 +73,13 @@ DataSeed = Annotated[
     opt("--data-seed", help="meta-train's --data-seed (default: --run-seed).", panel=NO_CKPT),
 ]
 
+MethodBackbone = panel(BackboneOpt, NO_CKPT)
+MethodTestDataset = panel(TestDataset, NO_CKPT)
+MethodTrainClasses = panel(TrainClasses, NO_CKPT)
+MethodValClasses = panel(ValClasses, NO_CKPT)
+MethodTestClasses = panel(TestClasses, NO_CKPT)
+MethodHeadHidden = panel(HeadHidden, NO_CKPT)
+
 
 @user_errors
 def evaluate(
@@ -92,13 +99,13 @@ def evaluate(
     json_path: JsonPath = None,
     quiet: Quiet = False,
     method: MethodOpt = None,
-    backbone: panel(BackboneOpt, NO_CKPT) = RUN.backbone,
-    test_dataset: panel(TestDataset, NO_CKPT) = RUN.test_dataset,
-    train_classes: panel(TrainClasses, NO_CKPT) = RUN.train_classes,
-    val_classes: panel(ValClasses, NO_CKPT) = RUN.val_classes,
-    test_classes: panel(TestClasses, NO_CKPT) = RUN.test_classes,
+    backbone: MethodBackbone = RUN.backbone,
+    test_dataset: MethodTestDataset = RUN.test_dataset,
+    train_classes: MethodTrainClasses = RUN.train_classes,
+    val_classes: MethodValClasses = RUN.val_classes,
+    test_classes: MethodTestClasses = RUN.test_classes,
     inner_lr: InnerLr = RUN.inner_lr,
-    head_hidden: panel(HeadHidden, NO_CKPT) = RUN.head_hidden,
+    head_hidden: MethodHeadHidden = RUN.head_hidden,
     hg_beta: HgBeta = RUN.hg_beta,
     logreg_l2: LogregL2 = RUN.logreg_l2,
     run_seed: RunSeed = RUN.seed,

@@ -107,6 +107,8 @@ ValTasks = Annotated[int, opt("--val-tasks", help="Meta-val tasks per validation
 DataSeed = Annotated[
     int | None, opt("--data-seed", help="Seed of the data side (default: --seed).", panel=META)
 ]
+MetaDevice = panel(Device, META)
+MetaSeed = panel(Seed, META)
 RunOut = out_option("Run folder (RUN_DIR).")
 TestTasks = Annotated[
     int, opt("--test-tasks", help="Then score best.pt on N meta-test tasks.", panel=OUTPUT)
@@ -157,8 +159,8 @@ def meta_train(
     meta_steps: MetaSteps = RUN.meta_steps,
     val_every: ValEvery = RUN.val_every,
     val_tasks: ValTasks = RUN.val_tasks,
-    device: panel(Device, META) = RUN.device,
-    seed: panel(Seed, META) = RUN.seed,
+    device: MetaDevice = RUN.device,
+    seed: MetaSeed = RUN.seed,
     data_seed: DataSeed = RUN.data_seed,
     out: RunOut = Path("runs/meta-train"),
     resume: Resume = False,

@@ -72,17 +72,17 @@ def panel(option: Any, name: str) -> Any:
     return Annotated[base, info]
 
 
-def out_option(help: str, panel: str | None = OUTPUT) -> Any:
-    """An ``--out`` folder option (an empty name is a usage error)."""
+def out_option(help: str) -> Any:
+    """An ``--out`` folder option in the Output panel (an empty name is a usage error)."""
     return Annotated[
-        Path, opt("--out", help=help, panel=panel, parser=out_folder, metavar="<path>")
+        Path, opt("--out", help=help, panel=OUTPUT, parser=out_folder, metavar="<path>")
     ]
 
 
-def listing(choices: type[Enum], last: str = "or") -> str:
+def listing(choices: type[Enum]) -> str:
     """The names of ``choices`` for a help text: ``"a, b or c"``."""
     names = [c.value for c in choices]  # type: ignore[attr-defined]
-    return ", ".join(names[:-1]) + f" {last} {names[-1]}" if len(names) > 1 else names[0]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
 # ---- data and tasks -----------------------------------------------------------------------------
@@ -90,10 +90,12 @@ DataRoot = Annotated[
     Path | None,
     opt("--data-root", help="Data folder (default: $GWNMO_DATA or cache).", panel=DATA),
 ]
-Download = Annotated[bool, opt("--download/--no-download", help="Fetch missing data.", panel=DATA)]
+Download = Annotated[
+    bool, opt("--download/--no-download", help="Download missing data.", panel=DATA)
+]
 SkipCheck = Annotated[
     bool,
-    opt("--skip-integrity-check", help="Accept a re-packed CIFAR-10 (md5 differ).", panel=DATA),
+    opt("--skip-integrity-check", help="Accept CIFAR-10 whose md5 sums differ.", panel=DATA),
 ]
 TaskDatasetOpt = Annotated[
     Dataset, opt("--dataset", help=f"{listing(Dataset)}.", panel=TASK, metavar="NAME")
