@@ -10,7 +10,11 @@ Reads ``benchmarks/study/{learned,fixed}-1shot/results.json`` and their cells, a
 * meta-val accuracy against meta-training CPU-seconds (seed 0's selected cells), and each row's
   meta-val accuracy at MAML's CPU budget.
 
-Usage: python benchmarks/study/report.py [STUDY_DIR]
+Usage: python benchmarks/study/report.py [STUDY_DIR] [--test-grid]
+
+``--test-grid`` first scores every meta-trained seed-0 grid cell on the meta-test stream (cached
+as the cell's ``test.json``, the file the protocol itself writes), for a diagnostic computed after
+selection: the Spearman rank correlation between meta-val and meta-test over seed 0's grid points.
 """
 
 from __future__ import annotations
@@ -104,7 +108,69 @@ def fmt_pp(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
 
 
-def main(study: Path) -> None:
+TEST_SEED = 1234  # the protocol's meta-test stream of seed s: TEST_SEED + s
+
+
+def test_grid(folder: Path, test_tasks: int) -> None:
+    """Score every meta-trained seed-0 cell of ``folder`` on meta-test (cached in test.json)."""
+    from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+
+    for cell in sorted((folder / "cells").glob("*-s0")):
+        if (cell / "test.json").exists() or not (cell / "best.pt").exists():
+            continue
+        ev = evaluate_checkpoint(
+            cell / "best.pt",
+            skip_integrity_check=True,
+            tasks=test_tasks,
+            device="cpu",
+            seed=TEST_SEED,
+            progress=False,
+        )
+        ev.pop("text", None)
+        rec = {"cell": cell.name, "eval": ev, "seconds": None}
+        (cell / "test.json").write_text(json.dumps(rec, indent=2), encoding="utf-8")
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = mean(rx), mean(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return num / den if den else math.nan
+
+
+def rank_diagnostic(folder: Path) -> str | None:
+    """Meta-val vs meta-test over the seed-0 cells that have both (a line, or None)."""
+    pairs = []
+    for cell in sorted((folder / "cells").glob("*-s0")):
+        val, test = read(cell / "val.json"), read(cell / "test.json")
+        if val and test and val.get("val_accuracy") is not None and test.get("eval"):
+            pairs.append((cell.name, val["val_accuracy"], test["eval"]["accuracy_mean"]))
+    if len(pairs) < 3:
+        return None
+    rho = spearman([p[1] for p in pairs], [p[2] for p in pairs])
+    return (
+        f"Meta-val vs meta-test over seed 0's {len(pairs)} scored grid points (diagnostic, after "
+        f"selection): Spearman ρ = {rho:.2f}."
+    )
+
+
+def main(study: Path, grid: bool = False) -> None:
     lines = ["# End-to-end study: what GWNMO's gain is made of", ""]
     curves: dict[str, list[tuple[float, float]]] = {}
     for regime in ("learned", "fixed"):
@@ -116,6 +182,8 @@ def main(study: Path) -> None:
         g = res["groups"][0]
         rows = {r["row"]: r for r in g["rows"]}
         s, b = res["settings"], res["budget"]
+        if grid:
+            test_grid(folder, s["test_tasks"])
         lines += [
             f"## {regime} init ({g['label']}, {g['shots']}-shot, seeds "
             f"{', '.join(map(str, g['seeds']))})",
@@ -199,6 +267,9 @@ def main(study: Path) -> None:
                 lines.append(
                     f"- {rid}: " + (f"{100 * max(c):.1f}%" if c else "no validation within it")
                 )
+        diag = rank_diagnostic(folder)
+        if diag:
+            lines += ["", diag]
         lines.append("")
     (study / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     if curves:
@@ -220,4 +291,5 @@ def main(study: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent)
+    argv = [a for a in sys.argv[1:] if a != "--test-grid"]
+    main(Path(argv[0]) if argv else Path(__file__).resolve().parent, "--test-grid" in sys.argv)
