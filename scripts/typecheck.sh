@@ -5,7 +5,7 @@
 # [tool.mypy] settings of pyproject.toml. Messages name the files in the repo (cli/app.py, ...).
 #
 #   bash scripts/typecheck.sh            # uses .venv/bin/python (scripts/setup.sh installs mypy)
-#   VPY=/path/to/python bash scripts/typecheck.sh
+#   VPY=/path/to/python bash scripts/typecheck.sh [MYPY OPTIONS]   (e.g. --disallow-untyped-defs)
 #
 # Exits non-zero when mypy reports an error.
 set -euo pipefail
@@ -29,6 +29,6 @@ cp -pR "$ROOT/tasks" "$TREE/gwnmo_meta/tasks"
 cd "$TREE"
 status=0
 "$VPY" -m mypy --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.mypy_cache" \
-  -p gwnmo_meta > "$TREE/out.txt" 2>&1 || status=$?
+  "$@" -p gwnmo_meta > "$TREE/out.txt" 2>&1 || status=$?
 sed -e 's#^gwnmo_meta/cli/#cli/#' -e 's#^gwnmo_meta/tasks/#tasks/#' "$TREE/out.txt"
 exit "$status"
