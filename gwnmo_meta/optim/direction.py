@@ -140,7 +140,9 @@ def direction_stats(
     One-dimensional tensors are the target's biases, the others its weights.
     """
     with torch.no_grad():
-        g_flat, h_flat, d_flat = (torch.cat([x.reshape(-1) for x in xs]) for xs in (grads, h, delta))
+        g_flat, h_flat, d_flat = (
+            torch.cat([x.reshape(-1) for x in xs]) for xs in (grads, h, delta)
+        )
         return flat_direction_stats(g_flat, h_flat, d_flat, bias_mask([g.shape for g in grads]))
 
 
