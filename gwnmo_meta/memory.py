@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -219,7 +220,7 @@ def check_fits(need: MemoryEstimate, device: torch.device, hint: str) -> None:
     )
 
 
-def _built(estimate, *args) -> MemoryEstimate:  # noqa: ANN001
+def _built(estimate: Callable[..., MemoryEstimate], *args: Any) -> MemoryEstimate:
     try:
         return estimate(*args)
     except (RuntimeError, OverflowError, ValueError) as exc:  # more elements than an int64 holds

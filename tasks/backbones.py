@@ -8,8 +8,9 @@ cross-dataset transfer works with any backbone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,12 @@ def check_backbone(name: str) -> str:
     return BACKBONES.check(name).name
 
 
-def _tqdm(iterable, *, progress: bool, desc: str, total: int | None = None):
+T = TypeVar("T")
+
+
+def _tqdm(
+    iterable: Iterable[T], *, progress: bool, desc: str, total: int | None = None
+) -> Iterable[T]:
     from tqdm.auto import tqdm
 
     # disable=None: tqdm hides itself when stderr is not a terminal

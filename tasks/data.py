@@ -26,6 +26,7 @@ import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -144,7 +145,7 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
 
 
-def safe_pickle_load(fh) -> object:
+def safe_pickle_load(fh: IO[bytes]) -> Any:
     """Unpickle ``fh`` (latin1 strings, as torchvision does) allowing only NumPy arrays.
 
     Raises:
@@ -159,14 +160,8 @@ def safe_pickle_load(fh) -> object:
         ) from None
 
 
-def _cifar10():
+def _repacked_class() -> type:
     from torchvision.datasets import CIFAR10
-
-    return CIFAR10
-
-
-def _repacked_class():
-    CIFAR10 = _cifar10()
 
     class CIFAR10Repacked(CIFAR10):
         """torchvision's CIFAR10 for a re-packed copy: batch files must exist; their md5 is not checked.
@@ -199,14 +194,14 @@ def _repacked_class():
 
 def _torchvision_split(
     name: str, root: Path, train: bool, download: bool, skip_integrity_check: bool
-):
+) -> Any:  # a torchvision dataset (torchvision is untyped)
     from torchvision import datasets
 
     if name == "mnist":
         return datasets.MNIST(str(root), train=train, download=download)
     if name == "fmnist":
         return datasets.FashionMNIST(str(root), train=train, download=download)
-    cls = _repacked_class() if skip_integrity_check else _cifar10()
+    cls = _repacked_class() if skip_integrity_check else datasets.CIFAR10
     return cls(str(root), train=train, download=download)
 
 
@@ -249,7 +244,7 @@ def _data_error(
     )
 
 
-def _as_tensors(ds) -> tuple[Tensor, Tensor]:
+def _as_tensors(ds: Any) -> tuple[Tensor, Tensor]:
     data = ds.data
     if isinstance(data, np.ndarray):  # CIFAR10: N×H×W×C uint8
         images = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()

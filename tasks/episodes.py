@@ -19,7 +19,7 @@ changed by it. Not thread-safe: do not use ``random`` from another thread while 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,10 @@ class Episode:
 
     def to(self, device: torch.device | str) -> Episode:
         return Episode(
-            *(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y)),
+            self.support_x.to(device),
+            self.support_y.to(device),
+            self.query_x.to(device),
+            self.query_y.to(device),
             image_ids=self.image_ids,
             judge_seed=self.judge_seed,
         )
@@ -90,13 +93,13 @@ def stack_episodes(eps: Sequence[Episode]) -> Episode:
     """T episodes of one spec as one task batch: every tensor gains a leading task dimension T."""
     if not eps:
         raise ValueError("stack_episodes needs at least one episode")
-    seeds = [e.judge_seed for e in eps]
+    seeds = [e.judge_seed for e in eps if isinstance(e.judge_seed, int)]
     return Episode(
-        *(
-            torch.stack([getattr(e, name) for e in eps])
-            for name in ("support_x", "support_y", "query_x", "query_y")
-        ),
-        judge_seed=None if any(s is None for s in seeds) else seeds,  # type: ignore[arg-type]
+        torch.stack([e.support_x for e in eps]),
+        torch.stack([e.support_y for e in eps]),
+        torch.stack([e.query_x for e in eps]),
+        torch.stack([e.query_y for e in eps]),
+        judge_seed=seeds if len(seeds) == len(eps) else None,  # one per episode, or none
     )
 
 
@@ -205,7 +208,7 @@ class EpisodeSampler:
             judge_seed=judge_seed(self.seed, index),
         )
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Episode]:
         while True:
             yield self.sample()
 

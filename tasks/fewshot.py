@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,7 +188,9 @@ def conv4_key(
     return f"conv4-{dataset}-{digest}"
 
 
-def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: LabeledImages):
+def _conv4(
+    cfg: FewShotConfig, root: Path, device: torch.device, target: LabeledImages
+) -> tuple[torch.nn.Module, str]:
     """conv4 pre-trained on the backbone dataset's meta-train images only; cached on disk."""
     from gwnmo_meta.tasks.backbones import Conv4
 
@@ -207,11 +210,13 @@ def _conv4(cfg: FewShotConfig, root: Path, device: torch.device, target: Labeled
     path = cache_dir(cfg.cache_dir) / "backbones" / f"{key}.pt"
     net = Conv4()
     state = _try_load(path)
-    try:
-        net.load_state_dict(state)  # a missing or unusable cache entry is recomputed
-        cached = True
-    except (TypeError, RuntimeError, AttributeError, KeyError):
-        cached = False
+    cached = False  # a missing or unusable cache entry is recomputed
+    if isinstance(state, Mapping):
+        try:
+            net.load_state_dict(state)
+            cached = True
+        except (TypeError, RuntimeError, AttributeError, KeyError):
+            pass
     if not cached:
         # never pre-train on images the meta-val part holds out: only meta-train images of meta-train classes
         parts = split_indices(
@@ -273,6 +278,7 @@ def _features_impl(
         )
     else:
         check_cache_dir(cache_dir(cfg.cache_dir))  # before any backbone is trained
+        fn: Callable[[Tensor], Tensor] | None
         if cfg.backbone == "resnet18-imagenet":
             key = f"resnet18-imagenet-v{CACHE_VERSION}"
             fn = None
@@ -281,8 +287,10 @@ def _features_impl(
         path = (
             cache_dir(cfg.cache_dir) / "features" / f"{cfg.dataset}-{imgs.fingerprint()}-{key}.pt"
         )
-        feats = _try_load(path)
-        if not (isinstance(feats, Tensor) and feats.dim() == 2 and len(feats) == len(imgs.labels)):
+        cached = _try_load(path)
+        if isinstance(cached, Tensor) and cached.dim() == 2 and len(cached) == len(imgs.labels):
+            feats = cached
+        else:
             if fn is None:
                 net = resnet18_imagenet().to(device)
                 fn = lambda x: net(resnet_input(x))  # noqa: E731

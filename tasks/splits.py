@@ -37,12 +37,16 @@ def _parse_range(part: str, limit: int | None) -> list[int]:
     else:
         lo = hi = int(part)
     if limit is not None and hi >= limit:
-        raise _OutOfRange(hi)
+        raise _OutOfRange(hi, limit)
     return list(range(lo, hi + 1))
 
 
 class _OutOfRange(Exception):
     """A class label beyond the dataset's classes (raised before a range is expanded)."""
+
+    def __init__(self, label: int, limit: int) -> None:
+        super().__init__(label)
+        self.label, self.limit = label, limit
 
 
 def parse_classes(
@@ -89,10 +93,10 @@ def parse_classes(
                 + (" or cifar10:0-4,mnist:3" if dataset == MIXED else "")
             ) from None
         except _OutOfRange as exc:
-            name = f"{src}:{exc.args[0]}" if src else str(exc.args[0])
+            name = f"{src}:{exc.label}" if src else str(exc.label)
             has = f"{owner} has" if owner else "there are"
             raise ConfigError(
-                f"class {name} in {text!r} does not exist ({has} classes 0-{limit - 1})"
+                f"class {name} in {text!r} does not exist ({has} classes 0-{exc.limit - 1})"
             ) from None
         if src:
             local = [offsets[src] + c for c in local]

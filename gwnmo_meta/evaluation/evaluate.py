@@ -14,7 +14,11 @@ from gwnmo_meta.evaluation.stats import MeanCI, mean_ci95
 from gwnmo_meta.training import distributed
 
 if TYPE_CHECKING:
+    import torch
+
+    from gwnmo_meta.config import RunConfig
     from gwnmo_meta.tasks.episodes import EpisodeSampler
+    from gwnmo_meta.tasks.fewshot import FewShotData
     from gwnmo_meta.training.methods import MetaMethod
 
 
@@ -109,7 +113,7 @@ def evaluate_tasks(
                 n = min(chunk, tasks - done)
                 eps = [sampler.sample() for _ in range(n)]
                 for ep in eps:
-                    if getattr(ep, "image_ids", None) is not None:
+                    if ep.image_ids is not None:
                         digest.update(ep.image_ids.numpy().tobytes())
                 if lo <= done < hi:  # a chunk of this rank's share
                     _, outs = method.episodes(eps, train=False)
@@ -203,17 +207,15 @@ def evaluate_checkpoint(
     check_seed("--seed", seed)
     ckpt = load_checkpoint(checkpoint, KIND_META)
     trained = RunConfig.from_dict(ckpt["config"])
-    overrides = {
-        k: v
-        for k, v in dict(ways=ways, shots=shots, query=query, inner_steps=inner_steps).items()
-        if v is not None
-    }
     cfg = replace(
         trained,
         device=device,
         download=download,
         skip_integrity_check=skip_integrity_check or trained.skip_integrity_check,
-        **overrides,
+        ways=trained.ways if ways is None else ways,
+        shots=trained.shots if shots is None else shots,
+        query=trained.query if query is None else query,
+        inner_steps=trained.inner_steps if inner_steps is None else inner_steps,
     )
     if data_root is not None:
         cfg.data_root = data_root
@@ -253,7 +255,7 @@ def evaluate_checkpoint(
 
 
 def evaluate_method(
-    cfg: Any, *, tasks: int = 600, seed: int = 1234, part: str = "test", progress: bool = True
+    cfg: RunConfig, *, tasks: int = 600, seed: int = 1234, part: str = "test", progress: bool = True
 ) -> dict[str, Any]:
     """Score a method that has nothing to meta-learn, without a checkpoint.
 
@@ -287,8 +289,8 @@ def evaluate_method(
     info = METHODS.check(cfg.method, "--method")
     fine_tuner = info.engine == "higher" and not info.learned_optimizer
     if not (info.engine == "reference" or fine_tuner and not cfg.learn_init):
-        allowed = METHODS.names(lambda m: m.engine == "reference" or m.engine == "higher")
-        allowed = [m for m in allowed if not METHODS[m].learned_optimizer]
+        candidates = METHODS.names(lambda m: m.engine == "reference" or m.engine == "higher")
+        allowed = [m for m in candidates if not METHODS[m].learned_optimizer]
         raise ConfigError(
             f"--method {cfg.method} meta-learns parameters; evaluate its meta-train checkpoint "
             f"(without one: {', '.join(allowed)}; fine-tuning from a fixed init)"
@@ -312,16 +314,16 @@ def evaluate_method(
 
 
 def _score(
-    method: Any,
-    data: Any,
-    cfg: Any,
+    method: MetaMethod,
+    data: FewShotData,
+    cfg: RunConfig,
     *,
     tasks: int,
     seed: int,
     progress: bool,
     dataset: str,
     checkpoint: str | None,
-    device: Any,
+    device: torch.device,
     part: str = "test",
 ) -> dict[str, Any]:
     from gwnmo_meta.training.run_data import task_spec

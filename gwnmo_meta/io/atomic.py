@@ -197,7 +197,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     Returns:
         The paths removed (a temp file of a live process is kept).
     """
-    removed = []
+    removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed

@@ -36,7 +36,7 @@ class NonFiniteCheckpoint(ValueError):
     """A checkpoint would hold NaN/Inf tensors; it is never written."""
 
 
-def _feed(h: Any, obj: Any, where: str) -> None:
+def _feed(h: hashlib._Hash, obj: Any, where: str) -> None:
     """Hash ``obj`` canonically (type-tagged, dict keys sorted) into ``h``."""
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
@@ -162,7 +162,9 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
 # ---- structure ------------------------------------------------------------------------------
 
 
-def _require(body: dict[str, Any], path: Path, key: str, ok: Callable[[Any], bool], what: str):
+def _require(
+    body: dict[str, Any], path: Path, key: str, ok: Callable[[Any], bool], what: str
+) -> None:
     if key not in body:
         raise CheckpointError(f"checkpoint {path} is missing {key!r}")
     if not ok(body[key]):

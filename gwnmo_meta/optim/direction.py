@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-Grads = TypeVar("Grads", Tensor, Sequence[Tensor])
 
 EPS = 1e-12
 
@@ -26,6 +24,28 @@ def _sq_norm(xs: Sequence[Tensor], batched: bool = False) -> Tensor:
 def _per_task(v: Tensor, like: Tensor) -> Tensor:
     """A [T] tensor shaped to broadcast against ``like`` ([T, ...])."""
     return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+@overload
+def gwnmo_direction(
+    grad: Tensor,
+    weights: Tensor,
+    normalize: bool = ...,
+    eps: float = ...,
+    batched: bool = ...,
+    grad_through_norm: bool = ...,
+) -> Tensor: ...
+
+
+@overload
+def gwnmo_direction(
+    grad: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    normalize: bool = ...,
+    eps: float = ...,
+    batched: bool = ...,
+    grad_through_norm: bool = ...,
+) -> list[Tensor]: ...
 
 
 def gwnmo_direction(
@@ -54,8 +74,8 @@ def gwnmo_direction(
     step-length loophole, docs/ALGORITHMS.md); the direction keeps its full dependence on g and h.
     """
     single = isinstance(grad, Tensor)
-    gs = [grad] if single else list(grad)
-    hs = [weights] if single else list(weights)
+    gs = [grad] if isinstance(grad, Tensor) else list(grad)
+    hs = [weights] if isinstance(weights, Tensor) else list(weights)
     if len(gs) != len(hs):
         raise ValueError(f"got {len(gs)} gradients but {len(hs)} weight tensors")
     hg = [h * g for h, g in zip(hs, gs, strict=False)]
@@ -120,8 +140,10 @@ def direction_stats(
     One-dimensional tensors are the target's biases, the others its weights.
     """
     with torch.no_grad():
-        flat = (torch.cat([x.reshape(-1) for x in xs]) for xs in (grads, h, delta))
-        return flat_direction_stats(*flat, bias_mask=bias_mask([g.shape for g in grads]))
+        g_flat, h_flat, d_flat = (
+            torch.cat([x.reshape(-1) for x in xs]) for xs in (grads, h, delta)
+        )
+        return flat_direction_stats(g_flat, h_flat, d_flat, bias_mask([g.shape for g in grads]))
 
 
 def bias_mask(shapes: Sequence[Sequence[int]]) -> Tensor:

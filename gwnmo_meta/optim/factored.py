@@ -152,18 +152,26 @@ class _UnitStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, meta: tuple, stats: dict | None, h: Tensor, g_sq: Tensor, *tensors):  # type: ignore[override]
+    def forward(
+        ctx: Any,
+        meta: tuple,
+        stats: dict[str, Tensor] | None,
+        h: Tensor,
+        g_sq: Tensor,
+        *tensors: Tensor,
+    ) -> tuple[Tensor, ...]:
         lr, eps, normalize, lead, rows, _ = meta
         n = len(rows)
         params, grads = tensors[:n], tensors[n:]
+        scale: Tensor | None = None
+        saved: tuple[Tensor, ...] = ()  # a, b and where their floors are free (GWNMO)
         if normalize:
             a2, b2 = g_sq.sum(-1), (h * h * g_sq).sum(-1)
             a, b = a2.clamp_min(eps * eps).sqrt(), b2.clamp_min(eps * eps).sqrt()
             scale = a / b
             coef = (-lr * scale).unsqueeze(-1) * h
-            free = ((a2 >= eps * eps).to(a), (b2 >= eps * eps).to(b))
+            saved = (a, b, (a2 >= eps * eps).to(a), (b2 >= eps * eps).to(b))
         else:
-            a = b = scale = free = None
             coef = -lr * h
         new = [
             torch.addcmul(p2, g2, c.unsqueeze(-1)).view_as(p)
@@ -176,15 +184,14 @@ class _UnitStep(torch.autograd.Function):
             )
         ]
         if stats is not None:
-            stats.update(_unit_stats(h, g_sq, rows, grads, lead, normalize, scale))
+            stats.update(_unit_stats(h, g_sq, rows, grads, lead, scale))
         ctx.meta = meta
-        saved = (a, b, *free) if normalize else ()
         ctx.save_for_backward(h, g_sq, *saved, *grads)
         return tuple(new)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, *dnew: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *dnew: Tensor) -> tuple[Tensor | None, ...]:
         lr, eps, normalize, lead, rows, through_norm = ctx.meta
         n = len(rows)
         h, g_sq, *rest = ctx.saved_tensors
@@ -224,8 +231,18 @@ class _UnitStep(torch.autograd.Function):
         return (None, None, dh, None, *dnew, *dgrads)
 
 
-def _unit_stats(h, g_sq, rows, grads, lead, normalize, scale) -> dict[str, Tensor]:
-    """``flat_direction_stats`` (with the bias mask) of one step from per-row quantities."""
+def _unit_stats(
+    h: Tensor,
+    g_sq: Tensor,
+    rows: Sequence[int],
+    grads: Sequence[Tensor],
+    lead: int,
+    scale: Tensor | None,
+) -> dict[str, Tensor]:
+    """``flat_direction_stats`` (with the bias mask) of one step from per-row quantities.
+
+    ``scale``: GWNMO's ‖g‖/‖h∘g‖ per task; ``None`` for GWNMO' (no rescaling).
+    """
     cols = torch.cat(
         [
             torch.full((r,), math.prod(g.shape[lead + 1 :]), dtype=h.dtype, device=h.device)
@@ -251,7 +268,7 @@ def _unit_stats(h, g_sq, rows, grads, lead, normalize, scale) -> dict[str, Tenso
     a = gs.sqrt()
     u_rows = h * h * g_sq  # ‖(h∘g)_i‖² per row
     b = u_rows.sum(-1).sqrt()
-    step = (scale if normalize else torch.ones_like(a)) ** 2  # ‖Δ_i‖² = step · ‖(h∘g)_i‖²
+    step = (scale if scale is not None else torch.ones_like(a)) ** 2  # ‖Δ_i‖² = step · ‖(h∘g)_i‖²
     ds = step * u_rows.sum(-1)
     q = (h * h * g4) / u_rows.sum(-1, keepdim=True).clamp_min(tiny)  # Δ²-shares, squared-summed
     gb = (g_sq * is_bias).sum(-1)

@@ -19,7 +19,7 @@ starts it fresh in every ``innerloop_ctx`` (every episode) and holds [T, ...] te
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import higher
@@ -100,7 +100,7 @@ def _base(group: dict[str, Any]) -> Base:
 
 def _step_sizes(
     group: dict[str, Any], step_size: LearnedStepSize | None, n: int, step: int = 0
-) -> list[Any]:
+) -> Sequence[Tensor | float]:
     """α per tensor at inner step ``step``: the learned step sizes, else the group's ``lr``."""
     return step_size.alphas(step) if step_size is not None else [group["lr"]] * n
 
@@ -148,7 +148,9 @@ class GWNMO(torch.optim.Optimizer):
         self.last_h: Tensor | None = None
 
     @torch.no_grad()
-    def step(self, closure: Any = None, *, features: Tensor) -> Any:  # type: ignore[override]
+    def step(  # type: ignore[override]  # the batch features are a required argument here
+        self, closure: Callable[[], float] | None = None, *, features: Tensor
+    ) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -209,7 +211,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             self._last_h, self._last_rows = expand_rows(*self._last_rows), None
         return self._last_h
 
-    def _record(self, g: Tensor, h: Tensor, delta: Tensor, shapes: Sequence[Any]) -> None:
+    def _record(self, g: Tensor, h: Tensor, delta: Tensor, shapes: Sequence[Sequence[int]]) -> None:
         self._last_h, self._last_rows = h, None
         if self._bias_mask is None:
             self._bias_mask = bias_mask(shapes).to(g.device)
@@ -218,8 +220,8 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             self._fold()
 
     def _fold(self) -> None:
-        stacked = (torch.stack([t[i] for t in self._trace]) for i in range(3))
-        for k, v in flat_direction_stats(*stacked, bias_mask=self._bias_mask).items():
+        g, h, delta = (torch.stack([t[i] for t in self._trace]) for i in range(3))
+        for k, v in flat_direction_stats(g, h, delta, self._bias_mask).items():
             self._stat_sums[k] = v.sum(0) + self._stat_sums[k] if k in self._stat_sums else v.sum(0)
         self._stat_steps += len(self._trace)
         self._trace.clear()
@@ -250,8 +252,9 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
     ) -> Tensor:
         """M's raw outputs for a task batch as one [T, P] tensor (M's ``forward_flat`` when it has one)."""
         net, kw = self.weighting_net, _state_kw(state)
-        if hasattr(net, "forward_flat"):
-            return net.forward_flat(features, params, grads, **kw)
+        forward_flat: Callable[..., Tensor] | None = getattr(net, "forward_flat", None)
+        if forward_flat is not None:
+            return forward_flat(features, params, grads, **kw)
         return torch.cat(
             [r.reshape(features.shape[0], -1) for r in net(features, params, grads, **kw)], -1
         )
@@ -259,12 +262,12 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
     def step(
         self,
         loss: Tensor,
-        params: Any = None,
-        override: Any = None,
-        grad_callback: Any = None,
+        params: Iterable[Tensor] | None = None,
+        override: dict[str, list[Any]] | None = None,
+        grad_callback: Callable[[list[Tensor]], list[Tensor]] | None = None,
         features: Tensor | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> list[Tensor]:
         """higher's step, plus ``features=``: the batch features M sees at this step."""
         self._features = features
         try:
@@ -274,7 +277,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         finally:
             self._features = None
 
-    def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
+    def _update(self, grouped_grads: list[list[Tensor | None]], **kwargs: Any) -> None:
         step, self._inner_step = self._inner_step, self._inner_step + 1
         for group_idx, (group, grads) in enumerate(
             zip(self.param_groups, grouped_grads, strict=False)
@@ -284,7 +287,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                 raise ValueError("GWNMO needs the batch features: diffopt.step(loss, features=x)")
             idx = [i for i, g in enumerate(grads) if g is not None]
             ps = [group["params"][i] for i in idx]
-            gs = [grads[i] for i in idx]
+            gs = [g for g in grads if g is not None]
             # the base direction u (g itself for the gradient base) and its state, per task
             st = self.state[group_idx]
             states, us, base_state = _base(group).steps([st[i] for i in idx], gs)
@@ -340,8 +343,10 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                 delta = gwnmo_direction(
                     us, h, normalize=group["normalize"], grad_through_norm=through_norm
                 )
-                flat = (torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (us, h, delta))
-                self._record(*flat, shapes)
+                g_rec, h_rec, d_rec = (
+                    torch.cat([x.detach().reshape(-1) for x in xs]) for xs in (us, h, delta)
+                )
+                self._record(g_rec, h_rec, d_rec, shapes)
             lrs = _step_sizes(group, self.step_size, len(group["params"]), step)
             for i, p, d in zip(idx, ps, delta, strict=True):
                 group["params"][i] = p - lrs[i] * d
@@ -366,7 +371,7 @@ class HG(torch.optim.Optimizer):
         self.step_size = step_size  # meta-learned α_t (the differentiable version reads it)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -398,7 +403,7 @@ class DifferentiableHG(DifferentiableOptimizer):
         self.step_size = getattr(other, "step_size", None)
         self._inner_step = 0
 
-    def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
+    def _update(self, grouped_grads: list[list[Tensor | None]], **kwargs: Any) -> None:
         if self.step_size is not None:
             self._update_learned(grouped_grads)
             return
@@ -416,7 +421,7 @@ class DifferentiableHG(DifferentiableOptimizer):
                 st["alpha"], st["prev_grad"] = alpha, g
                 group["params"][p_idx] = p - alpha * g
 
-    def _update_learned(self, grouped_grads: Any) -> None:
+    def _update_learned(self, grouped_grads: list[list[Tensor | None]]) -> None:
         step, self._inner_step = self._inner_step, self._inner_step + 1
         for group_idx, (group, grads) in enumerate(
             zip(self.param_groups, grouped_grads, strict=False)
@@ -453,7 +458,7 @@ class DelayedMetaOptimizer(torch.optim.Adam):
         return [p for group in self.param_groups for p in group["params"]]
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
         params = self._params()
         current = [None if p.grad is None else p.grad.clone() for p in params]
         previous, self._pending = self._pending, current

@@ -117,9 +117,9 @@ class ThesisMLPWeighting(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, hidden),
             nn.ReLU(),
-            nn.Linear(hidden, self.num_params),
+            last := nn.Linear(hidden, self.num_params),
         )
-        _init_last(self.net[-1], init)
+        _init_last(last, init)
 
     @staticmethod
     def parameter_count(

@@ -7,7 +7,7 @@ look-ahead schedule, Meta-SGD's per-coordinate step sizes, in higher's different
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import higher
@@ -48,7 +48,7 @@ class ScaledSGD(torch.optim.Optimizer):
         self._inner_step = 0
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -72,7 +72,7 @@ class DifferentiableScaledSGD(DifferentiableOptimizer):
         self.step_size = other.step_size
         self._inner_step = 0
 
-    def _update(self, grouped_grads: Any, **kwargs: Any) -> None:
+    def _update(self, grouped_grads: list[list[Tensor | None]], **kwargs: Any) -> None:
         alphas = self.step_size.alphas(self._inner_step)
         self._inner_step += 1
         for group, grads in zip(self.param_groups, grouped_grads, strict=False):

@@ -41,15 +41,20 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from gwnmo_meta.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gwnmo_meta.tasks.episodes import Episode, EpisodeSampler
+
+T = TypeVar("T")
 
 TIMEOUT_ENV = "GWNMO_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -108,7 +113,7 @@ class World:
 
 
 _world = World()
-_slow_group: Any = None
+_slow_group: Any = None  # dist.new_group(...): a ProcessGroup (all ranks are members)
 
 
 def env_world() -> World:
@@ -204,7 +209,7 @@ def setup(meta_batch: int | None, device: torch.device) -> World:
     return _world
 
 
-def _run(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _run(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call the collective ``fn``; a dead or silent peer becomes :class:`RankFailure`."""
     try:
         return fn(*args, **kwargs)
@@ -253,8 +258,8 @@ def main_first() -> Iterator[None]:
             barrier(slow=True)
 
 
-def _buckets(tensors: Sequence[torch.Tensor]) -> dict[tuple[Any, Any], list[int]]:
-    groups: dict[tuple[Any, Any], list[int]] = {}
+def _buckets(tensors: Sequence[torch.Tensor]) -> dict[tuple[torch.dtype, torch.device], list[int]]:
+    groups: dict[tuple[torch.dtype, torch.device], list[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault((t.dtype, t.device), []).append(i)
     return groups
@@ -330,7 +335,7 @@ def gather_lists(*lists: Sequence[Any]) -> tuple[list[Any], ...]:
     return tuple([x for part in parts for x in part[i]] for i in range(len(lists)))
 
 
-def draw_share(sampler: Any, n: int, lo: int, hi: int) -> list[Any]:
+def draw_share(sampler: EpisodeSampler, n: int, lo: int, hi: int) -> list[Episode]:
     """Draw tasks ``0..n−1`` from ``sampler``; return the episodes ``lo..hi−1``.
 
     The others are skipped as descriptions only (no feature gather), so the sampler ends in the

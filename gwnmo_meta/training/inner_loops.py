@@ -31,15 +31,20 @@ through all k differentiable updates to θ (and φ_0 with learn-init).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import higher
 import torch
 import torch.nn.functional as F
+from higher.optim import DifferentiableOptimizer
 from torch import Tensor, nn
 
 from gwnmo_meta.registry import SCHEDULES
+
+if TYPE_CHECKING:
+    from gwnmo_meta.tasks.episodes import Episode
 
 ONE_STEP_SCHEDULES = SCHEDULES.names(lambda s: s.one_step)  # alg1, alg2
 
@@ -71,11 +76,11 @@ def query_metrics(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return task_losses(logits, y), (logits.argmax(-1) == y).float().mean(-1)
 
 
-def _detach_all(grads: Any) -> list[Any]:
+def _detach_all(grads: Sequence[Tensor | None]) -> list[Tensor | None]:
     return [None if g is None else g.detach() for g in grads]
 
 
-def _step(diffopt: Any, loss: Tensor, x: Tensor, first_order: bool) -> None:
+def _step(diffopt: DifferentiableOptimizer, loss: Tensor, x: Tensor, first_order: bool) -> None:
     """One differentiable step; ``first_order`` treats the gradients as constants (no second derivatives)."""
     kwargs: dict[str, Any] = {"grad_callback": _detach_all} if first_order else {}
     if getattr(diffopt, "weighting_net", None) is not None:
@@ -90,7 +95,7 @@ def _restart(init: list[Tensor], params: list[Tensor], learn_init: bool) -> list
     return [p0 + (p - p0).detach() for p0, p in zip(init, params, strict=True)]
 
 
-def _detach_state(diffopt: Any) -> None:
+def _detach_state(diffopt: DifferentiableOptimizer) -> None:
     """Cut the inner optimizer's state (Adam's moments, HG's step sizes) from earlier updates:
     with the restarted φ_t', step t's update reaches θ through step t alone."""
     for group_state in diffopt.state:
@@ -101,7 +106,11 @@ def _detach_state(diffopt: Any) -> None:
 
 
 def inner_batch_rows(
-    support: int, ways: int, inner_batch: int | None, steps: int, device: Any = None
+    support: int,
+    ways: int,
+    inner_batch: int | None,
+    steps: int,
+    device: torch.device | str | None = None,
 ) -> list[Tensor | None]:
     """Support rows of each inner step's mini-batch (``None``: the whole support set).
 
@@ -141,11 +150,15 @@ def judge_rows(query_y: Tensor, per_class: int, steps: int, seed: int) -> list[T
     return out
 
 
-def _sampled_judges(qx: Tensor, qy: Tensor, per_class: int, steps: int, seeds: Any) -> list:
+def _sampled_judges(
+    qx: Tensor, qy: Tensor, per_class: int, steps: int, seeds: int | list[int] | None
+) -> list[tuple[Tensor, Tensor]]:
     """Per inner step, the (features, labels) of the sampled judge; task-batched when ``qx`` is [T, n, D]."""
     if seeds is None:
         raise ValueError("judge_queries needs episodes with a judge_seed (from an EpisodeSampler)")
-    if qx.dim() == 2:
+    if isinstance(seeds, int) != (qx.dim() == 2):
+        raise ValueError("judge_seed: an int for one episode, one per episode for a stack")
+    if isinstance(seeds, int):
         return [
             (qx.index_select(0, r), qy.index_select(0, r))
             for r in judge_rows(qy, per_class, steps, seeds)
@@ -169,7 +182,7 @@ def _rows(x: Tensor, rows: Tensor | None) -> Tensor:
 def run_episode(
     head: nn.Module,
     opt: torch.optim.Optimizer,
-    ep: Any,
+    ep: Episode,
     *,
     steps: int,
     schedule: str,
@@ -206,7 +219,7 @@ def run_episode(
 def run_episodes(
     head: nn.Module,
     opt: torch.optim.Optimizer,
-    batch: Any,
+    batch: Episode,
     *,
     steps: int,
     schedule: str,
@@ -250,7 +263,7 @@ def run_episodes(
 def _adapt(
     head: nn.Module,
     opt: torch.optim.Optimizer,
-    ep: Any,
+    ep: Episode,
     *,
     steps: int,
     schedule: str,

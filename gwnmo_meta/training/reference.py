@@ -24,13 +24,12 @@ entry: there are no inner steps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gwnmo_meta.tasks.episodes import stack_episodes
+from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 from gwnmo_meta.training.inner_loops import EpisodeOutcome, query_metrics
 from gwnmo_meta.training.methods import MetaMethod, MethodConfig
 
@@ -137,14 +136,14 @@ class ReferenceMethod(MetaMethod):
     def task_batched(self) -> bool:
         return True
 
-    def _logits(self, ep: Any) -> Tensor:
+    def _logits(self, ep: Episode) -> Tensor:
         raise NotImplementedError
 
-    def episode(self, ep: Any, train: bool) -> EpisodeOutcome:
+    def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
         return self.episodes([ep], train)[1][0]
 
     def episodes(
-        self, eps: Sequence[Any], train: bool
+        self, eps: Sequence[Episode], train: bool
     ) -> tuple[Tensor | None, list[EpisodeOutcome]]:
         batch = stack_episodes(eps)
         with torch.no_grad():
@@ -165,13 +164,13 @@ class ReferenceMethod(MetaMethod):
 class PrototypeMethod(ReferenceMethod):
     """``prototype``: nearest support-class centroid (:func:`prototype_logits`)."""
 
-    def _logits(self, ep: Any) -> Tensor:
+    def _logits(self, ep: Episode) -> Tensor:
         return prototype_logits(ep.support_x, ep.support_y, ep.query_x, self.ways)
 
 
 class LogRegMethod(ReferenceMethod):
     """``logreg``: L2-penalised logistic regression fitted on the support set (:func:`fit_logreg`)."""
 
-    def _logits(self, ep: Any) -> Tensor:
+    def _logits(self, ep: Episode) -> Tensor:
         w, b = fit_logreg(ep.support_x, ep.support_y, self.ways, self.cfg.logreg_l2)
         return ep.query_x @ w.transpose(-1, -2) + b.unsqueeze(-2)

@@ -66,7 +66,7 @@ def fewshot_config(
         else None
     )
     return FewShotConfig(
-        dataset=eval_dataset if cross else cfg.dataset,
+        dataset=cfg.dataset if eval_dataset is None else eval_dataset,  # cfg.dataset unless cross
         data_root=cfg.data_root,
         download=cfg.download,
         skip_integrity_check=cfg.skip_integrity_check,

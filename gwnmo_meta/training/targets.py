@@ -15,6 +15,8 @@ learned as part of the init and adapted in the inner loop.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,19 +46,26 @@ class Conv4Target(nn.Module):
         )
         self.head = TaskLinear(WIDTH * 2 * 2, ways)
 
+    def _blocks(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The four (convolution, norm) pairs, in order (typed: a ModuleList yields plain Modules)."""
+        return cast(
+            list[tuple[nn.Conv2d, nn.BatchNorm2d]], list(zip(self.convs, self.norms, strict=True))
+        )
+
     def forward(self, x: Tensor) -> Tensor:
+        blocks = self._blocks()
         if x.dim() == 2:  # one task: [B, 3072]
             z = x.view(-1, *IMAGE_SHAPE)
-            for conv, norm in zip(self.convs, self.norms, strict=True):
+            for conv, norm in blocks:
                 z = F.conv2d(z, conv.weight, conv.bias, padding=1)
                 z = F.batch_norm(z, None, None, norm.weight, norm.bias, training=True)
                 z = F.max_pool2d(F.relu(z), 2)
             return self.head(z.flatten(1))
-        if self.convs[0].weight.dim() == 4:  # shared weights on a task batch: task by task
+        if blocks[0][0].weight.dim() == 4:  # shared weights on a task batch: task by task
             return torch.stack([self(task) for task in x])
         tasks, batch = x.shape[:2]  # task-batched weights: tasks side by side along channels
         z = x.view(tasks, batch, *IMAGE_SHAPE).transpose(0, 1).reshape(batch, -1, 32, 32)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
+        for conv, norm in blocks:
             w = conv.weight.reshape(-1, *conv.weight.shape[-3:])
             b = None if conv.bias is None else conv.bias.reshape(-1)
             z = F.conv2d(z, w, b, padding=1, groups=tasks)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+if TYPE_CHECKING:
+    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.evaluation.evaluate import EvalSummary
+    from gwnmo_meta.training.inner_loops import EpisodeOutcome
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -24,9 +29,9 @@ def summary_writer(logdir: Path, purge_step: int | None = None) -> SummaryWriter
     writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
     events = getattr(writer._get_file_writer().event_writer, "_general_file_writer", None)
     write = getattr(events, "write", None)
-    if write is not None:  # tensorboard's file object (a private attribute: only if present)
+    if events is not None and write is not None:  # tensorboard's file object (private: if present)
 
-        def write_if_there(data: Any) -> None:
+        def write_if_there(data: bytes) -> None:
             try:
                 write(data)
             except FileNotFoundError:
@@ -45,11 +50,11 @@ class RunLogger:
     def train_step(
         self,
         step: int,
-        outcomes: Sequence[Any],
+        outcomes: Sequence[EpisodeOutcome],
         meta_loss: float,
         tasks_per_s: float,
         inner_lr: float | dict[str, float],
-        meta_opt: Any,
+        meta_opt: torch.optim.Optimizer | None,
     ) -> dict[str, float]:
         """Log one meta-step; return the scalars as a dict (kept in the run history).
 
@@ -82,24 +87,26 @@ class RunLogger:
         w.add_scalar("speed/tasks_per_s", tasks_per_s, step)
         return record
 
-    def histograms(self, step: int, method: torch.nn.Module, outcomes: Sequence[Any]) -> None:
+    def histograms(
+        self, step: int, method: torch.nn.Module, outcomes: Sequence[EpisodeOutcome]
+    ) -> None:
         """Histograms of the meta-parameters and, when the method exposes them, of the weights h."""
         for name, p in method.named_parameters():
             if p.numel() > 1:
                 self.writer.add_histogram(f"params/{name}", p.detach().float().cpu(), step)
-        hs = [o.weights for o in outcomes if getattr(o, "weights", None) is not None]
+        hs = [o.weights for o in outcomes if o.weights is not None]
         if hs:
             self.writer.add_histogram(
                 "gwnmo/h", torch.cat([h.reshape(-1).float().cpu() for h in hs]), step
             )
 
-    def validation(self, step: int, summary: Any) -> None:
+    def validation(self, step: int, summary: EvalSummary) -> None:
         w = self.writer
         w.add_scalar("meta-val/accuracy", summary.accuracy.mean, step)
         w.add_scalar("meta-val/accuracy_ci95", summary.accuracy.ci95, step)
         w.add_scalar("meta-val/loss", summary.loss.mean, step)
 
-    def hparams(self, cfg: Any, best_acc: float | None, last_val: Any) -> None:
+    def hparams(self, cfg: RunConfig, best_acc: float | None, last_val: EvalSummary | None) -> None:
         """The hparams summary linking the config to final metrics, in the same event file."""
         hp = {
             k: (v if isinstance(v, (int, float, str, bool)) else str(v))
