@@ -18,6 +18,7 @@ from gwnmo_meta.cli.common import (
 )
 from gwnmo_meta.cli.options import (
     AdaptOpt,
+    Backbone,
     BackboneOpt,
     ConvBias,
     DataRoot,
@@ -27,10 +28,11 @@ from gwnmo_meta.cli.options import (
     Seed,
     SkipCheck,
     TaskBatch,
+    Weighting,
     WeightingHidden,
     WeightingOpt,
     opt,
-    out_option,
+    out,
     panel,
 )
 
@@ -49,7 +51,7 @@ app = typer.Typer(
 )
 
 # ---- options of both suites ---------------------------------------------------------------------
-SuiteOut = out_option("Folder for cells, results and plots.")
+SuiteOut = Annotated[Path, out("Folder for cells, results and plots.")]
 ShotsList = Annotated[
     str | None, opt("--shots", help="Comma list of shots, e.g. 1,5.", panel=SUITE)
 ]
@@ -63,10 +65,10 @@ MetaSteps = Annotated[int | None, opt("--meta-steps", help="Meta-steps per cell.
 TestTasks = Annotated[
     int | None, opt("--test-tasks", help="Meta-test tasks per evaluation.", panel=SUITE)
 ]
-CellBackbone = panel(BackboneOpt, CELLS)
-CellHeadHidden = panel(HeadHidden, CELLS)
-CellWeighting = panel(WeightingOpt, CELLS)
-CellWeightingHidden = panel(WeightingHidden, CELLS)
+CellBackbone = Annotated[Backbone, panel(BackboneOpt, CELLS)]
+CellHeadHidden = Annotated[int | None, panel(HeadHidden, CELLS)]
+CellWeighting = Annotated[Weighting, panel(WeightingOpt, CELLS)]
+CellWeightingHidden = Annotated[int, panel(WeightingHidden, CELLS)]
 
 # ---- grid suites --------------------------------------------------------------------------------
 Suite = Annotated[str, typer.Argument(help="quick (minutes), main or transfer (3×3 datasets).")]
@@ -103,8 +105,8 @@ GridPoints = Annotated[
 ]
 
 # the RunConfig fields each suite takes from its options
-GRID_BASE = ("data_root", "skip_integrity_check", "backbone", "device", "seed", "head_hidden")
-GRID_BASE += ("weighting", "weighting_hidden", "task_batch", "adapt", "conv_bias")
+GRID_BASE: tuple[str, ...] = ("data_root", "skip_integrity_check", "backbone", "device", "seed")
+GRID_BASE += ("head_hidden", "weighting", "weighting_hidden", "task_batch", "adapt", "conv_bias")
 PROTOCOL_BASE = (*(n for n in GRID_BASE if n != "seed"), "meta_steps", "inner_steps", "val_tasks")
 
 

@@ -63,7 +63,7 @@ class OneLineErrors(TyperGroup):
 class Command(TyperCommand):
     """Typer's command, with ``--help`` in the last help panel when every option has a panel."""
 
-    def get_help_option(self, ctx: typer.Context) -> Any:
+    def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)
         options = [p for p in self.params if p.param_type_name == "option"]
         panels = [getattr(p, "rich_help_panel", None) for p in options]

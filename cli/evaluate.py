@@ -11,6 +11,7 @@ from gwnmo_meta.cli.common import RUN, config_from, plain, progress_bars, user_e
 from gwnmo_meta.cli.options import (
     OUTPUT,
     TASK,
+    Backbone,
     BackboneOpt,
     DataRoot,
     Dataset,
@@ -20,6 +21,7 @@ from gwnmo_meta.cli.options import (
     Method,
     Quiet,
     SkipCheck,
+    SourceDataset,
     TestClasses,
     TestDataset,
     TrainClasses,
@@ -73,12 +75,12 @@ DataSeed = Annotated[
     opt("--data-seed", help="meta-train's --data-seed (default: --run-seed).", panel=NO_CKPT),
 ]
 
-MethodBackbone = panel(BackboneOpt, NO_CKPT)
-MethodTestDataset = panel(TestDataset, NO_CKPT)
-MethodTrainClasses = panel(TrainClasses, NO_CKPT)
-MethodValClasses = panel(ValClasses, NO_CKPT)
-MethodTestClasses = panel(TestClasses, NO_CKPT)
-MethodHeadHidden = panel(HeadHidden, NO_CKPT)
+MethodBackbone = Annotated[Backbone, panel(BackboneOpt, NO_CKPT)]
+MethodTestDataset = Annotated[SourceDataset | None, panel(TestDataset, NO_CKPT)]
+MethodTrainClasses = Annotated[str | None, panel(TrainClasses, NO_CKPT)]
+MethodValClasses = Annotated[str | None, panel(ValClasses, NO_CKPT)]
+MethodTestClasses = Annotated[str | None, panel(TestClasses, NO_CKPT)]
+MethodHeadHidden = Annotated[int | None, panel(HeadHidden, NO_CKPT)]
 
 
 @user_errors
@@ -146,8 +148,8 @@ def score_checkpoint(checkpoint: Path, params: dict[str, Any]) -> dict[str, Any]
     """``evaluate_checkpoint`` with the command's options (those left unset: as trained)."""
     from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
 
-    names = ("dataset", "data_root", "download", "skip_integrity_check", "tasks", "ways", "shots")
-    names += ("query", "inner_steps", "device", "seed")
+    names = ["dataset", "data_root", "download", "skip_integrity_check", "tasks", "ways", "shots"]
+    names += ["query", "inner_steps", "device", "seed"]
     options = {k: plain(params[k]) for k in names}
     return evaluate_checkpoint(checkpoint, **options, progress=progress_bars(params["quiet"]))
 

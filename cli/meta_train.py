@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,7 +54,7 @@ from gwnmo_meta.cli.options import (
     WeightingOpt,
     listing,
     opt,
-    out_option,
+    out,
     panel,
 )
 
@@ -107,9 +108,9 @@ ValTasks = Annotated[int, opt("--val-tasks", help="Meta-val tasks per validation
 DataSeed = Annotated[
     int | None, opt("--data-seed", help="Seed of the data side (default: --seed).", panel=META)
 ]
-MetaDevice = panel(Device, META)
-MetaSeed = panel(Seed, META)
-RunOut = out_option("Run folder (RUN_DIR).")
+MetaDevice = Annotated[str, panel(Device, META)]
+MetaSeed = Annotated[int, panel(Seed, META)]
+RunOut = Annotated[Path, out("Run folder (RUN_DIR).")]
 TestTasks = Annotated[
     int, opt("--test-tasks", help="Then score best.pt on N meta-test tasks.", panel=OUTPUT)
 ]
@@ -209,7 +210,7 @@ def run(cfg: RunConfig, out: Path, test_tasks: int, progress: bool, **options: A
             f"interrupted at meta-step {result.steps_done}; "
             f"checkpoint saved to {out / 'last.pt'} (continue with --resume)"
         )
-        raise typer.Exit(128 + result.signal)
+        raise typer.Exit(128 + (result.signal or signal.SIGINT))  # the trainer sets it
     best = "n/a" if result.best_val_accuracy is None else f"{100 * result.best_val_accuracy:.2f}%"
     echo(f"meta-trained {result.steps_done} steps; best meta-val accuracy {best}; run dir {out}")
     if test_tasks:

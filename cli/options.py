@@ -11,7 +11,7 @@ import copy
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 
@@ -25,27 +25,46 @@ def choices(name: str, entries: Mapping[str, object]) -> type[Enum]:
     return Enum(name, {n: n for n in entries}, type=str)  # type: ignore[return-value]
 
 
-Dataset = choices("Dataset", registry.DATASETS)
-SourceDataset = choices(  # read from disk (not a pool)
-    "SourceDataset", {d: None for d in registry.DATASETS.names(lambda i: not i.sources)}
-)
-Method = choices("Method", registry.METHODS)
-# meta-train offers only what it trains (the reference classifiers are scored by evaluate --method)
-TrainedMethod = choices(
-    "TrainedMethod", {m: None for m in registry.METHODS.names(lambda i: i.engine != "reference")}
-)
-ClassicOptimizer = choices(
-    "ClassicOptimizer", {m: None for m in registry.METHODS.names(lambda i: i.classic)}
-)
-Schedule = choices("Schedule", registry.SCHEDULES)
-ClassicSchedule = choices(
-    "ClassicSchedule", {s: None for s in registry.SCHEDULES.names(lambda i: i.classic)}
-)
-LearnLr = choices("LearnLr", registry.LEARN_LR)
-Weighting = choices("Weighting", registry.WEIGHTINGS)
-BaseDirection = choices("BaseDirection", registry.BASES)
-Backbone = choices("Backbone", registry.BACKBONES)
-Adapt = choices("Adapt", registry.ADAPT)
+if TYPE_CHECKING:  # one str Enum to a type checker; the members are the registry's, at run time
+
+    class Choice(str, Enum):
+        """A registered name."""
+
+    Dataset = Choice
+    SourceDataset = Choice
+    Method = Choice
+    TrainedMethod = Choice
+    ClassicOptimizer = Choice
+    Schedule = Choice
+    ClassicSchedule = Choice
+    LearnLr = Choice
+    Weighting = Choice
+    BaseDirection = Choice
+    Backbone = Choice
+    Adapt = Choice
+else:
+    Dataset = choices("Dataset", registry.DATASETS)
+    SourceDataset = choices(  # read from disk (not a pool)
+        "SourceDataset", {d: None for d in registry.DATASETS.names(lambda i: not i.sources)}
+    )
+    Method = choices("Method", registry.METHODS)
+    # meta-train offers only what it trains (evaluate --method scores the reference classifiers)
+    TrainedMethod = choices(
+        "TrainedMethod",
+        {m: None for m in registry.METHODS.names(lambda i: i.engine != "reference")},
+    )
+    ClassicOptimizer = choices(
+        "ClassicOptimizer", {m: None for m in registry.METHODS.names(lambda i: i.classic)}
+    )
+    Schedule = choices("Schedule", registry.SCHEDULES)
+    ClassicSchedule = choices(
+        "ClassicSchedule", {s: None for s in registry.SCHEDULES.names(lambda i: i.classic)}
+    )
+    LearnLr = choices("LearnLr", registry.LEARN_LR)
+    Weighting = choices("Weighting", registry.WEIGHTINGS)
+    BaseDirection = choices("BaseDirection", registry.BASES)
+    Backbone = choices("Backbone", registry.BACKBONES)
+    Adapt = choices("Adapt", registry.ADAPT)
 
 
 # ---- help panels --------------------------------------------------------------------------------
@@ -65,23 +84,21 @@ def opt(*names: str, help: str, panel: str | None = None, **extra: Any) -> Any:
 
 
 def panel(option: Any, name: str) -> Any:
-    """``option`` (an ``Annotated[T, typer.Option(...)]`` type) listed under the help panel ``name``."""
-    base, info = get_args(option)
-    info = copy.copy(info)
+    """The ``typer.Option`` of ``option`` (an ``Annotated`` alias) listed under the panel ``name``:
+    ``Annotated[str, panel(Device, META)]``."""
+    info = copy.copy(get_args(option)[1])
     info.rich_help_panel = name
-    return Annotated[base, info]
+    return info
 
 
-def out_option(help: str) -> Any:
+def out(help: str) -> Any:
     """An ``--out`` folder option in the Output panel (an empty name is a usage error)."""
-    return Annotated[
-        Path, opt("--out", help=help, panel=OUTPUT, parser=out_folder, metavar="<path>")
-    ]
+    return opt("--out", help=help, panel=OUTPUT, parser=out_folder, metavar="<path>")
 
 
 def listing(choices: type[Enum]) -> str:
     """The names of ``choices`` for a help text: ``"a, b or c"``."""
-    names = [c.value for c in choices]  # type: ignore[attr-defined]
+    names = [c.value for c in choices]
     return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -29,7 +30,7 @@ from gwnmo_meta.cli.options import (
     Weighting,
     listing,
     opt,
-    out_option,
+    out,
 )
 
 if TYPE_CHECKING:
@@ -37,8 +38,33 @@ if TYPE_CHECKING:
 
 EXAMPLE = "gwnmo-meta train --dataset mnist --optimizer gwnmo --epochs 5 --out runs/classic"
 
-# The defaults are ClassicConfig's (tests/test_config_declared_once.py compares them); that
-# module imports torch, which --help does not wait for.
+# ClassicConfig's defaults, restated because its module imports torch, which --help does not wait
+# for (tests/test_config_declared_once.py holds them equal)
+CLASSIC = SimpleNamespace(
+    dataset="mnist",
+    data_root=None,
+    download=False,
+    skip_integrity_check=False,
+    backbone="conv4",
+    optimizer=registry.DEFAULT_METHOD,
+    weighting="mlp",
+    lr=None,
+    meta_lr=defaults.CLASSIC_META_LR.value,
+    hg_beta=defaults.CLASSIC_HG_BETA.value,
+    epochs=5,
+    batch_size=64,
+    hidden=64,
+    reps=1,
+    weighting_from=None,
+    freeze_weighting=False,
+    max_train_images=None,
+    device="auto",
+    seed=0,
+    val_fraction=defaults.CLASSIC_VAL_FRACTION,
+    base="grad",
+    base_momentum=defaults.BASE_MOMENTUM.value,
+    base_beta2=defaults.BASE_BETA2.value,
+)
 ClassicDataset = Annotated[
     SourceDataset,
     opt(
@@ -79,36 +105,36 @@ ValFraction = Annotated[
     float, opt("--val-fraction", help="Held-out share that selects the epoch.", panel=TASK)
 ]
 ClassicSeed = Annotated[int, opt("--seed", help="Seed of the init, batches and val split.")]
-TrainOut = out_option("Run folder.")
+TrainOut = Annotated[Path, out("Run folder.")]
 
 
 @user_errors
 def train(
     ctx: typer.Context,
-    data_root: DataRoot = None,
-    download: Download = False,
-    skip_integrity_check: SkipCheck = False,
-    dataset: ClassicDataset = "mnist",
-    backbone: BackboneOpt = "conv4",
-    optimizer: Optimizer = registry.DEFAULT_METHOD,
+    data_root: DataRoot = CLASSIC.data_root,
+    download: Download = CLASSIC.download,
+    skip_integrity_check: SkipCheck = CLASSIC.skip_integrity_check,
+    dataset: ClassicDataset = CLASSIC.dataset,
+    backbone: BackboneOpt = CLASSIC.backbone,
+    optimizer: Optimizer = CLASSIC.optimizer,
     schedule: ScheduleOpt = None,
-    weighting: WeightingOpt = "mlp",
-    lr: Lr = None,
-    meta_lr: MetaLr = defaults.CLASSIC_META_LR.value,
-    hg_beta: HgBeta = defaults.CLASSIC_HG_BETA.value,
-    epochs: Epochs = 5,
-    batch_size: BatchSize = 64,
-    hidden: Hidden = 64,
-    reps: Reps = 1,
-    weighting_from: WeightingFrom = None,
-    freeze_weighting: FreezeWeighting = False,
-    max_train_images: MaxTrainImages = None,
-    val_fraction: ValFraction = defaults.CLASSIC_VAL_FRACTION,
-    base: BaseOpt = "grad",
-    base_momentum: BaseMomentum = defaults.BASE_MOMENTUM.value,
-    base_beta2: BaseBeta2 = defaults.BASE_BETA2.value,
-    device: Device = "auto",
-    seed: ClassicSeed = 0,
+    weighting: WeightingOpt = CLASSIC.weighting,
+    lr: Lr = CLASSIC.lr,
+    meta_lr: MetaLr = CLASSIC.meta_lr,
+    hg_beta: HgBeta = CLASSIC.hg_beta,
+    epochs: Epochs = CLASSIC.epochs,
+    batch_size: BatchSize = CLASSIC.batch_size,
+    hidden: Hidden = CLASSIC.hidden,
+    reps: Reps = CLASSIC.reps,
+    weighting_from: WeightingFrom = CLASSIC.weighting_from,
+    freeze_weighting: FreezeWeighting = CLASSIC.freeze_weighting,
+    max_train_images: MaxTrainImages = CLASSIC.max_train_images,
+    val_fraction: ValFraction = CLASSIC.val_fraction,
+    base: BaseOpt = CLASSIC.base,
+    base_momentum: BaseMomentum = CLASSIC.base_momentum,
+    base_beta2: BaseBeta2 = CLASSIC.base_beta2,
+    device: Device = CLASSIC.device,
+    seed: ClassicSeed = CLASSIC.seed,
     out: TrainOut = Path("runs/train"),
     resume: Resume = False,
     allow_data_change: AllowDataChange = False,
