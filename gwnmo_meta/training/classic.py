@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from gwnmo_meta import defaults
 from gwnmo_meta.config import check_base, check_positive, check_seed
 from gwnmo_meta.errors import CheckpointError, ConfigError
-from gwnmo_meta.registry import DEFAULT_METHOD, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
+from gwnmo_meta.registry import DEFAULT_METHOD, METHODS, SCHEDULES, WEIGHTINGS, MethodInfo
 
 OPTIMIZERS = METHODS.names(lambda m: m.classic)  # the methods ``train --optimizer`` accepts
 VAL_FRACTION = defaults.CLASSIC_VAL_FRACTION  # share of each class held out to select the epoch
@@ -845,7 +845,7 @@ class _TorchLearner:
     def __init__(self, target: nn.Module, cfg: ClassicConfig):
         self.target = target
         options = {kw: getattr(cfg, field) for kw, field in cfg.info.optimizer_options}
-        self.opt = load(cfg.info.impl)(list(target.parameters()), lr=cfg.step_size, **options)
+        self.opt = cfg.info.implementation()(list(target.parameters()), lr=cfg.step_size, **options)
 
     def step(self, x: Tensor, y: Tensor) -> float:
         self.opt.zero_grad(set_to_none=True)

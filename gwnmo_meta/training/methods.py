@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.optim.nets import build_weighting, make_head
-from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
+from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo
 from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 from gwnmo_meta.training.inner_loops import (
     EpisodeOutcome,
@@ -204,7 +204,7 @@ class HigherMethod(MetaMethod):
                 prime=info.prime,
                 state_inputs=Base(cfg.base).state_inputs,
             )
-            self.inner_opt: torch.optim.Optimizer = load(info.impl)(
+            self.inner_opt: torch.optim.Optimizer = info.implementation()(
                 params,
                 self.weighting,
                 lr=cfg.lr,
@@ -228,7 +228,7 @@ class HigherMethod(MetaMethod):
             options = {kw: getattr(cfg, field) for kw, field in info.optimizer_options}
             if self.step_size is not None:  # HG: a meta-learned starting step size
                 options["step_size"] = self.step_size
-            self.inner_opt = load(info.impl)(params, lr=cfg.lr, **options)
+            self.inner_opt = info.implementation()(params, lr=cfg.lr, **options)
 
     def meta_parameters(self) -> list[nn.Parameter]:
         """M's parameters and the learned step sizes, plus the head's initialisation with ``learn_init``."""
@@ -276,12 +276,9 @@ class L2LMethod(MetaMethod):
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
-        from gwnmo_meta.training.l2l import learn2learn
-
-        learn2learn()  # imports it quietly (before load() does)
+        cls = cfg.info.implementation()  # imports learn2learn quietly (training/l2l.py)
         self.ways = ways
         head = _seeded_head(cfg, feature_dim, ways)
-        cls = load(cfg.info.impl)
         self.learner = cls(head, lr=cfg.lr, first_order=cfg.first_order)
 
     def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
@@ -345,7 +342,7 @@ def build_method(
     cfg.validate()
     engine = cfg.info.engine
     if engine == "reference":
-        cls: type[MetaMethod] = load(cfg.info.impl)
+        cls: type[MetaMethod] = cfg.info.implementation()
     elif engine == "learn2learn" and not runs_through_higher(cfg):
         cls = L2LMethod
     else:
