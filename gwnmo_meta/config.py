@@ -12,6 +12,7 @@ from typing import Any
 from gwnmo_meta import defaults
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import (
+    ADAPT,
     BACKBONES,
     BASES,
     DATASETS,
@@ -20,6 +21,7 @@ from gwnmo_meta.registry import (
     METHODS,
     SCHEDULES,
     WEIGHTINGS,
+    MethodInfo,
     check_device,
 )
 
@@ -178,9 +180,13 @@ class RunConfig:
         return "alg2" if info is not None and info.learned_optimizer else "unrolled"
 
     def validate(self) -> RunConfig:
-        """Check the names against the registry and the counts; returns ``self``.
+        """Check the names against the registry, the counts and what the method allows; returns
+        ``self``.
 
-        Method and data specifics (class splits, step sizes) are validated by their own modules.
+        The one validation of a run's configuration: the function that receives a config from
+        its builder (``meta_train``, the evaluators, ``build_method``) calls it once, and
+        everything downstream reads ``cfg`` as valid. Data specifics (class splits, image counts)
+        are checked where the data are loaded.
         """
         info = METHODS.check(self.method)
         if self.schedule is not None:
@@ -189,9 +195,9 @@ class RunConfig:
                 raise ConfigError(
                     f"--schedule: --method {self.method} has no inner loop to meta-train"
                 )
-        self.check_learn_lr()
+        self._check_learn_lr(info)
         WEIGHTINGS.check(self.weighting)
-        self.check_base()
+        self._check_base(info)
         DATASETS.check(self.dataset)
         if self.test_dataset is not None:
             pool = DATASETS[self.dataset].sources
@@ -232,17 +238,26 @@ class RunConfig:
             check_positive("--inner-lr", self.inner_lr)
         if self.inner_batch is not None:
             self._validate_inner_batch()
-        self.check_judge_queries()
-        from gwnmo_meta.registry import ADAPT
-
+        self._check_judge_queries()
         ADAPT.check(self.adapt, "--adapt")
+        if info.init_always_learned and not self.learn_init:
+            raise ConfigError(
+                f"--method {self.method} always meta-learns the init; drop --no-learn-init"
+            )
+        if self.adapt == "all" and info.engine == "reference":
+            raise ConfigError(
+                f"--adapt all needs an inner loop; --method {self.method} has none (use --adapt head)"
+            )
         return self
 
-    def check_base(self) -> None:
+    def _check_base(self, info: MethodInfo) -> None:
         """The base-direction options (:func:`check_base`): only for the learned optimizers."""
-        learned = METHODS.check(self.method).learned_optimizer
         check_base(
-            self.base, self.base_momentum, self.base_beta2, learned, f"--method {self.method}"
+            self.base,
+            self.base_momentum,
+            self.base_beta2,
+            info.learned_optimizer,
+            f"--method {self.method}",
         )
 
     def _validate_inner_batch(self) -> None:
@@ -253,7 +268,7 @@ class RunConfig:
                 f"--inner-batch must be a multiple of --ways ({self.ways}) between {self.ways} and "
                 f"the support set's {self.ways * self.shots} examples, got {self.inner_batch}"
             )
-        one_step = SCHEDULES.check(self.schedule_name).one_step
+        one_step = SCHEDULES[self.schedule_name].one_step
         if one_step and 2 * per_class > self.shots:
             raise ConfigError(
                 f"--schedule {self.schedule_name} judges each inner step on the next mini-batch, which "
@@ -262,14 +277,14 @@ class RunConfig:
                 f"{self.ways * (self.shots // 2)} (needs --shots >= 2) or no --inner-batch"
             )
 
-    def check_learn_lr(self) -> None:
+    def _check_learn_lr(self, info: MethodInfo) -> None:
         """``--learn-lr``: a registered mode, for a method whose step size can be learned."""
         LEARN_LR.check(self.learn_lr, "--learn-lr")
-        if self.learn_lr != "off" and not METHODS.check(self.method).learnable_lr:
+        if self.learn_lr != "off" and not info.learnable_lr:
             learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
             raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
 
-    def check_judge_queries(self) -> None:
+    def _check_judge_queries(self) -> None:
         """A sampled judge (when set): 1..query rows per class, for a look-ahead schedule."""
         if self.judge_queries is None:
             return
@@ -277,7 +292,7 @@ class RunConfig:
             raise ConfigError(
                 f"--judge-queries must be between 1 and --query ({self.query}), got {self.judge_queries}"
             )
-        if not SCHEDULES.check(self.schedule_name).one_step:
+        if not SCHEDULES[self.schedule_name].one_step:
             one_step = ", ".join(SCHEDULES.names(lambda s: s.one_step))
             raise ConfigError(
                 f"--judge-queries samples the look-ahead judge of --schedule {one_step}; "

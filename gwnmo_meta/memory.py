@@ -120,7 +120,7 @@ def estimate_meta_train(
     from gwnmo_meta.registry import METHODS
     from gwnmo_meta.training.targets import Conv4Target
 
-    info = METHODS.check(cfg.method)
+    info = METHODS[cfg.method]
     width = feature_dim or input_width(cfg.backbone, cfg.adapt)
     examples = cfg.ways * (cfg.shots + cfg.query)
     with torch.device("meta"):  # shapes only: nothing is allocated

@@ -220,7 +220,7 @@ def evaluate_checkpoint(
     cfg.validate()
     dev = resolve_device(device)
     check_meta_train(cfg, dev, ckpt["feature_dim"], train=False)  # e.g. a checkpoint's huge sizes
-    progress = progress and distributed.setup(None, dev).is_main  # torchrun: shard the tasks
+    progress = progress and distributed.setup(dev).is_main  # torchrun: shard the tasks
     data = load_run_data(cfg, dev, eval_dataset=dataset, progress=progress)
     if data.feature_dim != ckpt["feature_dim"]:
         raise CheckpointError(
@@ -283,16 +283,16 @@ def evaluate_method(
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
     check_seed("--seed", seed)
-    cfg.validate()
-    info = METHODS.check(cfg.method, "--method")
-    fine_tuner = info.engine == "higher" and not info.learned_optimizer
-    if not (info.engine == "reference" or fine_tuner and not cfg.learn_init):
+    info = METHODS.get(cfg.method)  # (an unknown name is the validation's to report)
+    fine_tuner = info is not None and info.engine == "higher" and not info.learned_optimizer
+    if info is not None and not (info.engine == "reference" or fine_tuner and not cfg.learn_init):
         allowed = METHODS.names(lambda m: m.engine == "reference" or m.engine == "higher")
         allowed = [m for m in allowed if not METHODS[m].learned_optimizer]
         raise ConfigError(
             f"--method {cfg.method} meta-learns parameters; evaluate its meta-train checkpoint "
             f"(without one: {', '.join(allowed)}; fine-tuning from a fixed init)"
         )
+    cfg.validate()  # the one validation of the configuration; downstream reads it as valid
     dev = resolve_device(cfg.device)
     check_meta_train(cfg, dev, train=False)
     data = load_run_data(cfg, dev, progress=progress)

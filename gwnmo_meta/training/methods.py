@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.optim.nets import build_weighting, make_head
-from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo
+from gwnmo_meta.registry import METHODS, SCHEDULES, MethodInfo
 from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 from gwnmo_meta.training.inner_loops import (
     EpisodeOutcome,
@@ -62,8 +62,8 @@ class MethodConfig(RunConfig):
     """How a method adapts and what it meta-learns: the run's config, read by the methods.
 
     Every field is declared once, in :class:`~gwnmo_meta.config.RunConfig` (a new flag needs no
-    edit here); this class adds the method-side view (:attr:`lr`, :attr:`info`) and checks only
-    what a method reads (:meth:`validate`).
+    edit here), and so is every check (:meth:`~gwnmo_meta.config.RunConfig.validate`); this class
+    adds the method-side view (:attr:`lr`, :attr:`info`).
     """
 
     @property
@@ -90,28 +90,6 @@ class MethodConfig(RunConfig):
     def info(self) -> MethodInfo:
         """The registry's facts about ``method``."""
         return METHODS.check(self.method)
-
-    def validate(self) -> MethodConfig:
-        """Check names against the registry and the step sizes; returns ``self``."""
-        METHODS.check(self.method)
-        SCHEDULES.check(self.schedule_name)
-        WEIGHTINGS.check(self.weighting)
-        if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
-            raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
-        self.check_base()
-        self.check_learn_lr()
-        self.check_judge_queries()
-        if self.hg_beta <= 0 or self.logreg_l2 <= 0:
-            raise ConfigError("--hg-beta and --logreg-l2 must be positive")
-        if self.info.init_always_learned and not self.learn_init:
-            raise ConfigError(
-                f"--method {self.method} always meta-learns the init; drop --no-learn-init"
-            )
-        if self.adapt == "all" and self.method in REFERENCE_METHODS:
-            raise ConfigError(
-                f"--adapt all needs an inner loop; --method {self.method} has none (use --adapt head)"
-            )
-        return self
 
 
 def _seeded_head(cfg: MethodConfig, feature_dim: int, ways: int) -> nn.Module:
@@ -322,7 +300,7 @@ class L2LMethod(MetaMethod):
 def runs_through_higher(cfg: RunConfig) -> bool:
     """Whether a learn2learn method (MAML, Meta-SGD) runs through higher instead: under a look-ahead
     schedule, or with a learned step size, which learn2learn's wrappers cannot express."""
-    return SCHEDULES.check(cfg.schedule_name).one_step or cfg.learn_lr != "off"
+    return SCHEDULES[cfg.schedule_name].one_step or cfg.learn_lr != "off"
 
 
 def build_method(
@@ -340,10 +318,17 @@ def build_method(
         The method; its initialisation depends on ``cfg.seed`` only (the global RNG is untouched).
     """
     cfg.validate()
-    engine = cfg.info.engine
-    if engine == "reference":
-        cls: type[MetaMethod] = cfg.info.implementation()
-    elif engine == "learn2learn" and not runs_through_higher(cfg):
+    return make_method(cfg, feature_dim, ways, device)
+
+
+def make_method(
+    cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu"
+) -> MetaMethod:
+    """:func:`build_method` for a ``cfg`` already validated (by ``meta_train``, the evaluators)."""
+    info = cfg.info
+    if info.engine == "reference":
+        cls: type[MetaMethod] = info.implementation()
+    elif info.engine == "learn2learn" and not runs_through_higher(cfg):
         cls = L2LMethod
     else:
         cls = HigherMethod

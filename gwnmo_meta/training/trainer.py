@@ -533,12 +533,13 @@ def meta_train(
         TrainingDiverged: NaN/Inf meta-loss or meta-parameters (no non-finite checkpoint is written).
         RunFolderLost: ``out`` or its lock was deleted or replaced while the run held it.
     """
-    cfg.validate()
-    if METHODS.check(cfg.method).engine == "reference":
+    info = METHODS.get(cfg.method)  # (an unknown name is the validation's to report)
+    if info is not None and info.engine == "reference":
         raise ConfigError(
             f"--method {cfg.method} has nothing to meta-train; "
             f"score it with gwnmo-meta evaluate --method {cfg.method}"
         )
+    cfg.validate()  # the one validation of the run's configuration; downstream reads it as valid
     device = resolve_device(cfg.device)
     check_meta_train(cfg, device)  # what cannot fit in memory is refused before any work
     distributed.check_divisible(cfg.meta_batch)  # before anything is written
@@ -619,7 +620,7 @@ def _locked_meta_train(
                 )
             for name in run_artefacts(out):
                 (out / name).unlink()
-    distributed.setup(cfg.meta_batch, device)  # no-op without torchrun; user errors come first
+    distributed.setup(device)  # no-op without torchrun; user errors come first
     trainer = MetaTrainer(
         cfg,
         out,
