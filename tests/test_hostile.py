@@ -656,7 +656,9 @@ def _cells(out: Path) -> dict[str, object]:
     """Every cell file's content, without its timings."""
     return {
         str(p.relative_to(out)): {
-            k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"
+            k: v
+            for k, v in json.loads(p.read_text()).items()
+            if k not in ("seconds", "cpu_seconds")
         }
         for p in sorted(out.glob("cells/*/*.json"))
     }
