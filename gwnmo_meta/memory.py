@@ -156,7 +156,7 @@ def estimate_meta_train(
 def estimate_classic(cfg: ClassicConfig, classes: int = 10) -> MemoryEstimate:
     """The memory classic training of ``cfg`` needs beyond its data, roughly (target, M, one step)."""
     from gwnmo_meta.optim.nets import build_weighting
-    from gwnmo_meta.training.classic import make_target
+    from gwnmo_meta.training.classic_learners import make_target
 
     width = input_width(cfg.backbone)
     with torch.device("meta"):

@@ -467,7 +467,7 @@ def test_classic_train_interrupted_resumes_to_the_same_results_and_m(
     cfg, feats = _classic_cfg(optimizer, schedule, base), _classic_features()
     ref, out = tmp_path / "ref", tmp_path / "run"
     classic.train_classic(cfg, ref, progress=False, features=feats)
-    learner = classic.OnlineGWNMO if optimizer.startswith("gwnmo") else classic._TorchLearner
+    learner = classic.OnlineGWNMO if optimizer.startswith("gwnmo") else classic.TorchLearner
     real, calls = learner.step, {"n": 0}
 
     def step(self, x, y):

@@ -106,6 +106,33 @@ def _in_suite(registry: Registry[Any], suite: str) -> tuple[str, ...]:
     return registry.names(lambda info: suite in info.suites)
 
 
+def _preset(name: str, base: RunConfig) -> tuple[dict[str, Any], RunConfig]:
+    """The named suite's settings and its base (with the suite's validation schedule)."""
+    if name == "quick":
+        d = dict(
+            datasets=("mnist",),
+            shots=(1,),
+            methods=_in_suite(METHODS, "quick"),
+            schedules=_in_suite(SCHEDULES, "quick"),
+            meta_steps=60,
+            test_tasks=100,
+            lr_values=1,
+        )
+        return d, replace(base, val_every=30, val_tasks=50)
+    if name not in ("main", "transfer"):
+        raise ConfigError(f"unknown suite {name!r}; choose quick, main or transfer")
+    d = dict(
+        datasets=("mnist", "fmnist", "cifar10"),
+        shots=(1, 5) if name == "main" else (1,),
+        methods=_in_suite(METHODS, name),
+        schedules=_in_suite(SCHEDULES, name),
+        meta_steps=200,
+        test_tasks=600,
+        lr_values=2,
+    )
+    return d, replace(base, val_every=100, val_tasks=100)
+
+
 def build_suite(
     name: str,
     *,
@@ -119,42 +146,7 @@ def build_suite(
     base: RunConfig | None = None,
 ) -> Suite:
     """Named suites: ``quick`` (minutes), ``main`` (issue table), ``transfer`` (3×3 cross-dataset)."""
-    base = base or RunConfig()
-    if name == "quick":
-        d = dict(
-            datasets=("mnist",),
-            shots=(1,),
-            methods=_in_suite(METHODS, "quick"),
-            schedules=_in_suite(SCHEDULES, "quick"),
-            meta_steps=60,
-            test_tasks=100,
-            lr_values=1,
-        )
-        base = replace(base, val_every=30, val_tasks=50)
-    elif name == "main":
-        d = dict(
-            datasets=("mnist", "fmnist", "cifar10"),
-            shots=(1, 5),
-            methods=_in_suite(METHODS, "main"),
-            schedules=_in_suite(SCHEDULES, "main"),
-            meta_steps=200,
-            test_tasks=600,
-            lr_values=2,
-        )
-        base = replace(base, val_every=100, val_tasks=100)
-    elif name == "transfer":
-        d = dict(
-            datasets=("mnist", "fmnist", "cifar10"),
-            shots=(1,),
-            methods=_in_suite(METHODS, "transfer"),
-            schedules=_in_suite(SCHEDULES, "transfer"),
-            meta_steps=200,
-            test_tasks=600,
-            lr_values=2,
-        )
-        base = replace(base, val_every=100, val_tasks=100)
-    else:
-        raise ConfigError(f"unknown suite {name!r}; choose quick, main or transfer")
+    d, base = _preset(name, base or RunConfig())
     given = dict(
         datasets=datasets,
         shots=shots,
