@@ -180,24 +180,15 @@ class RunConfig:
         return "alg2" if info is not None and info.learned_optimizer else "unrolled"
 
     def validate(self) -> RunConfig:
-        """Check the names against the registry, the counts and what the method allows; returns
-        ``self``.
+        """Check every field: the method's options (:meth:`validate_method`), then the data, the
+        tasks and the loop; returns ``self``.
 
         The one validation of a run's configuration: the function that receives a config from
-        its builder (``meta_train``, the evaluators, ``build_method``) calls it once, and
-        everything downstream reads ``cfg`` as valid. Data specifics (class splits, image counts)
-        are checked where the data are loaded.
+        its builder (``meta_train``, the evaluators) calls it once, and everything downstream
+        reads ``cfg`` as valid. Data specifics (class splits, image counts) are checked where the
+        data are loaded.
         """
-        info = METHODS.check(self.method)
-        if self.schedule is not None:
-            SCHEDULES.check(self.schedule)
-            if info.engine == "reference":
-                raise ConfigError(
-                    f"--schedule: --method {self.method} has no inner loop to meta-train"
-                )
-        self._check_learn_lr(info)
-        WEIGHTINGS.check(self.weighting)
-        self._check_base(info)
+        self.validate_method()
         DATASETS.check(self.dataset)
         if self.test_dataset is not None:
             pool = DATASETS[self.dataset].sources
@@ -212,7 +203,6 @@ class RunConfig:
             "ways",
             "shots",
             "query",
-            "inner_steps",
             "meta_batch",
             "meta_steps",
             "val_every",
@@ -224,10 +214,29 @@ class RunConfig:
                 )
         for f in dataclasses.fields(self):  # NaN/Inf slip past "x <= 0": refuse them first
             check_finite(f"--{f.name.replace('_', '-')}", getattr(self, f.name))
-        check_positive("--meta-lr", self.meta_lr)
         check_seed("--seed", self.seed)
         if self.data_seed is not None:
             check_seed("--data-seed", self.data_seed)
+        if self.inner_batch is not None:
+            self._validate_inner_batch()
+        return self
+
+    def validate_method(self) -> RunConfig:
+        """Check what a method reads (``build_method`` checks only this: the tasks it adapts on
+        are the caller's); returns ``self``."""
+        info = METHODS.check(self.method)
+        if self.schedule is not None:
+            SCHEDULES.check(self.schedule)
+            if info.engine == "reference":
+                raise ConfigError(
+                    f"--schedule: --method {self.method} has no inner loop to meta-train"
+                )
+        self._check_learn_lr(info)
+        WEIGHTINGS.check(self.weighting)
+        self._check_base(info)
+        if self.inner_steps <= 0:
+            raise ConfigError(f"--inner-steps must be positive, got {self.inner_steps}")
+        check_positive("--meta-lr", self.meta_lr)
         if self.weighting_hidden <= 0:
             raise ConfigError(f"--weighting-hidden must be positive, got {self.weighting_hidden}")
         if self.head_hidden is not None and self.head_hidden <= 0:
@@ -236,8 +245,6 @@ class RunConfig:
         check_positive("--logreg-l2", self.logreg_l2)
         if self.inner_lr is not None:
             check_positive("--inner-lr", self.inner_lr)
-        if self.inner_batch is not None:
-            self._validate_inner_batch()
         self._check_judge_queries()
         ADAPT.check(self.adapt, "--adapt")
         if info.init_always_learned and not self.learn_init:

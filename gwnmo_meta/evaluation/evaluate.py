@@ -183,9 +183,8 @@ def evaluate_checkpoint(
         A JSON-ready dict: ``accuracy_mean``, ``accuracy_ci95``, ``loss_mean``, ``loss_ci95``,
         ``tasks``, ``dataset``, ``trained_on``, ``test_dataset`` (the held-out dataset of a
         leave-one-dataset-out run on mixed, else null), ``ways``, ``shots``, ``query``,
-        ``inner_steps``,
-        ``method``, ``schedule``, ``weighting``, ``backbone``, ``checkpoint``, ``seed`` and a
-        human-readable ``text``.
+        ``inner_steps``, ``method``, ``schedule``, ``weighting``, ``backbone``, ``checkpoint``,
+        ``seed`` and a human-readable ``text``.
 
     Raises:
         CheckpointError: missing, corrupt or incompatible checkpoint.
@@ -193,52 +192,26 @@ def evaluate_checkpoint(
     """
     from gwnmo_meta.config import RunConfig, check_seed
     from gwnmo_meta.device import resolve_device
-    from gwnmo_meta.errors import CheckpointError, ConfigError
+    from gwnmo_meta.errors import ConfigError
     from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
     from gwnmo_meta.memory import check_meta_train
-    from gwnmo_meta.training.run_data import build_method_for, load_run_data
+    from gwnmo_meta.training.run_data import load_run_data
 
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
     check_seed("--seed", seed)
     ckpt = load_checkpoint(checkpoint, KIND_META)
     trained = RunConfig.from_dict(ckpt["config"])
-    overrides = {
-        k: v
-        for k, v in dict(ways=ways, shots=shots, query=query, inner_steps=inner_steps).items()
-        if v is not None
-    }
-    cfg = replace(
-        trained,
-        device=device,
-        download=download,
-        skip_integrity_check=skip_integrity_check or trained.skip_integrity_check,
-        **overrides,
-    )
-    if data_root is not None:
-        cfg.data_root = data_root
+    given = dict(ways=ways, shots=shots, query=query, inner_steps=inner_steps, data_root=data_root)
+    given = {k: v for k, v in given.items() if v is not None}
+    skip = skip_integrity_check or trained.skip_integrity_check
+    cfg = replace(trained, device=device, download=download, skip_integrity_check=skip, **given)
     cfg.validate()
     dev = resolve_device(device)
     check_meta_train(cfg, dev, ckpt["feature_dim"], train=False)  # e.g. a checkpoint's huge sizes
     progress = progress and distributed.setup(dev).is_main  # torchrun: shard the tasks
     data = load_run_data(cfg, dev, eval_dataset=dataset, progress=progress)
-    if data.feature_dim != ckpt["feature_dim"]:
-        raise CheckpointError(
-            f"checkpoint expects {ckpt['feature_dim']}-dim features, the data gives {data.feature_dim}"
-        )
-    method = build_method_for(cfg, data.feature_dim, dev)
-    try:
-        method.load_state_dict(ckpt["method"])
-    except RuntimeError:
-        if cfg.ways != trained.ways:
-            raise ConfigError(
-                f"checkpoint {checkpoint} was meta-trained for {trained.ways}-way tasks and its learned parameters "
-                f"do not fit {cfg.ways}-way; evaluate with --ways {trained.ways}"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {checkpoint}: its parameters do not fit the model its config describes"
-        ) from None
-    method.to(dev)
+    method = _trained_method(cfg, data.feature_dim, dev, ckpt, checkpoint, trained.ways)
     return _score(
         method,
         data,
@@ -250,6 +223,37 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint),
         device=dev,
     )
+
+
+def _trained_method(
+    cfg: Any,
+    feature_dim: int,
+    device: Any,
+    ckpt: dict[str, Any],
+    checkpoint: str | Path,
+    trained_ways: int,
+) -> Any:
+    """The checkpoint's method with its learned parameters (one-line errors if they misfit)."""
+    from gwnmo_meta.errors import CheckpointError, ConfigError
+    from gwnmo_meta.training.run_data import build_method_for
+
+    if feature_dim != ckpt["feature_dim"]:
+        raise CheckpointError(
+            f"checkpoint expects {ckpt['feature_dim']}-dim features, the data gives {feature_dim}"
+        )
+    method = build_method_for(cfg, feature_dim, device)
+    try:
+        method.load_state_dict(ckpt["method"])
+    except RuntimeError:
+        if cfg.ways != trained_ways:
+            raise ConfigError(
+                f"checkpoint {checkpoint} was meta-trained for {trained_ways}-way tasks and its learned parameters "
+                f"do not fit {cfg.ways}-way; evaluate with --ways {trained_ways}"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: its parameters do not fit the model its config describes"
+        ) from None
+    return method.to(device)
 
 
 def evaluate_method(

@@ -522,7 +522,7 @@ def run_suite(
     from tqdm.auto import tqdm
 
     from gwnmo_meta.training.distributed import env_world
-    from gwnmo_meta.training.trainer import check_writable
+    from gwnmo_meta.training.run_folder import check_writable
 
     if env_world().active:
         raise ConfigError(

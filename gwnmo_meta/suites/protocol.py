@@ -310,7 +310,7 @@ def run_protocol(
     Returns:
         (the results dict written to ``results.json``, the report files).
     """
-    from gwnmo_meta.training.trainer import check_writable
+    from gwnmo_meta.training.run_folder import check_writable
 
     check_writable(out)
     _check_settings(suite, out)

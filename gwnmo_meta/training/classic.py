@@ -264,7 +264,7 @@ def _train_in_folder(
     from gwnmo_meta.io.checkpoint import KIND_CLASSIC_RUN, load_checkpoint
     from gwnmo_meta.io.interrupts import Interrupts
     from gwnmo_meta.io.runlock import RunFolderLost, RunLock, remove_if_empty
-    from gwnmo_meta.training.trainer import check_writable
+    from gwnmo_meta.training.run_folder import check_writable
 
     created = not out.exists()
     check_writable(out)

@@ -309,7 +309,8 @@ def build_method(
     """The :class:`MetaMethod` for ``cfg.method`` on ``device``.
 
     Args:
-        cfg: the method's configuration (validated here).
+        cfg: the method's configuration (its method options are validated here:
+            :meth:`~gwnmo_meta.config.RunConfig.validate_method`).
         feature_dim: width of the features the target head reads.
         ways: N, the head's number of outputs.
         device: where its parameters live.
@@ -317,14 +318,15 @@ def build_method(
     Returns:
         The method; its initialisation depends on ``cfg.seed`` only (the global RNG is untouched).
     """
-    cfg.validate()
+    cfg.validate_method()
     return make_method(cfg, feature_dim, ways, device)
 
 
 def make_method(
     cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu"
 ) -> MetaMethod:
-    """:func:`build_method` for a ``cfg`` already validated (by ``meta_train``, the evaluators)."""
+    """:func:`build_method` for a ``cfg`` already validated (``meta_train`` and the evaluators
+    validate the run's config once, where they receive it)."""
     info = cfg.info
     if info.engine == "reference":
         cls: type[MetaMethod] = info.implementation()
