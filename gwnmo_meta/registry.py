@@ -1,9 +1,9 @@
 """One registry per choice: methods, schedules, weightings, datasets, backbones and devices.
 
 Every list of choices in gwnmo-meta is derived from here: the CLI's ``--method``/``--dataset``/...
-choices, the benchmark's method lists and suites, and the validation in ``config.py``,
-``methods.py``, ``classic.py`` and ``tasks/``. Adding a method is one :func:`Registry.register`
-call below; the CLI, the benchmark and validation pick it up.
+choices, the benchmark's method lists and suites, the validation in ``config.py``, ``classic.py``
+and ``tasks/``, and the methods ``methods.py`` builds. Adding a method is one
+:func:`Registry.register` call below; the CLI, the benchmark and validation pick it up.
 
 Importing this module stays light (no torch, no learn2learn): ``gwnmo-meta --help`` reads it.
 Each method's implementation is a zero-argument factory returning the class (``MethodInfo.impl``),
