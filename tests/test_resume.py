@@ -609,7 +609,8 @@ def _same_protocol(ref: Path, out: Path) -> None:
     def cells(root: Path) -> dict[str, object]:
         found = {}
         for p in sorted(root.glob("cells/*/*.json")):
-            rec = {k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"}
+            timings = ("seconds", "cpu_seconds")
+            rec = {k: v for k, v in json.loads(p.read_text()).items() if k not in timings}
             if isinstance(rec.get("eval"), dict):  # the checkpoint's path names the folder
                 rec["eval"] = {k: v for k, v in rec["eval"].items() if k != "checkpoint"}
             found[str(p.relative_to(root))] = rec

@@ -130,14 +130,17 @@ class Cell:
 
     @property
     def method(self) -> str:
+        """The row's method."""
         return self.variant.method
 
     @property
     def dataset(self) -> str:
+        """The source's (meta-train) dataset."""
         return self.source.dataset
 
     @property
     def learn_init(self) -> bool:
+        """Whether the head's init is meta-learned (every regime but ``fixed``)."""
         return self.regime != "fixed"
 
     @property

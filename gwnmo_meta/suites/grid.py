@@ -108,6 +108,7 @@ def _in_suite(registry: Registry[Any], suite: str) -> tuple[str, ...]:
 
 def _preset(name: str, base: RunConfig) -> tuple[dict[str, Any], RunConfig]:
     """The named suite's settings and its base (with the suite's validation schedule)."""
+    d: dict[str, Any]
     if name == "quick":
         d = dict(
             datasets=("mnist",),
