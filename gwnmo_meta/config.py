@@ -12,6 +12,7 @@ from typing import Any
 from gwnmo_meta import defaults
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.registry import (
+    ADAPT,
     BACKBONES,
     BASES,
     DATASETS,
@@ -20,6 +21,7 @@ from gwnmo_meta.registry import (
     METHODS,
     SCHEDULES,
     WEIGHTINGS,
+    MethodInfo,
     check_device,
 )
 
@@ -178,20 +180,15 @@ class RunConfig:
         return "alg2" if info is not None and info.learned_optimizer else "unrolled"
 
     def validate(self) -> RunConfig:
-        """Check the names against the registry and the counts; returns ``self``.
+        """Check every field: the method's options (:meth:`validate_method`), then the data, the
+        tasks and the loop; returns ``self``.
 
-        Method and data specifics (class splits, step sizes) are validated by their own modules.
+        The one validation of a run's configuration: the function that receives a config from
+        its builder (``meta_train``, the evaluators) calls it once, and everything downstream
+        reads ``cfg`` as valid. Data specifics (class splits, image counts) are checked where the
+        data are loaded.
         """
-        info = METHODS.check(self.method)
-        if self.schedule is not None:
-            SCHEDULES.check(self.schedule)
-            if info.engine == "reference":
-                raise ConfigError(
-                    f"--schedule: --method {self.method} has no inner loop to meta-train"
-                )
-        self.check_learn_lr()
-        WEIGHTINGS.check(self.weighting)
-        self.check_base()
+        self.validate_method()
         DATASETS.check(self.dataset)
         if self.test_dataset is not None:
             pool = DATASETS[self.dataset].sources
@@ -206,7 +203,6 @@ class RunConfig:
             "ways",
             "shots",
             "query",
-            "inner_steps",
             "meta_batch",
             "meta_steps",
             "val_every",
@@ -218,10 +214,29 @@ class RunConfig:
                 )
         for f in dataclasses.fields(self):  # NaN/Inf slip past "x <= 0": refuse them first
             check_finite(f"--{f.name.replace('_', '-')}", getattr(self, f.name))
-        check_positive("--meta-lr", self.meta_lr)
         check_seed("--seed", self.seed)
         if self.data_seed is not None:
             check_seed("--data-seed", self.data_seed)
+        if self.inner_batch is not None:
+            self._validate_inner_batch()
+        return self
+
+    def validate_method(self) -> RunConfig:
+        """Check what a method reads (``build_method`` checks only this: the tasks it adapts on
+        are the caller's); returns ``self``."""
+        info = METHODS.check(self.method)
+        if self.schedule is not None:
+            SCHEDULES.check(self.schedule)
+            if info.engine == "reference":
+                raise ConfigError(
+                    f"--schedule: --method {self.method} has no inner loop to meta-train"
+                )
+        self._check_learn_lr(info)
+        WEIGHTINGS.check(self.weighting)
+        self._check_base(info)
+        if self.inner_steps <= 0:
+            raise ConfigError(f"--inner-steps must be positive, got {self.inner_steps}")
+        check_positive("--meta-lr", self.meta_lr)
         if self.weighting_hidden <= 0:
             raise ConfigError(f"--weighting-hidden must be positive, got {self.weighting_hidden}")
         if self.head_hidden is not None and self.head_hidden <= 0:
@@ -230,19 +245,26 @@ class RunConfig:
         check_positive("--logreg-l2", self.logreg_l2)
         if self.inner_lr is not None:
             check_positive("--inner-lr", self.inner_lr)
-        if self.inner_batch is not None:
-            self._validate_inner_batch()
-        self.check_judge_queries()
-        from gwnmo_meta.registry import ADAPT
-
+        self._check_judge_queries()
         ADAPT.check(self.adapt, "--adapt")
+        if info.init_always_learned and not self.learn_init:
+            raise ConfigError(
+                f"--method {self.method} always meta-learns the init; drop --no-learn-init"
+            )
+        if self.adapt == "all" and info.engine == "reference":
+            raise ConfigError(
+                f"--adapt all needs an inner loop; --method {self.method} has none (use --adapt head)"
+            )
         return self
 
-    def check_base(self) -> None:
+    def _check_base(self, info: MethodInfo) -> None:
         """The base-direction options (:func:`check_base`): only for the learned optimizers."""
-        learned = METHODS.check(self.method).learned_optimizer
         check_base(
-            self.base, self.base_momentum, self.base_beta2, learned, f"--method {self.method}"
+            self.base,
+            self.base_momentum,
+            self.base_beta2,
+            info.learned_optimizer,
+            f"--method {self.method}",
         )
 
     def _validate_inner_batch(self) -> None:
@@ -253,7 +275,7 @@ class RunConfig:
                 f"--inner-batch must be a multiple of --ways ({self.ways}) between {self.ways} and "
                 f"the support set's {self.ways * self.shots} examples, got {self.inner_batch}"
             )
-        one_step = SCHEDULES.check(self.schedule_name).one_step
+        one_step = SCHEDULES[self.schedule_name].one_step
         if one_step and 2 * per_class > self.shots:
             raise ConfigError(
                 f"--schedule {self.schedule_name} judges each inner step on the next mini-batch, which "
@@ -262,14 +284,14 @@ class RunConfig:
                 f"{self.ways * (self.shots // 2)} (needs --shots >= 2) or no --inner-batch"
             )
 
-    def check_learn_lr(self) -> None:
+    def _check_learn_lr(self, info: MethodInfo) -> None:
         """``--learn-lr``: a registered mode, for a method whose step size can be learned."""
         LEARN_LR.check(self.learn_lr, "--learn-lr")
-        if self.learn_lr != "off" and not METHODS.check(self.method).learnable_lr:
+        if self.learn_lr != "off" and not info.learnable_lr:
             learnable = ", ".join(METHODS.names(lambda m: m.learnable_lr))
             raise ConfigError(f"--learn-lr applies to {learnable}, not to --method {self.method}")
 
-    def check_judge_queries(self) -> None:
+    def _check_judge_queries(self) -> None:
         """A sampled judge (when set): 1..query rows per class, for a look-ahead schedule."""
         if self.judge_queries is None:
             return
@@ -277,7 +299,7 @@ class RunConfig:
             raise ConfigError(
                 f"--judge-queries must be between 1 and --query ({self.query}), got {self.judge_queries}"
             )
-        if not SCHEDULES.check(self.schedule_name).one_step:
+        if not SCHEDULES[self.schedule_name].one_step:
             one_step = ", ".join(SCHEDULES.names(lambda s: s.one_step))
             raise ConfigError(
                 f"--judge-queries samples the look-ahead judge of --schedule {one_step}; "

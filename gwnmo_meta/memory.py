@@ -121,7 +121,7 @@ def estimate_meta_train(
     from gwnmo_meta.registry import METHODS
     from gwnmo_meta.training.targets import Conv4Target
 
-    info = METHODS.check(cfg.method)
+    info = METHODS[cfg.method]
     width = feature_dim or input_width(cfg.backbone, cfg.adapt)
     examples = cfg.ways * (cfg.shots + cfg.query)
     with torch.device("meta"):  # shapes only: nothing is allocated
@@ -157,7 +157,7 @@ def estimate_meta_train(
 def estimate_classic(cfg: ClassicConfig, classes: int = 10) -> MemoryEstimate:
     """The memory classic training of ``cfg`` needs beyond its data, roughly (target, M, one step)."""
     from gwnmo_meta.optim.nets import build_weighting
-    from gwnmo_meta.training.classic import make_target
+    from gwnmo_meta.training.classic_learners import make_target
 
     width = input_width(cfg.backbone)
     with torch.device("meta"):

@@ -1,13 +1,13 @@
 """One registry per choice: methods, schedules, weightings, datasets, backbones and devices.
 
 Every list of choices in gwnmo-meta is derived from here: the CLI's ``--method``/``--dataset``/...
-choices, the benchmark's method lists and suites, and the validation in ``config.py``,
-``methods.py``, ``classic.py`` and ``tasks/``. Adding a method is one :func:`Registry.register`
-call below; the CLI, the benchmark and validation pick it up.
+choices, the benchmark's method lists and suites, the validation in ``config.py``, ``classic.py``
+and ``tasks/``, and the methods ``methods.py`` builds. Adding a method is one
+:func:`Registry.register` call below; the CLI, the benchmark and validation pick it up.
 
 Importing this module stays light (no torch, no learn2learn): ``gwnmo-meta --help`` reads it.
-Implementations are named as ``"module:attribute"`` strings and imported only when used
-(:func:`load`).
+Each method's implementation is a zero-argument factory returning the class (``MethodInfo.impl``),
+which imports it only when called.
 
 A :class:`Registry` is a read-only mapping from name to facts, in registration order::
 
@@ -20,7 +20,6 @@ A :class:`Registry` is a read-only mapping from name to facts, in registration o
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -106,19 +105,6 @@ class Registry(Mapping[str, T], Generic[T]):
         return self._entries[name]
 
 
-def load(target: str) -> Any:
-    """Import ``"package.module:attribute"`` and return the attribute.
-
-    Args:
-        target: the dotted module path and attribute name, separated by a colon.
-
-    Returns:
-        The attribute (a class or function).
-    """
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 @dataclass(frozen=True)
 class Tuned:
     """A default value and its provenance (which benchmark chose it, and where the evidence is)."""
@@ -157,6 +143,57 @@ _GRID = (3.0, 1.0, 0.3)
 _ALL = "untuned, in the range MAML's conv4 uses (0.01-0.4); the benchmark tunes it per method"
 
 
+# ---- implementations: each imported only when its method is built --------------------------
+
+
+def _gwnmo() -> type[Any]:
+    from gwnmo_meta.optim.gwnmo import GWNMO
+
+    return GWNMO
+
+
+def _hg() -> type[Any]:
+    from gwnmo_meta.optim.gwnmo import HG
+
+    return HG
+
+
+def _sgd() -> type[Any]:
+    from torch.optim import SGD
+
+    return SGD
+
+
+def _adam() -> type[Any]:
+    from torch.optim import Adam
+
+    return Adam
+
+
+def _maml() -> type[Any]:
+    from gwnmo_meta.training.l2l import learn2learn
+
+    return learn2learn().algorithms.MAML
+
+
+def _meta_sgd() -> type[Any]:
+    from gwnmo_meta.training.l2l import learn2learn
+
+    return learn2learn().algorithms.MetaSGD
+
+
+def _prototype() -> type[Any]:
+    from gwnmo_meta.training.reference import PrototypeMethod
+
+    return PrototypeMethod
+
+
+def _logreg() -> type[Any]:
+    from gwnmo_meta.training.reference import LogRegMethod
+
+    return LogRegMethod
+
+
 @dataclass(frozen=True)
 class MethodInfo(Choice):
     """Facts about a few-shot method (``meta-train --method``) or classic optimizer.
@@ -166,7 +203,8 @@ class MethodInfo(Choice):
             differentiable by higher), ``"learn2learn"`` (an ``l2l.algorithms`` wrapper,
             one task at a time) or ``"reference"`` (a reference classifier fitted on the
             support set, no inner loop, nothing meta-learned; ``impl`` is its MetaMethod).
-        impl: ``"module:Class"`` of the torch optimizer (higher) or learn2learn algorithm.
+        impl: a zero-argument factory returning the implementing class: the torch optimizer
+            (higher), the learn2learn algorithm or the reference MetaMethod (``None``: none yet).
         meta_learns: what meta-training learns (for docs and ``--help``).
         learned_optimizer: has a weighting network M (its default ``--schedule`` is alg2; every
             other method's is ``unrolled``, MAML's objective).
@@ -191,7 +229,7 @@ class MethodInfo(Choice):
     """
 
     engine: Literal["higher", "learn2learn", "reference"] = "higher"
-    impl: str = ""
+    impl: Callable[[], type[Any]] | None = None
     meta_learns: str = ""
     learned_optimizer: bool = False
     learnable_lr: bool = False
@@ -208,13 +246,19 @@ class MethodInfo(Choice):
     paired_baseline: str = ""
     no_training_reference: bool = False
 
+    def implementation(self) -> type[Any]:
+        """The implementing class (:attr:`impl`'s result, imported now)."""
+        if self.impl is None:
+            raise ValueError(f"method {self.name!r} has no implementation registered")
+        return self.impl()
+
 
 METHODS: Registry[MethodInfo] = Registry("method")
 METHODS.register(
     MethodInfo(
         "gwnmo",
         "GWNMO: gradient weighted by M (sigmoid weights, normalised), via higher",
-        impl="gwnmo_meta.optim.gwnmo:GWNMO",
+        impl=_gwnmo,
         meta_learns="M (+ init)",
         learnable_lr=True,
         learned_optimizer=True,
@@ -230,7 +274,7 @@ METHODS.register(
     MethodInfo(
         "gwnmo-prime",
         "GWNMO': raw weights, no normalisation, via higher",
-        impl="gwnmo_meta.optim.gwnmo:GWNMO",
+        impl=_gwnmo,
         meta_learns="M (+ init)",
         learnable_lr=True,
         learned_optimizer=True,
@@ -249,7 +293,7 @@ METHODS.register(
         "MAML: SGD inner loop via learn2learn.algorithms.MAML",
         engine="learn2learn",
         paired_baseline="learned",
-        impl="learn2learn.algorithms:MAML",
+        impl=_maml,
         meta_learns="init",
         learnable_lr=True,
         init_always_learned=True,
@@ -264,7 +308,7 @@ METHODS.register(
         "meta-sgd",
         "Meta-SGD: per-parameter step sizes via learn2learn.algorithms.MetaSGD",
         engine="learn2learn",
-        impl="learn2learn.algorithms:MetaSGD",
+        impl=_meta_sgd,
         meta_learns="init + step sizes",
         init_always_learned=True,
         suites=("main",),
@@ -277,7 +321,7 @@ METHODS.register(
     MethodInfo(
         "hg",
         "HG: hypergradient per-element step sizes (Baydin et al.), via higher",
-        impl="gwnmo_meta.optim.gwnmo:HG",
+        impl=_hg,
         meta_learns="init (with --learn-init)",
         learnable_lr=True,
         optimizer_options=(("beta", "hg_beta"),),
@@ -293,7 +337,7 @@ METHODS.register(
     MethodInfo(
         "sgd",
         "plain SGD, via higher",
-        impl="torch.optim:SGD",
+        impl=_sgd,
         paired_baseline="fixed",
         meta_learns="init (with --learn-init)",
         learnable_lr=True,
@@ -310,7 +354,7 @@ METHODS.register(
     MethodInfo(
         "adam",
         "Adam, via higher",
-        impl="torch.optim:Adam",
+        impl=_adam,
         meta_learns="init (with --learn-init)",
         classic=True,
         suite_learn_init=False,
@@ -328,7 +372,7 @@ METHODS.register(
         "reference: nearest support-class centroid (Euclidean), no training",
         engine="reference",
         no_training_reference=True,
-        impl="gwnmo_meta.training.reference:PrototypeMethod",
+        impl=_prototype,
         meta_learns="nothing",
     )
 )
@@ -337,7 +381,7 @@ METHODS.register(
         "logreg",
         "reference: L2-penalised logistic regression on the support set, L-BFGS to convergence",
         engine="reference",
-        impl="gwnmo_meta.training.reference:LogRegMethod",
+        impl=_logreg,
         meta_learns="nothing",
         optimizer_options=(("l2", "logreg_l2"),),
     )

@@ -9,13 +9,13 @@ import pytest
 
 from gwnmo_meta.config import RunConfig
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.suites.grid import LR_GRIDS, build_suite, run_suite, select_best
+from gwnmo_meta.suites.grid import LR_GRIDS, build_suite, cell_id, run_suite, select_best
 from tests.helpers import tiny_base
 
 
 def test_main_suite_gives_every_variant_the_same_number_of_step_sizes():
     suite = build_suite("main")
-    per_variant = Counter((c.dataset, c.shots, c.variant) for c in suite.cells)
+    per_variant = Counter((c.dataset, c.shots, c.variant.name) for c in suite.cells)
     assert set(per_variant.values()) == {2}
     assert {v for _, _, v in per_variant} == {
         "gwnmo alg1",
@@ -177,7 +177,7 @@ def test_reference_rows_in_the_old_suites_are_scored_without_meta_training(
 ):
     base = tiny_base(tiny_data_root)
     suite = build_suite("quick", methods=("prototype",), meta_steps=1, test_tasks=4, base=base)
-    assert [c.cell_id for c in suite.cells] == ["mnist-1shot-prototype"]
+    assert [cell_id(c) for c in suite.cells] == ["mnist-1shot-prototype"]
     rows, _ = run_suite(suite, tmp_path, progress=False)
     (row,) = rows
     assert row["variant"] == "prototype" and row["inner_lr"] is None and row["tasks"] == 4

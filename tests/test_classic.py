@@ -5,6 +5,7 @@ import torch
 from typer.testing import CliRunner
 
 import gwnmo_meta.training.classic as classic
+import gwnmo_meta.training.classic_run as classic_run
 from gwnmo_meta.cli.app import app
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.optim.nets import build_weighting
@@ -259,12 +260,12 @@ def test_validation_images_are_held_out_of_training_and_scored_each_epoch(monkey
     xtr, ytr, xte, yte = _features(n=300)
     xtr = xtr + torch.arange(len(xtr)).unsqueeze(1) * 1e-3  # every row unique
     seen, scored = [], []
-    step, evaluate = classic._TorchLearner.step, classic.evaluate_target
+    step, evaluate = classic.TorchLearner.step, classic.evaluate_target
     monkeypatch.setattr(
-        classic._TorchLearner, "step", lambda self, x, y: seen.append(x) or step(self, x, y)
+        classic.TorchLearner, "step", lambda self, x, y: seen.append(x) or step(self, x, y)
     )
     monkeypatch.setattr(
-        classic,
+        classic_run,
         "evaluate_target",
         lambda t, p, x, y: scored.append(x) or evaluate(t, p, x, y),
     )

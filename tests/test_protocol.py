@@ -183,7 +183,7 @@ def test_protocol_suite_runs_pairs_rows_on_identical_tasks_and_resumes(
 
 
 def test_seed_level_difference_uses_per_seed_means():
-    from gwnmo_meta.suites.protocol import _diff
+    from gwnmo_meta.suites.protocol_report import paired_difference as _diff
 
     d = _diff([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], n_seeds=2)
     assert d["mean"] == pytest.approx(0.5)

@@ -51,13 +51,13 @@ def test_check_names_the_choices_and_the_flag():
         registry.check_device("gpu")
 
 
-def test_every_implementation_loads():
+def test_every_implementation_is_a_class_built_by_direct_reference():
     pytest.importorskip("learn2learn")
-    from gwnmo_meta.training.l2l import learn2learn
-
-    learn2learn()
     for name, info in METHODS.items():
-        assert callable(registry.load(info.impl)), name
+        assert callable(info.impl) and isinstance(info.implementation(), type), name
+    assert METHODS["sgd"].implementation() is __import__("torch").optim.SGD
+    with pytest.raises(ValueError, match="no implementation"):
+        MethodInfo("bare").implementation()
 
 
 def test_every_method_carries_its_step_sizes():
@@ -96,8 +96,10 @@ def test_a_new_method_is_one_registration():
     """Registering RMSprop makes it a CLI choice, a valid config and a working method."""
     out = _run(
         "from gwnmo_meta.registry import METHODS, MethodInfo\n"
-        "METHODS.register(MethodInfo('rmsprop', 'RMSprop via higher', impl='torch.optim:RMSprop',"
-        " classic=True))\n"
+        "def rmsprop():\n"
+        "    import torch\n"
+        "    return torch.optim.RMSprop\n"
+        "METHODS.register(MethodInfo('rmsprop', 'RMSprop via higher', impl=rmsprop, classic=True))\n"
         "from typer.testing import CliRunner\n"
         "from gwnmo_meta.cli.app import app\n"
         "r = CliRunner(env={'COLUMNS': '200'}).invoke(app, ['meta-train', '--help'])\n"

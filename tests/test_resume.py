@@ -467,7 +467,7 @@ def test_classic_train_interrupted_resumes_to_the_same_results_and_m(
     cfg, feats = _classic_cfg(optimizer, schedule, base), _classic_features()
     ref, out = tmp_path / "ref", tmp_path / "run"
     classic.train_classic(cfg, ref, progress=False, features=feats)
-    learner = classic.OnlineGWNMO if optimizer.startswith("gwnmo") else classic._TorchLearner
+    learner = classic.OnlineGWNMO if optimizer.startswith("gwnmo") else classic.TorchLearner
     real, calls = learner.step, {"n": 0}
 
     def step(self, x, y):
@@ -609,11 +609,8 @@ def _same_protocol(ref: Path, out: Path) -> None:
     def cells(root: Path) -> dict[str, object]:
         found = {}
         for p in sorted(root.glob("cells/*/*.json")):
-            rec = {
-                k: v
-                for k, v in json.loads(p.read_text()).items()
-                if k not in ("seconds", "cpu_seconds")
-            }
+            timings = ("seconds", "cpu_seconds")
+            rec = {k: v for k, v in json.loads(p.read_text()).items() if k not in timings}
             if isinstance(rec.get("eval"), dict):  # the checkpoint's path names the folder
                 rec["eval"] = {k: v for k, v in rec["eval"].items() if k != "checkpoint"}
             found[str(p.relative_to(root))] = rec

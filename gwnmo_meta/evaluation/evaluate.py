@@ -187,9 +187,8 @@ def evaluate_checkpoint(
         A JSON-ready dict: ``accuracy_mean``, ``accuracy_ci95``, ``loss_mean``, ``loss_ci95``,
         ``tasks``, ``dataset``, ``trained_on``, ``test_dataset`` (the held-out dataset of a
         leave-one-dataset-out run on mixed, else null), ``ways``, ``shots``, ``query``,
-        ``inner_steps``,
-        ``method``, ``schedule``, ``weighting``, ``backbone``, ``checkpoint``, ``seed`` and a
-        human-readable ``text``.
+        ``inner_steps``, ``method``, ``schedule``, ``weighting``, ``backbone``, ``checkpoint``,
+        ``seed`` and a human-readable ``text``.
 
     Raises:
         CheckpointError: missing, corrupt or incompatible checkpoint.
@@ -197,10 +196,10 @@ def evaluate_checkpoint(
     """
     from gwnmo_meta.config import RunConfig, check_seed
     from gwnmo_meta.device import resolve_device
-    from gwnmo_meta.errors import CheckpointError, ConfigError
+    from gwnmo_meta.errors import ConfigError
     from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
     from gwnmo_meta.memory import check_meta_train
-    from gwnmo_meta.training.run_data import build_method_for, load_run_data
+    from gwnmo_meta.training.run_data import load_run_data
 
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
@@ -222,25 +221,9 @@ def evaluate_checkpoint(
     cfg.validate()
     dev = resolve_device(device)
     check_meta_train(cfg, dev, ckpt["feature_dim"], train=False)  # e.g. a checkpoint's huge sizes
-    progress = progress and distributed.setup(None, dev).is_main  # torchrun: shard the tasks
+    progress = progress and distributed.setup(dev).is_main  # torchrun: shard the tasks
     data = load_run_data(cfg, dev, eval_dataset=dataset, progress=progress)
-    if data.feature_dim != ckpt["feature_dim"]:
-        raise CheckpointError(
-            f"checkpoint expects {ckpt['feature_dim']}-dim features, the data gives {data.feature_dim}"
-        )
-    method = build_method_for(cfg, data.feature_dim, dev)
-    try:
-        method.load_state_dict(ckpt["method"])
-    except RuntimeError:
-        if cfg.ways != trained.ways:
-            raise ConfigError(
-                f"checkpoint {checkpoint} was meta-trained for {trained.ways}-way tasks and its learned parameters "
-                f"do not fit {cfg.ways}-way; evaluate with --ways {trained.ways}"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {checkpoint}: its parameters do not fit the model its config describes"
-        ) from None
-    method.to(dev)
+    method = _trained_method(cfg, data.feature_dim, dev, ckpt, checkpoint, trained.ways)
     return _score(
         method,
         data,
@@ -252,6 +235,37 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint),
         device=dev,
     )
+
+
+def _trained_method(
+    cfg: Any,
+    feature_dim: int,
+    device: Any,
+    ckpt: dict[str, Any],
+    checkpoint: str | Path,
+    trained_ways: int,
+) -> Any:
+    """The checkpoint's method with its learned parameters (one-line errors if they misfit)."""
+    from gwnmo_meta.errors import CheckpointError, ConfigError
+    from gwnmo_meta.training.run_data import build_method_for
+
+    if feature_dim != ckpt["feature_dim"]:
+        raise CheckpointError(
+            f"checkpoint expects {ckpt['feature_dim']}-dim features, the data gives {feature_dim}"
+        )
+    method = build_method_for(cfg, feature_dim, device)
+    try:
+        method.load_state_dict(ckpt["method"])
+    except RuntimeError:
+        if cfg.ways != trained_ways:
+            raise ConfigError(
+                f"checkpoint {checkpoint} was meta-trained for {trained_ways}-way tasks and its learned parameters "
+                f"do not fit {cfg.ways}-way; evaluate with --ways {trained_ways}"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: its parameters do not fit the model its config describes"
+        ) from None
+    return method.to(device)
 
 
 def evaluate_method(
@@ -285,16 +299,16 @@ def evaluate_method(
     if tasks <= 0:
         raise ConfigError(f"--tasks must be positive, got {tasks}")
     check_seed("--seed", seed)
-    cfg.validate()
-    info = METHODS.check(cfg.method, "--method")
-    fine_tuner = info.engine == "higher" and not info.learned_optimizer
-    if not (info.engine == "reference" or fine_tuner and not cfg.learn_init):
+    info = METHODS.get(cfg.method)  # (an unknown name is the validation's to report)
+    fine_tuner = info is not None and info.engine == "higher" and not info.learned_optimizer
+    if info is not None and not (info.engine == "reference" or fine_tuner and not cfg.learn_init):
         candidates = METHODS.names(lambda m: m.engine == "reference" or m.engine == "higher")
         allowed = [m for m in candidates if not METHODS[m].learned_optimizer]
         raise ConfigError(
             f"--method {cfg.method} meta-learns parameters; evaluate its meta-train checkpoint "
             f"(without one: {', '.join(allowed)}; fine-tuning from a fixed init)"
         )
+    cfg.validate()  # the one validation of the configuration; downstream reads it as valid
     dev = resolve_device(cfg.device)
     check_meta_train(cfg, dev, train=False)
     data = load_run_data(cfg, dev, progress=progress)

@@ -40,7 +40,7 @@ def load_weighting(
     from gwnmo_meta.io.checkpoint import load_checkpoint
     from gwnmo_meta.optim.direction import Base
     from gwnmo_meta.optim.nets import build_weighting
-    from gwnmo_meta.training.classic import load_weighting_state
+    from gwnmo_meta.training.classic_learners import load_weighting_state
 
     cfg = load_checkpoint(path).get("config", {})
     state = load_weighting_state(path)

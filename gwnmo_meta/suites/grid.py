@@ -32,6 +32,7 @@ from gwnmo_meta.io.atomic import (
 )
 from gwnmo_meta.io.interrupts import Interrupted
 from gwnmo_meta.registry import METHODS, SCHEDULES, Registry
+from gwnmo_meta.suites.cells import Cell, Source, Variant
 
 
 def _scheduled(method: str) -> bool:
@@ -49,29 +50,13 @@ LR_GRIDS: dict[str, tuple[float, ...]] = {n: m.lr_grid for n, m in METHODS.items
 REPORTS = ("results.csv", "results.json", "results.md", "accuracy.png", "curves.png")
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One meta-training run and the datasets its checkpoint is evaluated on."""
-
-    dataset: str
-    shots: int
-    method: str
-    schedule: str | None
-    inner_lr: float
-    eval_datasets: tuple[str, ...]
-    learn_init: bool = True
-
-    @property
-    def cell_id(self) -> str:
-        sched = f"-{self.schedule}" if _scheduled(self.method) else ""
-        if _reference(self.method):  # no step size, nothing learned
-            return f"{self.dataset}-{self.shots}shot-{self.method}"
-        init = "" if self.learn_init else "-randinit"
-        return f"{self.dataset}-{self.shots}shot-{self.method}{sched}{init}-lr{self.inner_lr:g}"
-
-    @property
-    def variant(self) -> str:
-        return f"{self.method} {self.schedule}" if _scheduled(self.method) else self.method
+def cell_id(cell: Cell) -> str:
+    """The grid suites' name of a cell (its folder, with the suite's suffixes; :func:`run_cell`)."""
+    sched = f"-{cell.variant.schedule}" if _scheduled(cell.method) else ""
+    if _reference(cell.method):  # no step size, nothing learned
+        return f"{cell.dataset}-{cell.shots}shot-{cell.method}"
+    init = "" if cell.learn_init else "-randinit"
+    return f"{cell.dataset}-{cell.shots}shot-{cell.method}{sched}{init}-lr{cell.inner_lr:g}"
 
 
 @dataclass
@@ -86,13 +71,15 @@ class Suite:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _variants(methods: tuple[str, ...], schedules: tuple[str, ...]) -> list[tuple[str, str | None]]:
-    out: list[tuple[str, str | None]] = []
+def _variants(methods: tuple[str, ...], schedules: tuple[str, ...]) -> list[Variant]:
+    """One row per learned optimizer and schedule, one per other method (its default schedule,
+    MAML's objective)."""
+    out: list[Variant] = []
     for m in methods:
         if _scheduled(m):
-            out.extend((m, s) for s in schedules)
+            out.extend(Variant(f"{m} {s}", m, (("schedule", s),)) for s in schedules)
         else:
-            out.append((m, None))  # the method's default schedule (MAML's objective)
+            out.append(Variant(m, m, (("schedule", None),)))
     return out
 
 
@@ -107,15 +94,44 @@ def grid_cells(
     cells = []
     for ds in datasets:
         for k in shots:
-            for m, s in _variants(methods, schedules):
-                learn_init = METHODS[m].suite_learn_init
-                for lr in (0.0,) if _reference(m) else LR_GRIDS[m][:lr_values]:
-                    cells.append(Cell(ds, k, m, s, lr, (ds,), learn_init))
+            for v in _variants(methods, schedules):
+                regime = "learned" if METHODS[v.method].suite_learn_init else "fixed"
+                lrs = (None,) if _reference(v.method) else LR_GRIDS[v.method][:lr_values]
+                for lr in lrs:  # a reference row: one cell, no step size
+                    cells.append(Cell(Source(ds), k, v, regime, (("inner_lr", lr),), None, (ds,)))
     return cells
 
 
 def _in_suite(registry: Registry[Any], suite: str) -> tuple[str, ...]:
     return registry.names(lambda info: suite in info.suites)
+
+
+def _preset(name: str, base: RunConfig) -> tuple[dict[str, Any], RunConfig]:
+    """The named suite's settings and its base (with the suite's validation schedule)."""
+    d: dict[str, Any]
+    if name == "quick":
+        d = dict(
+            datasets=("mnist",),
+            shots=(1,),
+            methods=_in_suite(METHODS, "quick"),
+            schedules=_in_suite(SCHEDULES, "quick"),
+            meta_steps=60,
+            test_tasks=100,
+            lr_values=1,
+        )
+        return d, replace(base, val_every=30, val_tasks=50)
+    if name not in ("main", "transfer"):
+        raise ConfigError(f"unknown suite {name!r}; choose quick, main or transfer")
+    d = dict(
+        datasets=("mnist", "fmnist", "cifar10"),
+        shots=(1, 5) if name == "main" else (1,),
+        methods=_in_suite(METHODS, name),
+        schedules=_in_suite(SCHEDULES, name),
+        meta_steps=200,
+        test_tasks=600,
+        lr_values=2,
+    )
+    return d, replace(base, val_every=100, val_tasks=100)
 
 
 def build_suite(
@@ -131,42 +147,7 @@ def build_suite(
     base: RunConfig | None = None,
 ) -> Suite:
     """Named suites: ``quick`` (minutes), ``main`` (issue table), ``transfer`` (3×3 cross-dataset)."""
-    base = base or RunConfig()
-    if name == "quick":
-        d = dict(
-            datasets=("mnist",),
-            shots=(1,),
-            methods=_in_suite(METHODS, "quick"),
-            schedules=_in_suite(SCHEDULES, "quick"),
-            meta_steps=60,
-            test_tasks=100,
-            lr_values=1,
-        )
-        base = replace(base, val_every=30, val_tasks=50)
-    elif name == "main":
-        d = dict(
-            datasets=("mnist", "fmnist", "cifar10"),
-            shots=(1, 5),
-            methods=_in_suite(METHODS, "main"),
-            schedules=_in_suite(SCHEDULES, "main"),
-            meta_steps=200,
-            test_tasks=600,
-            lr_values=2,
-        )
-        base = replace(base, val_every=100, val_tasks=100)
-    elif name == "transfer":
-        d = dict(
-            datasets=("mnist", "fmnist", "cifar10"),
-            shots=(1,),
-            methods=_in_suite(METHODS, "transfer"),
-            schedules=_in_suite(SCHEDULES, "transfer"),
-            meta_steps=200,
-            test_tasks=600,
-            lr_values=2,
-        )
-        base = replace(base, val_every=100, val_tasks=100)
-    else:
-        raise ConfigError(f"unknown suite {name!r}; choose quick, main or transfer")
+    d, base = _preset(name, base or RunConfig())
     given = dict(
         datasets=datasets,
         shots=shots,
@@ -224,20 +205,12 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     ):  # learn2learn cells are unaffected;
         m_net += "-tb"  # unsuffixed cells (e.g. the committed ones) adapted one task at a time
     head += "-all" if suite.base.adapt == "all" else ""  # conv4 adapted end to end
-    cell_dir = out / "cells" / f"{cell.cell_id}{m_net}-steps{suite.base.meta_steps}{head}"
+    cell_dir = out / "cells" / f"{cell_id(cell)}{m_net}-steps{suite.base.meta_steps}{head}"
     done = cell_dir / "result.json"
     record = read_cell_result(done)
     if record is not None:
         return record
-    cfg = replace(
-        suite.base,
-        dataset=cell.dataset,
-        shots=cell.shots,
-        method=cell.method,
-        schedule=cell.schedule,
-        inner_lr=None if _reference(cell.method) else cell.inner_lr,
-        learn_init=cell.learn_init,
-    )
+    cfg = cell.config(suite.base)
     if _reference(cell.method):
         return _reference_cell(cell, cfg, suite, done, progress)
     t0 = time.perf_counter()
@@ -259,12 +232,12 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
         ev.pop("text")
         evals.append(ev)
     record = {
-        "cell": cell.cell_id,
-        "variant": cell.variant,
+        "cell": cell_id(cell),
+        "variant": cell.variant.name,
         "train_dataset": cell.dataset,
         "shots": cell.shots,
         "method": cell.method,
-        "schedule": cell.schedule if _scheduled(cell.method) else "",
+        "schedule": cell.variant.schedule if _scheduled(cell.method) else "",
         "inner_lr": cell.inner_lr,
         "learn_init": cell.learn_init,
         "meta_steps": cfg.meta_steps,
@@ -294,8 +267,8 @@ def _reference_cell(
     ev = evaluate_method(cfg, tasks=suite.test_tasks, progress=progress)
     ev.pop("text")
     record = {
-        "cell": cell.cell_id,
-        "variant": cell.variant,
+        "cell": cell_id(cell),
+        "variant": cell.variant.name,
         "train_dataset": cell.dataset,
         "shots": cell.shots,
         "method": cell.method,
@@ -550,7 +523,7 @@ def run_suite(
     from tqdm.auto import tqdm
 
     from gwnmo_meta.training.distributed import env_world
-    from gwnmo_meta.training.trainer import check_writable
+    from gwnmo_meta.training.run_folder import check_writable
 
     if env_world().active:
         raise ConfigError(

@@ -168,28 +168,26 @@ def check_divisible(meta_batch: int) -> None:
         )
 
 
-def setup(meta_batch: int | None, device: torch.device) -> World:
+def setup(device: torch.device) -> World:
     """Join torchrun's process group (once); a no-op without torchrun or with one process.
 
+    A meta-training run checks its meta-batch against the world size first
+    (:func:`check_divisible`, before anything is written, so every rank refuses it alike).
+
     Args:
-        meta_batch: the global meta-batch, which must be divisible by the world size (``None``:
-            no meta-training, e.g. evaluation only).
         device: the resolved device; CUDA selects nccl and the GPU ``LOCAL_RANK``, else gloo.
 
     Returns:
         The ``World`` this process belongs to.
 
     Raises:
-        ConfigError: ``meta_batch`` not divisible by the world size (before any communication, so
-            every rank raises it), or a malformed environment.
+        ConfigError: a malformed environment.
         RankFailure: the rendezvous with the other ranks failed or timed out.
     """
     global _world, _slow_group
     env = env_world()
     if not env.active:
         return _world
-    if meta_batch is not None:
-        check_divisible(meta_batch)
     if dist.is_initialized():
         return _world
     timeout = datetime.timedelta(seconds=timeout_s())

@@ -278,18 +278,10 @@ def _adapt(
         raise ValueError(f"unknown schedule {schedule!r}")
     if inner_batch is not None and ways is None:
         raise ValueError("inner_batch needs the episode's number of ways")
-    sx, sy, qx, qy = ep.support_x, ep.support_y, ep.query_x, ep.query_y
+    sx, qx, qy = ep.support_x, ep.query_x, ep.query_y
     batched = sx.dim() == 3
-    batch_rows = inner_batch_rows(sx.shape[-2], ways or 1, inner_batch, steps, sx.device)
-    # the data stream: step t is computed on batch t; a one-step schedule judges it on batch t+1
-    stream = [(_rows(sx, r), _rows(sy, r)) for r in batch_rows]
     one_step = train and schedule in ONE_STEP_SCHEDULES
-    if one_step and judge_queries is not None:  # a fresh class-balanced query subset per step
-        n_query = steps if inner_batch is None else 1
-        sampled = _sampled_judges(qx, qy, judge_queries, n_query, ep.judge_seed)
-        judges = sampled if inner_batch is None else stream[1:] + sampled
-    else:
-        judges = stream[1:] + [(qx, qy)] if inner_batch is not None else [(qx, qy)] * steps
+    stream, judges = _stream_and_judges(ep, steps, one_step, inner_batch, ways, judge_queries)
     inner: list[Tensor] = []
     meta_terms: list[Tensor] = []
     curve: list[tuple[Tensor, Tensor]] = []  # evaluation only: query (loss, acc) at φ_0..φ_{k−1}
@@ -326,13 +318,50 @@ def _adapt(
         stats = diffopt.step_stats() if hasattr(diffopt, "step_stats") else {}
     if curve:  # the last entry is the final query metrics themselves (φ_k)
         curve.append((q_loss.detach(), q_acc))
-    # one host transfer for all the numbers of the episode(s): rows = quantities, columns = tasks
+    outcomes = _outcomes(q_loss, q_acc, inner, stats, curve, meta, weights, batched)
+    return (meta.mean() if batched and meta is not None else meta), outcomes
+
+
+def _stream_and_judges(
+    ep: Any,
+    steps: int,
+    one_step: bool,
+    inner_batch: int | None,
+    ways: int | None,
+    judge_queries: int | None,
+) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]]]:
+    """The data stream (step t is computed on batch t) and what judges each step (a one-step
+    schedule judges step t on batch t+1, or on a sampled query subset)."""
+    sx, sy, qx, qy = ep.support_x, ep.support_y, ep.query_x, ep.query_y
+    batch_rows = inner_batch_rows(sx.shape[-2], ways or 1, inner_batch, steps, sx.device)
+    stream = [(_rows(sx, r), _rows(sy, r)) for r in batch_rows]
+    if one_step and judge_queries is not None:  # a fresh class-balanced query subset per step
+        n_query = steps if inner_batch is None else 1
+        sampled = _sampled_judges(qx, qy, judge_queries, n_query, ep.judge_seed)
+        judges = sampled if inner_batch is None else stream[1:] + sampled
+    else:
+        judges = stream[1:] + [(qx, qy)] if inner_batch is not None else [(qx, qy)] * steps
+    return stream, judges
+
+
+def _outcomes(
+    q_loss: Tensor,
+    q_acc: Tensor,
+    inner: list[Tensor],
+    stats: dict[str, Tensor],
+    curve: list[tuple[Tensor, Tensor]],
+    meta: Tensor | None,
+    weights: Any,
+    batched: bool,
+) -> list[EpisodeOutcome]:
+    """One :class:`EpisodeOutcome` per task, from one host transfer of all their numbers."""
+    # rows = quantities, columns = tasks
     rows = [q_loss.detach(), q_acc] + inner + list(stats.values())
     rows += [c[1] for c in curve] + [c[0] for c in curve]
     table = torch.stack(rows).reshape(len(rows), -1).t().tolist()
     n_inner, n_stats, n_curve = len(inner), len(stats), len(curve)
     c0 = 2 + n_inner + n_stats
-    outcomes = [
+    return [
         EpisodeOutcome(
             meta_loss=None if meta is None else (meta[i] if batched else meta),
             query_loss=nums[0],
@@ -345,4 +374,3 @@ def _adapt(
         )
         for i, nums in enumerate(table)
     ]
-    return (meta.mean() if batched and meta is not None else meta), outcomes

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from gwnmo_meta.config import RunConfig, base_default_lr
 from gwnmo_meta.errors import ConfigError
 from gwnmo_meta.optim.nets import build_weighting, make_head
-from gwnmo_meta.registry import METHODS, SCHEDULES, WEIGHTINGS, MethodInfo, load
+from gwnmo_meta.registry import METHODS, SCHEDULES, MethodInfo
 from gwnmo_meta.tasks.episodes import Episode, stack_episodes
 from gwnmo_meta.training.inner_loops import (
     EpisodeOutcome,
@@ -62,8 +62,8 @@ class MethodConfig(RunConfig):
     """How a method adapts and what it meta-learns: the run's config, read by the methods.
 
     Every field is declared once, in :class:`~gwnmo_meta.config.RunConfig` (a new flag needs no
-    edit here); this class adds the method-side view (:attr:`lr`, :attr:`info`) and checks only
-    what a method reads (:meth:`validate`).
+    edit here), and so is every check (:meth:`~gwnmo_meta.config.RunConfig.validate`); this class
+    adds the method-side view (:attr:`lr`, :attr:`info`).
     """
 
     @property
@@ -88,30 +88,8 @@ class MethodConfig(RunConfig):
 
     @property
     def info(self) -> MethodInfo:
-        """The registry's facts about ``method``."""
-        return METHODS.check(self.method)
-
-    def validate(self) -> MethodConfig:
-        """Check names against the registry and the step sizes; returns ``self``."""
-        METHODS.check(self.method)
-        SCHEDULES.check(self.schedule_name)
-        WEIGHTINGS.check(self.weighting)
-        if self.inner_steps <= 0 or self.lr <= 0 or self.meta_lr <= 0:
-            raise ConfigError("--inner-steps, --inner-lr and --meta-lr must be positive")
-        self.check_base()
-        self.check_learn_lr()
-        self.check_judge_queries()
-        if self.hg_beta <= 0 or self.logreg_l2 <= 0:
-            raise ConfigError("--hg-beta and --logreg-l2 must be positive")
-        if self.info.init_always_learned and not self.learn_init:
-            raise ConfigError(
-                f"--method {self.method} always meta-learns the init; drop --no-learn-init"
-            )
-        if self.adapt == "all" and self.method in REFERENCE_METHODS:
-            raise ConfigError(
-                f"--adapt all needs an inner loop; --method {self.method} has none (use --adapt head)"
-            )
-        return self
+        """The registry's facts about ``method`` (a registered name: the config is validated)."""
+        return METHODS[self.method]
 
 
 def _seeded_head(cfg: MethodConfig, feature_dim: int, ways: int) -> nn.Module:
@@ -204,7 +182,7 @@ class HigherMethod(MetaMethod):
                 prime=info.prime,
                 state_inputs=Base(cfg.base).state_inputs,
             )
-            self.inner_opt: torch.optim.Optimizer = load(info.impl)(
+            self.inner_opt: torch.optim.Optimizer = info.implementation()(
                 params,
                 self.weighting,
                 lr=cfg.lr,
@@ -228,7 +206,7 @@ class HigherMethod(MetaMethod):
             options = {kw: getattr(cfg, field) for kw, field in info.optimizer_options}
             if self.step_size is not None:  # HG: a meta-learned starting step size
                 options["step_size"] = self.step_size
-            self.inner_opt = load(info.impl)(params, lr=cfg.lr, **options)
+            self.inner_opt = info.implementation()(params, lr=cfg.lr, **options)
 
     def meta_parameters(self) -> list[nn.Parameter]:
         """M's parameters and the learned step sizes, plus the head's initialisation with ``learn_init``."""
@@ -276,12 +254,9 @@ class L2LMethod(MetaMethod):
 
     def __init__(self, cfg: MethodConfig, feature_dim: int, ways: int):
         super().__init__(cfg)
-        from gwnmo_meta.training.l2l import learn2learn
-
-        learn2learn()  # imports it quietly (before load() does)
+        cls = cfg.info.implementation()  # imports learn2learn quietly (training/l2l.py)
         self.ways = ways
         head = _seeded_head(cfg, feature_dim, ways)
-        cls = load(cfg.info.impl)
         self.learner = cls(head, lr=cfg.lr, first_order=cfg.first_order)
 
     def episode(self, ep: Episode, train: bool) -> EpisodeOutcome:
@@ -325,7 +300,7 @@ class L2LMethod(MetaMethod):
 def runs_through_higher(cfg: RunConfig) -> bool:
     """Whether a learn2learn method (MAML, Meta-SGD) runs through higher instead: under a look-ahead
     schedule, or with a learned step size, which learn2learn's wrappers cannot express."""
-    return SCHEDULES.check(cfg.schedule_name).one_step or cfg.learn_lr != "off"
+    return SCHEDULES[cfg.schedule_name].one_step or cfg.learn_lr != "off"
 
 
 def build_method(
@@ -334,7 +309,8 @@ def build_method(
     """The :class:`MetaMethod` for ``cfg.method`` on ``device``.
 
     Args:
-        cfg: the method's configuration (validated here).
+        cfg: the method's configuration (its method options are validated here:
+            :meth:`~gwnmo_meta.config.RunConfig.validate_method`).
         feature_dim: width of the features the target head reads.
         ways: N, the head's number of outputs.
         device: where its parameters live.
@@ -342,11 +318,19 @@ def build_method(
     Returns:
         The method; its initialisation depends on ``cfg.seed`` only (the global RNG is untouched).
     """
-    cfg.validate()
-    engine = cfg.info.engine
-    if engine == "reference":
-        cls: type[MetaMethod] = load(cfg.info.impl)
-    elif engine == "learn2learn" and not runs_through_higher(cfg):
+    cfg.validate_method()
+    return make_method(cfg, feature_dim, ways, device)
+
+
+def make_method(
+    cfg: MethodConfig, feature_dim: int, ways: int, device: torch.device | str = "cpu"
+) -> MetaMethod:
+    """:func:`build_method` for a ``cfg`` already validated (``meta_train`` and the evaluators
+    validate the run's config once, where they receive it)."""
+    info = cfg.info
+    if info.engine == "reference":
+        cls: type[MetaMethod] = info.implementation()
+    elif info.engine == "learn2learn" and not runs_through_higher(cfg):
         cls = L2LMethod
     else:
         cls = HigherMethod

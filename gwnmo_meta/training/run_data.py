@@ -121,16 +121,14 @@ def build_method_for(cfg: RunConfig, feature_dim: int, device: torch.device) -> 
     """Build the MetaMethod of ``cfg`` on ``device``.
 
     Args:
-        cfg: the run.
+        cfg: the run, already validated (``meta_train`` and the evaluators validate the config
+            they are given; this does not check it again).
         feature_dim: width of the backbone's features (the head's input).
         device: where the method's parameters live.
 
     Returns:
         The method, initialised from ``cfg.seed``.
     """
-    from gwnmo_meta.training.methods import build_method
+    from gwnmo_meta.training.methods import make_method
 
-    mcfg = method_config(cfg)
-    if hasattr(mcfg, "validate"):
-        mcfg.validate()
-    return build_method(mcfg, feature_dim, cfg.ways, device)
+    return make_method(method_config(cfg), feature_dim, cfg.ways, device)
