@@ -101,7 +101,15 @@ def main() -> None:
         lines.append(
             f"| {r['target']} | {r['shots']} | {r['q']} | {r['seeds']} | {100 * r['diff']:+.2f}{ci} |"
         )
-    if missing:
+    failed = sorted(q for q, ok in per_q.items() if not all(ok))  # out, whatever the rest says
+    if missing and set(failed) == set(per_q):
+        verdict = (
+            f"No Q qualifies: every sampled judge tried ({', '.join(map(str, failed))}) already "
+            "falls outside the full judge's CI in at least one cell, so the cells still missing "
+            f"({', '.join(f'{t} {s}-shot seed {d}' for t, s, d in missing)}) cannot change the "
+            "choice. The full judge stays the default."
+        )
+    elif missing:
         verdict = (
             f"Incomplete: no paired result yet for {', '.join(f'{t} {s}-shot seed {d}' for t, s, d in missing)}; "
             "no default is chosen until every cell is in (the full judge stays the default)."
