@@ -58,7 +58,8 @@ def _imported_top_level_modules() -> set[str]:
                     names |= {a.name.split(".")[0] for a in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"gwnmo_meta", "__future__"}
+    # _typeshed: the standard library's stubs, imported under TYPE_CHECKING only
+    return names - set(sys.stdlib_module_names) - {"gwnmo_meta", "__future__", "_typeshed"}
 
 
 def test_every_imported_third_party_package_is_declared():
