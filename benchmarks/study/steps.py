@@ -6,7 +6,7 @@ a probe around each differentiable step: g = ∂(support loss)/∂φ_t per tenso
 For SGD with learned per-tensor step sizes the ratio is exactly its α; for GWNMO it is α times M's
 per-tensor share of the normalised step, so the two read side by side.
 
-``--replay CELL`` (a fixed-init cell, e.g. GWNMO's) scores SGD fine-tuning from the same fixed init
+``--replay CELL`` scores SGD from CELL's own init (its fixed init, or the init it meta-learned)
 whose step size per tensor and inner step is the mean ratio measured on CELL, paired on the same
 meta-test tasks as CELL's ``test.json``: if M only set per-layer step sizes, the replay matches it.
 
@@ -110,18 +110,17 @@ def probe_cell(cell: Path, tasks: int, data_root: str | None) -> dict[str, Any]:
 
 
 def replay(cell: Path, ratio: list[list[float]], data_root: str | None) -> dict[str, Any]:
-    """SGD from ``cell``'s fixed init with α[step][tensor] = ``ratio``, on ``cell``'s meta-test
+    """SGD from ``cell``'s init (fixed or meta-learned) with α[step][tensor] = ``ratio``, on ``cell``'s meta-test
     tasks, paired with ``cell``'s own per-task accuracies."""
     from gwnmo_meta.config import RunConfig
     from gwnmo_meta.device import resolve_device
     from gwnmo_meta.evaluation.evaluate import _score
     from gwnmo_meta.evaluation.stats import paired_diff_ci95
+    from gwnmo_meta.io.checkpoint import KIND_META, load_checkpoint
     from gwnmo_meta.optim.gwnmo import LearnedStepSize
     from gwnmo_meta.training.run_data import build_method_for, load_run_data
 
     src = RunConfig.load(cell / "config.json")
-    if src.learn_init:
-        raise SystemExit(f"{cell}: replay needs a fixed-init cell")
     test = json.loads((cell / "test.json").read_text())["eval"]
     cfg = src.replace(method="sgd", learn_lr="tensor-step", inner_lr=1.0, schedule=None)
     if data_root is not None:
@@ -133,6 +132,10 @@ def replay(cell: Path, ratio: list[list[float]], data_root: str | None) -> dict[
     (steps,) = [m for m in method.modules() if isinstance(m, LearnedStepSize)]
     with torch.no_grad():
         steps.log_lr.copy_(torch.tensor(ratio).log())
+    if src.learn_init:  # the init the cell meta-learned (its target's parameters)
+        state = load_checkpoint(cell / "best.pt", KIND_META)["method"]
+        init = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+        method.head.load_state_dict(init)
     ev = _score(
         method,
         data,
