@@ -1,4 +1,4 @@
-"""The package stays readable: small modules and short functions (the CLI is checked on its own)."""
+"""The package stays readable: small modules and short functions, the CLI included."""
 
 import ast
 from pathlib import Path
@@ -9,11 +9,11 @@ MAX_FUNCTION_LINES = 80
 
 
 def _modules() -> list[Path]:
-    """Every module of gwnmo_meta/ but cli/ (and the tasks/ link of a development checkout),
-    and of tasks/."""
+    """Every module of gwnmo_meta/, cli/ and tasks/ (not the cli/ and tasks/ links a development
+    checkout may hold inside gwnmo_meta/)."""
     skip = (ROOT / "gwnmo_meta" / "cli", ROOT / "gwnmo_meta" / "tasks")
     found = []
-    for top in (ROOT / "gwnmo_meta", ROOT / "tasks"):
+    for top in (ROOT / "gwnmo_meta", ROOT / "cli", ROOT / "tasks"):
         for path in sorted(top.rglob("*.py")):
             if not any(path.is_relative_to(s) for s in skip):
                 found.append(path)
@@ -38,7 +38,7 @@ def long_parts(path: Path, root: Path = ROOT) -> list[str]:
 
 def test_no_module_over_600_lines_and_no_function_over_80():
     modules = _modules()
-    assert len(modules) > 30 and not any("cli" in p.relative_to(ROOT).parts for p in modules)
+    assert len(modules) > 30 and any(p.parent == ROOT / "cli" for p in modules)
     assert [part for path in modules for part in long_parts(path)] == []
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,18 +206,13 @@ def evaluate_checkpoint(
     check_seed("--seed", seed)
     ckpt = load_checkpoint(checkpoint, KIND_META)
     trained = RunConfig.from_dict(ckpt["config"])
-    cfg = replace(
-        trained,
+    cfg = trained.replace(
         device=device,
         download=download,
         skip_integrity_check=skip_integrity_check or trained.skip_integrity_check,
-        ways=trained.ways if ways is None else ways,
-        shots=trained.shots if shots is None else shots,
-        query=trained.query if query is None else query,
-        inner_steps=trained.inner_steps if inner_steps is None else inner_steps,
+        data_root=trained.data_root if data_root is None else data_root,
+        **_task_overrides(trained, ways, shots, query, inner_steps),
     )
-    if data_root is not None:
-        cfg.data_root = data_root
     cfg.validate()
     dev = resolve_device(device)
     check_meta_train(cfg, dev, ckpt["feature_dim"], train=False)  # e.g. a checkpoint's huge sizes
@@ -235,6 +230,22 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint),
         device=dev,
     )
+
+
+def _task_overrides(
+    trained: RunConfig,
+    ways: int | None,
+    shots: int | None,
+    query: int | None,
+    inner_steps: int | None,
+) -> dict[str, int]:
+    """The episode shape to evaluate: each given value, else the trained run's."""
+    return {
+        "ways": trained.ways if ways is None else ways,
+        "shots": trained.shots if shots is None else shots,
+        "query": trained.query if query is None else query,
+        "inner_steps": trained.inner_steps if inner_steps is None else inner_steps,
+    }
 
 
 def _trained_method(
