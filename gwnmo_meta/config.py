@@ -218,7 +218,7 @@ class RunConfig:
         if self.data_seed is not None:
             check_seed("--data-seed", self.data_seed)
         if self.inner_batch is not None:
-            self._validate_inner_batch()
+            self._validate_inner_batch(self.inner_batch)
         return self
 
     def validate_method(self) -> RunConfig:
@@ -267,19 +267,19 @@ class RunConfig:
             f"--method {self.method}",
         )
 
-    def _validate_inner_batch(self) -> None:
+    def _validate_inner_batch(self, inner_batch: int) -> None:
         """Class-balanced mini-batches of the support set; a look-ahead schedule needs disjoint ones."""
-        per_class = self.inner_batch // self.ways
-        if self.inner_batch % self.ways or not 0 < per_class <= self.shots:
+        per_class = inner_batch // self.ways
+        if inner_batch % self.ways or not 0 < per_class <= self.shots:
             raise ConfigError(
                 f"--inner-batch must be a multiple of --ways ({self.ways}) between {self.ways} and "
-                f"the support set's {self.ways * self.shots} examples, got {self.inner_batch}"
+                f"the support set's {self.ways * self.shots} examples, got {inner_batch}"
             )
         one_step = SCHEDULES[self.schedule_name].one_step
         if one_step and 2 * per_class > self.shots:
             raise ConfigError(
                 f"--schedule {self.schedule_name} judges each inner step on the next mini-batch, which "
-                f"must not share examples with it: --inner-batch {self.inner_batch} takes "
+                f"must not share examples with it: --inner-batch {inner_batch} takes "
                 f"{per_class} of the {self.shots} shots per class; use at most "
                 f"{self.ways * (self.shots // 2)} (needs --shots >= 2) or no --inner-batch"
             )

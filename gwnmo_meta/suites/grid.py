@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -216,7 +217,7 @@ def run_cell(cell: Cell, suite: Suite, out: Path, *, progress: bool = True) -> d
     t0 = time.perf_counter()
     result = meta_train(cfg, cell_dir, resume="auto", progress=progress, check_test=True)
     if result.interrupted:
-        raise Interrupted(result.signal)
+        raise Interrupted(result.signal or signal.SIGINT)  # the trainer sets it
     train_s = time.perf_counter() - t0
     evals = []
     for ds in cell.eval_datasets:

@@ -169,7 +169,9 @@ def _table_entry(row: dict[str, Any]) -> tuple[dict[str, Any], list[float] | Non
     }
     if accs is not None:
         acc = mean_ci95(accs)
-        loss = mean_ci95(_pooled(row, "task_losses"))
+        losses = _pooled(row, "task_losses")
+        assert losses is not None  # the same seeds' evaluations as accs: none diverged
+        loss = mean_ci95(losses)
         entry.update(
             accuracy_mean=acc.mean,
             accuracy_ci95=acc.ci95,

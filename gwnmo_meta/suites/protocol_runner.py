@@ -9,6 +9,7 @@ truncated or wrongly shaped one is recomputed, with a warning (:func:`read_recor
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -40,9 +41,9 @@ class CellRunner:
         from gwnmo_meta.training.trainer import TrainingDiverged, meta_train
 
         path = self.folder(cell) / "val.json"
-        rec = read_record(path, is_val_record)
-        if rec is not None:
-            return rec
+        cached = read_record(path, is_val_record)
+        if cached is not None:
+            return cached
         cfg = cell.config(self.suite.base)
         t0, cpu0 = time.perf_counter(), time.process_time()
         rec: dict[str, Any] = {"cell": cell.key, "meta_trained": cell.meta_trained}
@@ -54,7 +55,7 @@ class CellRunner:
                 rec.update(val_accuracy=None, diverged=str(exc), history=[])
             else:
                 if res.interrupted:
-                    raise Interrupted(res.signal)
+                    raise Interrupted(res.signal or signal.SIGINT)  # the trainer sets it
                 rec.update(val_accuracy=res.best_val_accuracy, history=res.history)
         else:
             ev = evaluate_method(
@@ -74,11 +75,12 @@ class CellRunner:
         from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint, evaluate_method
 
         path = self.folder(cell) / "test.json"
-        rec = read_record(path, is_test_record)
-        if rec is not None:
-            return rec
+        cached = read_record(path, is_test_record)
+        if cached is not None:
+            return cached
         val = self.validate(cell)
         cfg = cell.config(self.suite.base)
+        assert cell.seed is not None, "a protocol cell runs on a seed of the suite's"
         seed, t0 = TEST_SEED + cell.seed, time.perf_counter()
         if not cell.meta_trained:
             ev = evaluate_method(

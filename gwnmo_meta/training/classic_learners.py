@@ -234,6 +234,7 @@ def _weighting_hint(cfg: ClassicConfig) -> str:
     """Why a --weighting-from M does not fit, from the kind and width the checkpoint's run used."""
     from gwnmo_meta.io.checkpoint import load_checkpoint
 
+    assert cfg.weighting_from is not None  # the M that did not fit came from it
     saved = load_checkpoint(cfg.weighting_from)["config"]
     kind, hidden = saved.get("weighting"), saved.get("weighting_hidden", 32)
     if kind is not None and kind != cfg.weighting:

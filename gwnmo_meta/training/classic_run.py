@@ -40,6 +40,12 @@ class EpochRecord:
     val_loss: float | None = None
 
 
+def _by_validation(e: EpochRecord) -> tuple[float, float, int]:
+    """An epoch's rank by validation: accuracy, then lower loss, then earlier."""
+    assert e.val_accuracy is not None and e.val_loss is not None  # scored together
+    return (e.val_accuracy, -e.val_loss, -e.epoch)
+
+
 @dataclass
 class RepResult:
     """One target trained from scratch."""
@@ -53,7 +59,7 @@ class RepResult:
         scored = [e for e in self.epochs if e.val_accuracy is not None]
         if not scored:
             return None
-        return max(scored, key=lambda e: (e.val_accuracy, -e.val_loss, -e.epoch))
+        return max(scored, key=_by_validation)
 
     @property
     def best_accuracy(self) -> float:
@@ -88,12 +94,13 @@ class RepResult:
     def summary(self) -> str:
         """One line: test at the val-selected epoch, best test over epochs, final."""
         sel = self.selected
-        picked = (
-            "no validation split"
-            if sel is None
-            else f"test {100 * sel.test_accuracy:.2f}% / {sel.test_loss:.4f} at epoch {sel.epoch} "
-            f"(best val accuracy {100 * sel.val_accuracy:.2f}%)"
-        )
+        picked = "no validation split"
+        if sel is not None:
+            assert sel.val_accuracy is not None  # selected among the epochs with a val score
+            picked = (
+                f"test {100 * sel.test_accuracy:.2f}% / {sel.test_loss:.4f} at epoch {sel.epoch} "
+                f"(best val accuracy {100 * sel.val_accuracy:.2f}%)"
+            )
         return (
             f"{picked}; best test over epochs (thesis practice) {100 * self.best_accuracy:.2f}% / "
             f"{self.best_loss:.4f}; final {100 * self.final.test_accuracy:.2f}% / "
@@ -189,16 +196,20 @@ class ClassicRun:
             )
         return target, OnlineGWNMO(target, self.weighting, cfg, self.meta_opt)
 
-    def _restore(self, ckpt: dict[str, Any], xdim: int, classes: int) -> tuple[int, int, Any, Any]:
+    def _restore(
+        self, ckpt: dict[str, Any], xdim: int, classes: int
+    ) -> tuple[int, int, nn.Module | None, OnlineGWNMO | TorchLearner | None]:
         from gwnmo_meta.io.checkpoint import restore_rng_states
 
+        assert self.out is not None  # a run resumes from its folder's last.pt
         dev = self.device
         try:
             self.results = [
                 RepResult(r["rep"], [EpochRecord(**e) for e in r["epochs"]]) for r in ckpt["reps"]
             ]
             self.gen.set_state(ckpt["generator"])
-            target = learner = None
+            target: nn.Module | None = None
+            learner: OnlineGWNMO | TorchLearner | None = None
             if ckpt["weighting"] is not None:
                 _, _ = self._learner(xdim, classes, ckpt["weighting"])
                 if self.meta_opt is not None and ckpt["meta_optimizer"] is not None:
@@ -288,6 +299,7 @@ class ClassicRun:
                 if learner is None:
                     target, learner = self._learner(xtr.shape[1], classes, start_state)
                     self.results.append(RepResult(rep))
+                assert target is not None  # restored or built with its learner
                 for epoch in range(epoch0 if rep == rep0 else 0, cfg.epochs):
                     self._epoch(rep, epoch, target, learner, data, writer)
                 learner = None

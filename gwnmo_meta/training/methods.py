@@ -33,8 +33,8 @@ were computed). learn2learn's MAML/Meta-SGD adapt one task at a time either way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,9 @@ from gwnmo_meta.training.inner_loops import (
     run_episodes,
 )
 from gwnmo_meta.training.targets import IMAGE_DIM, Conv4Target
+
+if TYPE_CHECKING:
+    from gwnmo_meta.optim.sgd import StepSizes
 
 # methods with no inner loop and nothing meta-learned (gwnmo_meta/training/reference.py)
 REFERENCE_METHODS = METHODS.names(lambda m: m.engine == "reference")
@@ -167,7 +170,7 @@ class HigherMethod(MetaMethod):
         self.head = _seeded_head(cfg, feature_dim, ways)
         params = list(self.head.parameters())
         info = cfg.info
-        self.step_size: nn.Module | None = LearnedStepSize.for_mode(
+        self.step_size: StepSizes | None = LearnedStepSize.for_mode(
             cfg.learn_lr, cfg.lr, len(params), cfg.inner_steps
         )
         if info.learned_optimizer:
@@ -329,7 +332,7 @@ def make_method(
     validate the run's config once, where they receive it)."""
     info = cfg.info
     if info.engine == "reference":
-        cls: type[MetaMethod] = info.implementation()
+        cls: Callable[[MethodConfig, int, int], MetaMethod] = info.implementation()
     elif info.engine == "learn2learn" and not runs_through_higher(cfg):
         cls = L2LMethod
     else:

@@ -166,7 +166,7 @@ class MetaTrainer:
         self.train_sampler = self.data.sampler("train", self.spec, cfg.seed, device)
         self.state = LoopState()
         self.interrupts = interrupts or Interrupts()
-        self.log: RunLogger | distributed.NullLogger | None = None
+        self.log: RunLogger | distributed.NullLogger = distributed.NullLogger()  # run() opens it
         self.last_val: EvalSummary | None = None
         self._best_unsaved = False
 
@@ -197,6 +197,7 @@ class MetaTrainer:
 
     def payload(self) -> dict[str, Any]:
         """The checkpoint of the current state (stream and RNG as of the end of ``state.step``)."""
+        assert self.state.stream is not None  # captured before the first meta-step
         sampler, rng = self.state.stream
         return {
             "kind": KIND_META,
@@ -266,6 +267,7 @@ class MetaTrainer:
             meta_losses = [float(o.meta_loss.detach()) for o in outcomes if o.meta_loss is not None]
         meta_loss = sum(meta_losses) / len(meta_losses) if meta_losses else float("nan")
         if meta_losses and world.active:  # sum the meta-gradients and task losses over ranks
+            assert self.meta_opt is not None, "meta-losses to sum, but nothing is meta-learned"
             params = [p for g in self.meta_opt.param_groups for p in g["params"]]
             (loss_sum,) = distributed.all_reduce_grads(params, sum(meta_losses))
             meta_loss = loss_sum / cfg.meta_batch
@@ -475,8 +477,9 @@ def meta_train(
         check_writable(out)
     interrupts = Interrupts()  # from here on SIGTERM, like SIGINT, unwinds (releasing the lock)
     try:
-        lock = RunLock(out) if main else contextlib.nullcontext()
-        with interrupts, lock:  # one run per folder, from here to the end of the run
+        lock = RunLock(out) if main else None
+        # one run per folder, from here to the end of the run
+        with interrupts, lock if lock is not None else contextlib.nullcontext():
             return _locked_meta_train(
                 cfg,
                 out,
@@ -488,7 +491,7 @@ def meta_train(
                 check_test,
                 interrupts,
                 allow_data_change,
-                lock if main else None,
+                lock,
             )
     except BaseException as exc:
         # refused or failed before writing anything: leave no trace (but a folder that replaced
