@@ -1,20 +1,21 @@
-"""Report of the end-to-end study (benchmarks/study/run.sh): rows, decomposition, compute.
+"""Report of the end-to-end study (benchmarks/study/run.sh), read from its cells.
 
-Reads ``benchmarks/study/{learned,fixed}-1shot/results.json`` and their cells, and writes
-``benchmarks/study/results.md`` and ``benchmarks/study/val_vs_cpu.png``:
+Reads ``benchmarks/study/{learned,fixed}-1shot/cells`` (so a study still running, or stopped,
+reports what it has) and writes ``benchmarks/study/results.md`` and ``val_vs_cpu.png``:
 
-* every row: pooled meta-test accuracy (± task-level 95% CI), per-seed accuracies, the seed-level
-  mean ± Student-t 95% CI, the selected α and the tuning grid, meta-training CPU-seconds;
-* the decomposition of GWNMO's gain, each part a paired difference on the same meta-test tasks,
-  with its task-level CI and (primary) its seed-level CI over the per-seed differences;
-* meta-val accuracy against meta-training CPU-seconds (seed 0's selected cells), and each row's
-  meta-val accuracy at MAML's CPU budget.
+* every row: its seed-0 grid (α: meta-val %), the α selected on seed-0 meta-val (as the protocol
+  selects it), meta-test accuracy per seed at that α, the seed-level mean ± Student-t 95% CI, the
+  pooled task-level CI, and the mean CPU-seconds of a meta-training run (with its validations);
+* the decomposition of GWNMO's gain, each part a paired difference on the same meta-test tasks:
+  the seed-level interval over the per-seed differences (primary, with ≥ 2 seeds) and the task-level
+  CI over the pooled tasks (secondary);
+* meta-val accuracy against meta-training CPU-seconds (seed 0, selected α), and each row's
+  meta-val accuracy within MAML's CPU budget;
+* with ``--test-grid``, every meta-trained seed-0 grid cell is first scored on meta-test (cached
+  as its ``test.json``, the file the protocol writes) for a diagnostic computed after selection:
+  Spearman's rank correlation between meta-val and meta-test over those grid points.
 
 Usage: python benchmarks/study/report.py [STUDY_DIR] [--test-grid]
-
-``--test-grid`` first scores every meta-trained seed-0 grid cell on the meta-test stream (cached
-as the cell's ``test.json``, the file the protocol itself writes), for a diagnostic computed after
-selection: the Spearman rank correlation between meta-val and meta-test over seed 0's grid points.
 """
 
 from __future__ import annotations
@@ -23,17 +24,24 @@ import json
 import math
 import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student-t 97.5% quantiles by df
+from gwnmo_meta.evaluation.stats import mean_ci95, paired_diff_ci95
 
-# (name, a, b): a − b, each a row of the protocol table
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student-t 97.5% quantiles by df
+TEST_SEED = 1234  # the protocol's meta-test stream of seed s: TEST_SEED + s
+CELL = re.compile(
+    r"^mixed-1shot-(?P<row>.+?)(?:-[0-9a-f]{6})?-(?P<regime>learned|fixed)-lr(?P<lr>[0-9.e+-]+)"
+    r"-s(?P<seed>\d+)$"
+)
+# (name, a, b): a − b, rows named "<variant> [<regime>]"
 DECOMPOSITION = {
     "learned": [
         ("objective: MAML alg2 − MAML unrolled", "maml alg2 [learned]", "maml [learned]"),
         (
-            "learned per-layer, per-step steps: MAML + LSLR alg2 − MAML alg2",
+            "learned per-layer, per-step α: MAML + LSLR alg2 − MAML alg2",
             "maml lslr alg2 [learned]",
             "maml alg2 [learned]",
         ),
@@ -46,20 +54,27 @@ DECOMPOSITION = {
     ],
     "fixed": [
         (
-            "learned per-layer steps: SGD + learned per-tensor α (alg2) − tuned SGD fine-tuning",
+            "learned per-tensor α: SGD + learned α (alg2) − tuned SGD fine-tuning",
             "sgd lr-tensor alg2 [fixed]",
             "sgd [fixed]",
         ),
         (
-            "M's weighting: GWNMO alg2 − SGD + learned per-tensor α (alg2)",
+            "M's weighting: GWNMO alg2 − SGD + learned α (alg2)",
             "gwnmo alg2 [fixed]",
             "sgd lr-tensor alg2 [fixed]",
         ),
         ("total: GWNMO alg2 − tuned SGD fine-tuning", "gwnmo alg2 [fixed]", "sgd [fixed]"),
     ],
 }
-# the compute reference of each regime: MAML; with a fixed init, the cheapest meta-trained control
+# each regime's compute reference: MAML; with a fixed init, the meta-trained control
 COMPUTE_REF = {"learned": "maml [learned]", "fixed": "sgd lr-tensor alg2 [fixed]"}
+
+
+def read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def t_ci(values: list[float]) -> tuple[float, float]:
@@ -70,45 +85,91 @@ def t_ci(values: list[float]) -> tuple[float, float]:
     return m, T95.get(len(values) - 1, 1.96) * stdev(values) / math.sqrt(len(values))
 
 
-def cell_dir(folder: Path, row: dict, seed: int) -> Path | None:
-    """The cell folder of ``row`` (its selected hyperparameters) on ``seed``."""
-    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in row["variant"])
-    short = {"inner_lr": "lr", "hg_beta": "beta", "logreg_l2": "l2"}
-    hp = "-".join(f"{short.get(k, k)}{v:g}" for k, v in row["hparams"].items()) or "nohp"
-    pat = re.compile(
-        rf"^mixed-1shot-{re.escape(slug)}(-[0-9a-f]{{6}})?-{row['regime']}-{re.escape(hp)}-s{seed}$"
+def pct(x: float, sign: bool = False) -> str:
+    return "n/a" if math.isnan(x) else (f"{100 * x:+.2f}" if sign else f"{100 * x:.2f}")
+
+
+def collect(folder: Path) -> dict[str, dict]:
+    """Rows of a regime's folder: grid (seed 0), selection, and the selected cells' records."""
+    rows: dict[str, dict] = defaultdict(lambda: {"grid": {}, "cells": {}})
+    for cell in sorted((folder / "cells").iterdir()) if (folder / "cells").exists() else []:
+        m = CELL.match(cell.name)
+        val = read(cell / "val.json")
+        if not m or val is None:
+            continue
+        row = rows[f"{m['row'].replace('_', ' ')} [{m['regime']}]"]
+        row["cells"][(float(m["lr"]), int(m["seed"]))] = (cell, val, read(cell / "test.json"))
+        if m["seed"] == "0":
+            row["grid"][float(m["lr"])] = val["val_accuracy"]
+    for row in rows.values():
+        scored = {lr: v for lr, v in row["grid"].items() if v is not None}
+        row["lr"] = max(scored, key=lambda lr: scored[lr]) if scored else None
+        lrs = sorted(row["grid"])
+        row["bracketed"] = row["lr"] is not None and lrs[0] < row["lr"] < lrs[-1]
+        row["seeds"] = {
+            seed: (val, test)
+            for (lr, seed), (_, val, test) in sorted(row["cells"].items())
+            if lr == row["lr"]
+        }
+    return dict(rows)
+
+
+def test_accs(row: dict) -> dict[int, list[float]]:
+    """Per-task meta-test accuracies by seed (seeds with a test.json at the selected α)."""
+    return {
+        seed: test["eval"]["task_accuracies"]
+        for seed, (_, test) in row["seeds"].items()
+        if test and test.get("eval")
+    }
+
+
+def row_line(name: str, row: dict, ref_cpu: float) -> str:
+    accs = test_accs(row)
+    per_seed = [mean(a) for _, a in sorted(accs.items())]
+    m, h = t_ci(per_seed) if per_seed else (math.nan, math.nan)
+    pooled = mean_ci95([x for a in accs.values() for x in a]) if accs else None
+    cpus = [v["cpu_seconds"] for v, _ in row["seeds"].values() if "cpu_seconds" in v]
+    cpu = mean(cpus) if cpus else math.nan
+    grid = ", ".join(
+        f"{lr:g}: {'diverged' if v is None else f'{100 * v:.1f}'}"
+        for lr, v in sorted(row["grid"].items())
     )
-    hits = [p for p in (folder / "cells").iterdir() if pat.match(p.name)]
-    return hits[0] if len(hits) == 1 else None
+    sel = "–" if row["lr"] is None else f"{row['lr']:g}" + ("" if row["bracketed"] else " (edge)")
+    return (
+        f"| {name} | {grid} | {sel} | "
+        f"{' / '.join(f'{100 * x:.1f}' for x in per_seed) or '–'} | "
+        f"{pct(m)} ± {pct(h)} | "
+        f"{'–' if pooled is None else f'{100 * pooled.mean:.2f} ± {100 * pooled.ci95:.2f}'} | "
+        f"{cpu:.0f} | {cpu / ref_cpu if ref_cpu > 0 else math.nan:.2f}× |"
+    )
 
 
-def read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def diff_line(name: str, a: dict | None, b: dict | None) -> str:
+    if a is None or b is None:
+        return f"| {name} | not run | | | |"
+    ta, tb = test_accs(a), test_accs(b)
+    seeds = sorted(set(ta) & set(tb))
+    if not seeds:
+        return f"| {name} | no common seed yet | | | |"
+    pooled = paired_diff_ci95([x for s in seeds for x in ta[s]], [x for s in seeds for x in tb[s]])
+    per_seed = [mean(ta[s]) - mean(tb[s]) for s in seeds]
+    m, h = t_ci(per_seed)
+    seed_mark = " **✓✓**" if len(seeds) > 1 and abs(m) > h else ""
+    task_mark = " **✓**" if pooled.significant else ""
+    return (
+        f"| {name} | {pct(pooled.mean, True)} | ± {100 * pooled.ci95:.2f}{task_mark} | "
+        f"{' / '.join(f'{100 * x:+.2f}' for x in per_seed)} (seeds {','.join(map(str, seeds))}) | "
+        f"{pct(m, True)} ± {pct(h)}{seed_mark} |"
+    )
 
 
-def per_seed_diff(a: dict, b: dict) -> list[float]:
-    """Per-seed differences of mean meta-test accuracy (seeds both rows have)."""
-    sa, sb = a["seed_accuracy"], b["seed_accuracy"]
-    return [sa[s] - sb[s] for s in sa if sa[s] is not None and sb.get(s) is not None]
-
-
-def pair(group: dict, a: str, b: str) -> dict | None:
-    for p in group["pairs"]:
-        if (p["a"], p["b"]) == (a, b):
-            return p
-        if (p["a"], p["b"]) == (b, a):
-            return {**p, "mean": -p["mean"]}
-    return None
-
-
-def fmt_pp(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
-
-
-TEST_SEED = 1234  # the protocol's meta-test stream of seed s: TEST_SEED + s
+def curve(row: dict) -> list[tuple[float, float]]:
+    """Seed 0 at the selected α: (CPU-seconds, meta-val accuracy) at each validation."""
+    v = row["seeds"].get(0, (None, None))[0]
+    if not v or not v.get("history") or "cpu_seconds" not in v:
+        return []
+    per_step = v["cpu_seconds"] / max(v["meta_steps"], 1)  # spread evenly over the meta-steps
+    return [(e["step"] * per_step, e["val_accuracy"]) for e in v["history"]]
 
 
 def test_grid(folder: Path, test_tasks: int) -> None:
@@ -154,123 +215,78 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return num / den if den else math.nan
 
 
-def rank_diagnostic(folder: Path) -> str | None:
-    """Meta-val vs meta-test over the seed-0 cells that have both (a line, or None)."""
-    pairs = []
-    for cell in sorted((folder / "cells").glob("*-s0")):
-        val, test = read(cell / "val.json"), read(cell / "test.json")
-        if val and test and val.get("val_accuracy") is not None and test.get("eval"):
-            pairs.append((cell.name, val["val_accuracy"], test["eval"]["accuracy_mean"]))
+def rank_diagnostic(rows: dict[str, dict]) -> str | None:
+    pairs = [
+        (val["val_accuracy"], test["eval"]["accuracy_mean"])
+        for row in rows.values()
+        for (lr, seed), (_, val, test) in row["cells"].items()
+        if seed == 0 and test and test.get("eval") and val.get("val_accuracy") is not None
+    ]
     if len(pairs) < 3:
         return None
-    rho = spearman([p[1] for p in pairs], [p[2] for p in pairs])
+    rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
     return (
-        f"Meta-val vs meta-test over seed 0's {len(pairs)} scored grid points (diagnostic, after "
-        f"selection): Spearman ρ = {rho:.2f}."
+        f"Meta-val against meta-test over the {len(pairs)} seed-0 cells scored on both "
+        f"(diagnostic, after selection): Spearman ρ = {rho:.2f}."
     )
+
+
+def regime_section(study: Path, regime: str, grid: bool, curves: dict) -> list[str]:
+    folder = study / f"{regime}-1shot"
+    suite = read(folder / "suite.json") or {}
+    if grid and suite:
+        test_grid(folder, suite["test_tasks"])
+    rows = collect(folder)
+    if not rows:
+        return [f"## {regime} init: not run", ""]
+    ref = rows.get(COMPUTE_REF[regime])
+    ref_cpus = [v["cpu_seconds"] for v, _ in (ref or {"seeds": {}})["seeds"].values()]
+    ref_cpu = mean(ref_cpus) if ref_cpus else math.nan
+    lines = [
+        f"## {regime} init (mixed, 5-way 1-shot)",
+        "",
+        f"{suite.get('meta_steps')} meta-steps, {suite.get('val_tasks')} meta-val tasks, "
+        f"{suite.get('test_tasks')} meta-test tasks per seed. (edge) = the selected α is at the "
+        "edge of the grid run so far (tuning not finished).",
+        "",
+        "| row | seed-0 grid (α: meta-val %) | α | meta-test per seed (%) | seed mean ± t-CI (%) "
+        f"| pooled ± CI (%) | CPU-s / run | CPU vs {COMPUTE_REF[regime]} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [row_line(name, row, ref_cpu) for name, row in rows.items()]
+    lines += [
+        "",
+        "Decomposition (paired on the same meta-test tasks; the seed-level interval is the "
+        "primary mark, **✓✓** when it excludes 0; the task-level CI is secondary, **✓**):",
+        "",
+        "| part | Δ (points, pooled) | task-level 95% CI | per-seed Δ | seed-level 95% CI |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [diff_line(n, rows.get(a), rows.get(b)) for n, a, b in DECOMPOSITION[regime]]
+    for name, row in rows.items():
+        if curve(row):
+            curves[name] = curve(row)
+    ref_curve = curves.get(COMPUTE_REF[regime])
+    if ref_curve:
+        budget = ref_curve[-1][0]
+        lines += [
+            "",
+            f"Best meta-val accuracy within {COMPUTE_REF[regime]}'s CPU budget ({budget:.0f} "
+            "CPU-s, seed 0):",
+            "",
+        ]
+        for name in rows:
+            c = [acc for t, acc in curves.get(name, []) if t <= budget * 1.0001]
+            lines.append(f"- {name}: " + (f"{100 * max(c):.1f}%" if c else "no validation yet"))
+    diag = rank_diagnostic(rows)
+    return lines + (["", diag] if diag else []) + [""]
 
 
 def main(study: Path, grid: bool = False) -> None:
     lines = ["# End-to-end study: what GWNMO's gain is made of", ""]
     curves: dict[str, list[tuple[float, float]]] = {}
     for regime in ("learned", "fixed"):
-        folder = study / f"{regime}-1shot"
-        res = read(folder / "results.json")
-        if res is None or not res.get("groups"):
-            lines += [f"## {regime} init: no results yet", ""]
-            continue
-        g = res["groups"][0]
-        rows = {r["row"]: r for r in g["rows"]}
-        s, b = res["settings"], res["budget"]
-        if grid:
-            test_grid(folder, s["test_tasks"])
-        lines += [
-            f"## {regime} init ({g['label']}, {g['shots']}-shot, seeds "
-            f"{', '.join(map(str, g['seeds']))})",
-            "",
-            f"{s['meta_steps']} meta-steps, {s['val_tasks']} meta-val tasks, {s['test_tasks']} "
-            f"meta-test tasks per seed; budget of this folder: {b['meta_trained_cells']} "
-            f"meta-training runs, {b.get('meta_val_cpu_seconds', 0):.0f} CPU-s of meta-training "
-            "and meta-val.",
-            "",
-            "| row | accuracy (%) | per-seed (%) | seed mean ± t-CI (%) | selected α | grid "
-            "(α: val %) | CPU-s / run | CPU vs ref |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        cpu: dict[str, float] = {}
-        vals: dict[str, list[dict]] = {}
-        for rid, r in rows.items():
-            runs = [cell_dir(folder, r, sd) for sd in g["seeds"]]
-            vals[rid] = [v for v in (read(d / "val.json") for d in runs if d) if v]
-            cpus = [v["cpu_seconds"] for v in vals[rid] if "cpu_seconds" in v]
-            cpu[rid] = mean(cpus) if cpus else math.nan
-        ref_cpu = cpu.get(COMPUTE_REF[regime], math.nan)
-        for rid, r in rows.items():
-            seeds = [v for v in r["seed_accuracy"].values() if v is not None]
-            m, h = t_ci(seeds) if seeds else (math.nan, math.nan)
-            acc = (
-                f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_ci95']:.2f}"
-                if "accuracy_mean" in r
-                else "–"
-            )
-            grid = ", ".join(
-                f"{hp.get('inner_lr', 0):g}: {100 * v:.1f}" if v is not None else "diverged"
-                for hp, v in r["grid"]
-            )
-            sel = ", ".join(f"{v:g}" for v in r["hparams"].values())
-            edge = " (edge)" if r["at_edge"] else ""
-            ratio = cpu[rid] / ref_cpu if ref_cpu > 0 else math.nan
-            lines.append(
-                f"| {rid} | {acc} | {' / '.join(f'{100 * x:.1f}' for x in seeds)} | "
-                f"{fmt_pp(m)} ± {fmt_pp(h)} | {sel}{edge} | {grid} | {cpu[rid]:.0f} | "
-                f"{ratio:.2f}× |"
-            )
-            # seed 0's selected run: meta-val accuracy against CPU-seconds (spread evenly)
-            v0 = vals[rid][0] if vals[rid] else None
-            if v0 and v0.get("history") and "cpu_seconds" in v0:
-                per_step = v0["cpu_seconds"] / max(v0["meta_steps"], 1)
-                curves[rid] = [(e["step"] * per_step, e["val_accuracy"]) for e in v0["history"]]
-        lines += [
-            "",
-            "Decomposition (paired on the same meta-test tasks; the seed-level interval is the "
-            "primary mark, **✓✓** when it excludes 0; the task-level CI is secondary, **✓**):",
-            "",
-            "| part | Δ (points) | task-level 95% CI | per-seed Δ | seed-level 95% CI |",
-            "|---|---|---|---|---|",
-        ]
-        for name, a, bb in DECOMPOSITION[regime]:
-            p = pair(g, a, bb)
-            if p is None or a not in rows or bb not in rows:
-                lines.append(f"| {name} | not run | | | |")
-                continue
-            d = per_seed_diff(rows[a], rows[bb])
-            m, h = t_ci(d)
-            seed_mark = " **✓✓**" if len(d) > 1 and abs(m) > h else ""
-            task_mark = " **✓**" if p["significant"] else ""
-            lines.append(
-                f"| {name} | {100 * p['mean']:+.2f} | ± {100 * p['ci95']:.2f}{task_mark} | "
-                f"{' / '.join(f'{100 * x:+.1f}' for x in d)} | "
-                f"{100 * m:+.2f} ± {fmt_pp(h)}{seed_mark} |"
-            )
-        # each row's meta-val accuracy at the reference row's CPU budget (seed 0)
-        ref_curve = curves.get(COMPUTE_REF[regime])
-        if ref_curve:
-            budget = ref_curve[-1][0]
-            lines += [
-                "",
-                f"Meta-val accuracy at {COMPUTE_REF[regime]}'s CPU budget ({budget:.0f} "
-                "CPU-s, seed 0; the best validation within the budget):",
-                "",
-            ]
-            for rid in rows:
-                c = [acc for t, acc in curves.get(rid, []) if t <= budget * 1.0001]
-                lines.append(
-                    f"- {rid}: " + (f"{100 * max(c):.1f}%" if c else "no validation within it")
-                )
-        diag = rank_diagnostic(folder)
-        if diag:
-            lines += ["", diag]
-        lines.append("")
+        lines += regime_section(study, regime, grid, curves)
     (study / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     if curves:
         import matplotlib
@@ -279,9 +295,9 @@ def main(study: Path, grid: bool = False) -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for rid, pts in curves.items():
-            style = "--" if rid.endswith("[fixed]") else "-"
-            ax.plot(*zip(*pts, strict=True), style, marker="o", label=rid)
+        for name, pts in curves.items():
+            style = "--" if name.endswith("[fixed]") else "-"
+            ax.plot(*zip(*pts, strict=True), style, marker="o", label=name)
         ax.set_xlabel("meta-training CPU-seconds (seed 0, selected α)")
         ax.set_ylabel("meta-val accuracy")
         ax.legend(fontsize=7)
