@@ -319,6 +319,25 @@ def test_a_disk_full_at_the_first_checkpoint_resumes_from_best_pt(
     assert "resuming from best.pt" in capsys.readouterr().err
 
 
+def test_a_run_stopped_between_its_final_best_pt_and_last_pt_completes_last_pt(
+    tiny_data_root, tmp_path, reference, capsys
+):
+    """Killed after the final validation's best.pt but before its last.pt: the resume has no step
+    left to run, and still leaves last.pt at the final state (as the uninterrupted run does)."""
+    import shutil
+
+    cfg, out = tiny_cfg(tiny_data_root), tmp_path / "run"
+    trainer.meta_train(cfg.replace(meta_steps=VAL_EVERY), out, progress=False)  # last.pt: step 2
+    shutil.copy(reference / "last.pt", out / "best.pt")  # the final state, written first
+    os.utime(out / "last.pt", ns=(1, 1))  # older than best.pt
+    capsys.readouterr()
+    res = trainer.meta_train(cfg, out, resume=True, progress=False)
+    assert res.steps_done == STEPS and "resuming from best.pt" in capsys.readouterr().err
+    last, ref = load_checkpoint(out / "last.pt"), load_checkpoint(reference / "last.pt")
+    assert last["step"] == ref["step"] == STEPS
+    assert all(torch.equal(last["method"][k], ref["method"][k]) for k in ref["method"])
+
+
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_afresh(
     tiny_data_root, tmp_path, reference, capsys
 ):

@@ -43,7 +43,7 @@ from gwnmo_meta.config import RunConfig
 from gwnmo_meta.device import resolve_device
 from gwnmo_meta.errors import CheckpointError, ConfigError
 from gwnmo_meta.evaluation.evaluate import EvalSummary, evaluate_tasks
-from gwnmo_meta.io.atomic import remove_stale_temps
+from gwnmo_meta.io.atomic import atomic_write_bytes, remove_stale_temps
 from gwnmo_meta.io.checkpoint import (
     KIND_META,
     load_checkpoint,
@@ -529,6 +529,8 @@ def _locked_meta_train(
                 file=sys.stderr,
             )
         ckpt = load_checkpoint(path, KIND_META)
+        if path.name == "best.pt" and main:  # finish the cut-off pair: last.pt is that state too
+            atomic_write_bytes(out / "last.pt", path.read_bytes())
         cfg = resume_config(cfg, ckpt)
     elif run_artefacts(out):
         if resume is False:
