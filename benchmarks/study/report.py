@@ -46,6 +46,11 @@ DECOMPOSITION = {
             "maml alg2 [learned]",
         ),
         (
+            "objective and learned α together: MAML + LSLR alg2 − MAML unrolled",
+            "maml lslr alg2 [learned]",
+            "maml [learned]",
+        ),
+        (
             "M's weighting: GWNMO alg2 − MAML + LSLR alg2",
             "gwnmo alg2 [learned]",
             "maml lslr alg2 [learned]",
@@ -277,7 +282,9 @@ def regime_section(study: Path, regime: str, grid: bool, curves: dict) -> list[s
         ]
         for name in rows:
             c = [acc for t, acc in curves.get(name, []) if t <= budget * 1.0001]
-            lines.append(f"- {name}: " + (f"{100 * max(c):.1f}%" if c else "no validation yet"))
+            lines.append(
+                f"- {name}: " + (f"{100 * max(c):.1f}%" if c else "no validation within it")
+            )
     diag = rank_diagnostic(rows)
     return lines + (["", diag] if diag else []) + [""]
 

@@ -2,26 +2,37 @@
 # The end-to-end study (BENCHMARKS.md §4): what GWNMO's end-to-end gain over MAML is made of.
 #   objective:           MAML alg2 − MAML unrolled
 #   learned steps:       MAML + tensor-step step sizes (MAML++'s LSLR), alg2 − MAML alg2
-#   M's weighting:       GWNMO alg2 − the best learned-step control under alg2
-# and the same for a fixed init (SGD fine-tuning; SGD with learned per-tensor step sizes; GWNMO).
-# conv4 (no conv biases) + linear head adapted from images (--adapt all), class-disjoint `mixed`
-# source, 5-way 1-shot. Every row tuned alike: α on the half-decade ladder (3 points centred on the
-# method's --adapt all default, extended while the best sits at an edge), selected on meta-val of
-# seed 0, then the selection re-run on seeds 1 and 2; 100 meta-steps (the budget of the earlier
-# end-to-end table), 50 meta-val tasks, 300 paired meta-test tasks per seed. Each cell records its
-# wall and CPU seconds. The two regimes run as two processes (one core each). Resumable.
-# Report: benchmarks/study/report.py.
+#   M's weighting:       GWNMO alg2 − the learned-step control under alg2
+# and the same for a fixed init (tuned SGD fine-tuning; SGD with learned per-tensor step sizes;
+# GWNMO). conv4 (no conv biases) + linear head adapted from images (--adapt all), class-disjoint
+# `mixed` source, 5-way 1-shot. Every row tuned alike: α on the half-decade ladder (3 points
+# centred on the method's --adapt all default, extended while the best sits at an edge),
+# selected on meta-val of seed 0, the selection re-run on seeds 1 and 2; 100 meta-steps (the
+# budget of the earlier end-to-end table), 50 meta-val tasks, 150 paired meta-test tasks per seed
+# (450 pooled). Each cell records its wall and CPU seconds.
+# Two lanes (one core each) share each regime's folder, each with its own rows (a cell is run by
+# one lane only); a last pass over all rows (every cell cached) writes each regime's combined
+# results. Resumable. Report: benchmarks/study/report.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export GWNMO_DATA=${GWNMO_DATA:?set GWNMO_DATA to the data root, e.g. /work/shared/data} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 GWNMO=${GWNMO:-.venv/bin/gwnmo-meta}
 common=(benchmark protocol --adapt all --skip-integrity-check --sources mixed --shots 1
-    --seeds 0,1,2 --schedules alg2 --lr-values 3 --meta-steps 100 --val-tasks 50 --test-tasks 300
+    --seeds 0,1,2 --schedules alg2 --lr-values 3 --meta-steps 100 --val-tasks 50 --test-tasks 150
     --quiet)
-learned='maml alg2=maml:schedule=alg2;maml lslr alg2=maml:schedule=alg2,learn_lr=tensor-step'
-fixed='sgd lr-tensor alg2=sgd:schedule=alg2,learn_lr=tensor'
-nice -n 10 $GWNMO "${common[@]}" --regimes learned --methods maml,gwnmo --variants "$learned" \
-    --out benchmarks/study/learned-1shot "$@" &
-nice -n 10 $GWNMO "${common[@]}" --regimes fixed --methods sgd,gwnmo --variants "$fixed" \
-    --out benchmarks/study/fixed-1shot "$@" &
+maml_alg2='maml alg2=maml:schedule=alg2'
+maml_lslr='maml lslr alg2=maml:schedule=alg2,learn_lr=tensor-step'
+sgd_lr='sgd lr-tensor alg2=sgd:schedule=alg2,learn_lr=tensor'
+learned=(--regimes learned --out benchmarks/study/learned-1shot)
+fixed=(--regimes fixed --out benchmarks/study/fixed-1shot)
+(
+    $GWNMO "${common[@]}" "${learned[@]}" --methods maml --variants "$maml_alg2" "$@"
+    $GWNMO "${common[@]}" "${fixed[@]}" --methods sgd --variants "$sgd_lr" "$@"
+) &
+(
+    $GWNMO "${common[@]}" "${learned[@]}" --methods gwnmo --variants "$maml_lslr" "$@"
+    $GWNMO "${common[@]}" "${fixed[@]}" --methods gwnmo "$@"
+) &
 wait
+$GWNMO "${common[@]}" "${learned[@]}" --methods maml,gwnmo --variants "$maml_alg2;$maml_lslr" "$@"
+$GWNMO "${common[@]}" "${fixed[@]}" --methods sgd,gwnmo --variants "$sgd_lr" "$@"
