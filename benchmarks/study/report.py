@@ -26,12 +26,11 @@ import re
 import sys
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 from gwnmo_meta.evaluation.stats import mean_ci95, paired_diff_ci95
+from gwnmo_meta.suites.protocol_runner import TEST_SEED
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student-t 97.5% quantiles by df
-TEST_SEED = 1234  # the protocol's meta-test stream of seed s: TEST_SEED + s
 CELL = re.compile(
     r"^mixed-1shot-(?P<row>.+?)(?:-[0-9a-f]{6})?-(?P<regime>learned|fixed)-lr(?P<lr>[0-9.e+-]+)"
     r"-s(?P<seed>\d+)$"
@@ -84,10 +83,8 @@ def read(path: Path) -> dict | None:
 
 def t_ci(values: list[float]) -> tuple[float, float]:
     """Mean and Student-t 95% half-width (nan with one value)."""
-    m = mean(values)
-    if len(values) < 2:
-        return m, math.nan
-    return m, T95.get(len(values) - 1, 1.96) * stdev(values) / math.sqrt(len(values))
+    ci = mean_ci95(values)
+    return ci.mean, ci.ci95 if ci.n > 1 else math.nan
 
 
 def pct(x: float, sign: bool = False) -> str:
@@ -197,29 +194,6 @@ def test_grid(folder: Path, test_tasks: int) -> None:
         (cell / "test.json").write_text(json.dumps(rec, indent=2), encoding="utf-8")
 
 
-def spearman(xs: list[float], ys: list[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
-
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = mean(rx), mean(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return num / den if den else math.nan
-
-
 def rank_diagnostic(rows: dict[str, dict]) -> str | None:
     pairs = [
         (val["val_accuracy"], test["eval"]["accuracy_mean"])
@@ -229,7 +203,9 @@ def rank_diagnostic(rows: dict[str, dict]) -> str | None:
     ]
     if len(pairs) < 3:
         return None
-    rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
     return (
         f"Meta-val against meta-test over the {len(pairs)} seed-0 cells scored on both "
         f"(diagnostic, after selection): Spearman ρ = {rho:.2f}."

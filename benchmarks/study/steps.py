@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 
+from gwnmo_meta.suites.protocol_runner import TEST_SEED
 from gwnmo_meta.training import inner_loops
-
-TEST_SEED = 1234  # the protocol's meta-test stream of seed s: TEST_SEED + s
 
 
 class StepProbe:
