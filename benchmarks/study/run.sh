@@ -10,8 +10,8 @@
 # selected on meta-val of seed 0, the selection re-run on seeds 1 and 2; 100 meta-steps (the
 # budget of the earlier end-to-end table), 50 meta-val tasks, 150 paired meta-test tasks per seed
 # (450 pooled). Each cell records its wall and CPU seconds.
-# Two lanes (one core each) share each regime's folder, each with its own rows (a cell is run by
-# one lane only); a last pass over all rows (every cell cached) writes each regime's combined
+# Lanes share each regime's folder, each with its own rows (a cell is run by one lane only);
+# a last pass over all rows (every cell cached) writes each regime's combined
 # results. Resumable. Report: benchmarks/study/report.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,14 +25,12 @@ maml_lslr='maml lslr alg2=maml:schedule=alg2,learn_lr=tensor-step'
 sgd_lr='sgd lr-tensor alg2=sgd:schedule=alg2,learn_lr=tensor'
 learned=(--regimes learned --out benchmarks/study/learned-1shot)
 fixed=(--regimes fixed --out benchmarks/study/fixed-1shot)
-(
-    $GWNMO "${common[@]}" "${learned[@]}" --methods maml --variants "$maml_alg2" "$@"
-    $GWNMO "${common[@]}" "${fixed[@]}" --methods sgd --variants "$sgd_lr" "$@"
-) &
-(
-    $GWNMO "${common[@]}" "${learned[@]}" --methods gwnmo --variants "$maml_lslr" "$@"
-    $GWNMO "${common[@]}" "${fixed[@]}" --methods gwnmo "$@"
-) &
-wait
+# Three lanes of work, two at a time (xargs -P 2): a lane starts when one ends.
+lanes=(
+    "${learned[*]} --methods maml --variants '$maml_alg2;$maml_lslr'"
+    "${fixed[*]} --methods gwnmo"
+    "${fixed[*]} --methods sgd --variants '$sgd_lr'"
+)
+printf '%s\0' "${lanes[@]}" | xargs -0 -P 2 -I{} bash -c "$GWNMO ${common[*]} {} $*"
 $GWNMO "${common[@]}" "${learned[@]}" --methods maml,gwnmo --variants "$maml_alg2;$maml_lslr" "$@"
 $GWNMO "${common[@]}" "${fixed[@]}" --methods sgd,gwnmo --variants "$sgd_lr" "$@"
