@@ -83,6 +83,43 @@ def test_alg1_and_alg2_meta_gradients_differ_online():
     assert not torch.allclose(g1[1], g2[1])
 
 
+def test_online_meta_gradient_matches_plain_autograd():
+    """The first judged update's meta-gradient, ∇_θ L(φ_0 − αΔ(θ; X_0); X_1), built here in plain
+    autograd (two target forwards, no shared work), equals what OnlineGWNMO feeds M's optimizer."""
+    from torch.func import functional_call
+
+    from gwnmo_meta.optim.direction import gwnmo_direction
+
+    torch.manual_seed(0)
+    x, y, _, _ = _features()
+    x = x.double()
+    target = make_target(12, 8, 4).double()
+    m = build_weighting("factored", 12, [tuple(p.shape) for p in target.parameters()], hidden=8)
+    m = m.double()
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    phi0 = {n: p.detach().clone() for n, p in target.named_parameters()}
+    theta = dict(m.named_parameters())
+    x0, y0, x1, y1 = x[:16], y[:16], x[16:32], y[16:32]
+    leaf = {n: p.clone().requires_grad_(True) for n, p in phi0.items()}
+    loss0 = torch.nn.functional.cross_entropy(functional_call(target, leaf, (x0,)), y0)
+    g0 = [g.detach() for g in torch.autograd.grad(loss0, list(leaf.values()))]
+    h = [torch.sigmoid(r) for r in m(x0, list(phi0.values()), g0)]
+    delta = gwnmo_direction(g0, h)
+    phi1 = {n: p - 0.1 * d for (n, p), d in zip(phi0.items(), delta, strict=True)}
+    loss1 = torch.nn.functional.cross_entropy(functional_call(target, phi1, (x1,)), y1)
+    expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss1, list(theta.values()))])
+
+    recorded = []
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)  # records the gradient, leaves θ as it is
+    opt.step = lambda: recorded.append(torch.cat([p.grad.reshape(-1) for p in m.parameters()]))
+    learner = OnlineGWNMO(target, m, ClassicConfig(weighting="factored", lr=0.1), opt)
+    learner.step(x0, y0)
+    learner.step(x1, y1)
+    assert len(recorded) == 1 and expected.abs().sum() > 0
+    torch.testing.assert_close(recorded[0], expected, rtol=1e-10, atol=1e-12)
+
+
 def test_reps_keep_the_weighting_network():
     cfg = ClassicConfig(optimizer="gwnmo", epochs=1, batch_size=32, hidden=8, reps=2, device="cpu")
     results = train_classic(cfg, progress=False, features=_features())

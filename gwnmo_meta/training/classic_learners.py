@@ -96,22 +96,30 @@ class OnlineGWNMO:
     def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(self.target, params, (x,)), y)
 
+    def _grads(
+        self, params: dict[str, Tensor], x: Tensor, y: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The loss at φ (detached) and its gradient."""
+        leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        loss = self._loss(leaf, x, y)
+        grads = torch.autograd.grad(loss, [leaf[n] for n in self.names])
+        return loss.detach(), [g.detach() for g in grads]
+
     def _update(
         self,
         params: dict[str, Tensor],
         x: Tensor,
         y: Tensor,
         theta: dict[str, Tensor] | None = None,
+        loss_and_grads: tuple[Tensor, list[Tensor]] | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """φ' = φ − αΔ(θ') from φ (detached), differentiable in a fresh snapshot θ' of M's
-        parameters (or of ``theta``). Returns (φ', loss at φ)."""
+        parameters (or of ``theta``). Returns (φ', loss at φ). ``loss_and_grads``: the loss at φ
+        and its gradient when the caller has them already."""
         self.last = ({n: p.detach() for n, p in params.items()}, x, y)
         self._base_before = self.base_state  # Base.steps is pure: these dicts stay as they are
-        leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        loss = self._loss(leaf, x, y)
-        grads = torch.autograd.grad(loss, [leaf[n] for n in self.names])
-        plist = [leaf[n].detach() for n in self.names]
-        glist = [g.detach() for g in grads]
+        loss, glist = loss_and_grads or self._grads(params, x, y)
+        plist = [params[n].detach() for n in self.names]
         states, ulist, base_inputs = self.base.steps(
             [self.base_state.get(n, {}) for n in self.names], glist
         )
@@ -127,17 +135,27 @@ class OnlineGWNMO:
         new = {
             n: p - self.cfg.step_size * d for n, p, d in zip(self.names, plist, delta, strict=False)
         }
-        return new, loss.detach()
+        return new, loss
 
-    def _meta_grads(self, x: Tensor, y: Tensor) -> list[Tensor | None] | None:
-        """∇_{θ'} L(φ_t; X_t) through the latest update (None before the first update or when M is frozen)."""
-        if self.meta_opt is None or self.snapshot is None:
-            return None
+    def _judge(
+        self, x: Tensor, y: Tensor
+    ) -> tuple[list[Tensor | None] | None, tuple[Tensor, list[Tensor]]]:
+        """One forward and backward at φ_t on batch t, for both of its uses: ∇_{θ'} L(φ_t; X_t)
+        through the latest update (None before the first update or when M is frozen), and the
+        loss and gradient ∇_φ L(φ_t; X_t) the next update takes. The gradient reaches θ' as
+        ∂φ_t/∂θ' applied to ∇_φ L, so the target is run once, not twice."""
+        phi = [self.params[n] for n in self.names]
+        if self.meta_opt is None or self.snapshot is None or not all(p.requires_grad for p in phi):
+            return None, self._grads(self.params, x, y)
         loss = self._loss(self.params, x, y)
+        grads = [g.detach() for g in torch.autograd.grad(loss, phi)]
         keys = [n for n, p in self.snapshot.items() if p.requires_grad]
-        grads = torch.autograd.grad(loss, [self.snapshot[n] for n in keys], allow_unused=True)
-        by_name = dict(zip(keys, grads, strict=False))
-        return [by_name.get(n) for n, _ in self.weighting.named_parameters()]
+        meta = torch.autograd.grad(
+            phi, [self.snapshot[n] for n in keys], grad_outputs=grads, allow_unused=True
+        )
+        by_name = dict(zip(keys, meta, strict=True))
+        judged = [by_name.get(n) for n, _ in self.weighting.named_parameters()]
+        return judged, (loss.detach(), grads)
 
     def _apply(self, grads: list[Tensor | None] | None) -> None:
         if grads is None or self.meta_opt is None:
@@ -148,13 +166,13 @@ class OnlineGWNMO:
 
     def step(self, x: Tensor, y: Tensor) -> float:
         """Consume one mini-batch; returns the target's loss on it (before its update)."""
-        grads = self._meta_grads(x, y)  # this batch judges the previous update
+        meta, loss_and_grads = self._judge(x, y)  # this batch judges the previous update
         if self.cfg.schedule == "alg2":
-            self._apply(grads)  # θ moves first, the new weighting uses it
-            self.params, loss = self._update(self.params, x, y)
-        else:
-            self.params, loss = self._update(self.params, x, y)  # weighting with θ_t
-            self._apply(grads)  # then θ_{t+1} = θ_t − β∇_θ L
+            self._apply(meta)  # θ moves first, the new weighting uses it
+            self.params, loss = self._update(self.params, x, y, loss_and_grads=loss_and_grads)
+        else:  # weighting with θ_t, then θ_{t+1} = θ_t − β∇_θ L
+            self.params, loss = self._update(self.params, x, y, loss_and_grads=loss_and_grads)
+            self._apply(meta)
         return float(loss)
 
     def current(self) -> dict[str, Tensor]:
