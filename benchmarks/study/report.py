@@ -5,7 +5,7 @@ reports what it has) and writes ``benchmarks/study/results.md`` and ``val_vs_cpu
 
 * every row: its seed-0 grid (α: meta-val %), the α selected on seed-0 meta-val (as the protocol
   selects it), meta-test accuracy per seed at that α, the seed-level mean ± Student-t 95% CI, the
-  pooled task-level CI, and the mean CPU-seconds of a meta-training run (with its validations);
+  pooled task-level CI, and the median CPU-seconds of its meta-training runs (with validations);
 * the decomposition of GWNMO's gain, each part a paired difference on the same meta-test tasks:
   the seed-level interval over the per-seed differences (primary, with ≥ 2 seeds) and the task-level
   CI over the pooled tasks (secondary);
@@ -26,7 +26,7 @@ import re
 import sys
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 from gwnmo_meta.evaluation.stats import mean_ci95, paired_diff_ci95
 from gwnmo_meta.suites.protocol_runner import TEST_SEED
@@ -125,13 +125,20 @@ def test_accs(row: dict) -> dict[int, list[float]]:
     }
 
 
+def row_cpu(row: dict) -> float:
+    """CPU-seconds of one of the row's runs: the median over all its cells (every α and seed). A
+    cell resumed after an interruption records only the part after the resume; the median keeps
+    one such cell from moving the row's cost."""
+    cpus = [v["cpu_seconds"] for _, v, _ in row["cells"].values() if "cpu_seconds" in v]
+    return median(cpus) if cpus else math.nan
+
+
 def row_line(name: str, row: dict, ref_cpu: float) -> str:
     accs = test_accs(row)
     per_seed = [mean(a) for _, a in sorted(accs.items())]
     m, h = t_ci(per_seed) if per_seed else (math.nan, math.nan)
     pooled = mean_ci95([x for a in accs.values() for x in a]) if accs else None
-    cpus = [v["cpu_seconds"] for v, _ in row["seeds"].values() if "cpu_seconds" in v]
-    cpu = mean(cpus) if cpus else math.nan
+    cpu = row_cpu(row)
     grid = ", ".join(
         f"{lr:g}: {'diverged' if v is None else f'{100 * v:.1f}'}"
         for lr, v in sorted(row["grid"].items())
@@ -168,18 +175,21 @@ def diff_line(name: str, a: dict | None, b: dict | None) -> str:
 def curve(row: dict) -> list[tuple[float, float]]:
     """Seed 0 at the selected α: (CPU-seconds, meta-val accuracy) at each validation."""
     v = row["seeds"].get(0, (None, None))[0]
-    if not v or not v.get("history") or "cpu_seconds" not in v:
+    if not v or not v.get("history") or math.isnan(row_cpu(row)):
         return []
-    per_step = v["cpu_seconds"] / max(v["meta_steps"], 1)  # spread evenly over the meta-steps
+    per_step = row_cpu(row) / max(v["meta_steps"], 1)  # spread evenly over the meta-steps
     return [(e["step"] * per_step, e["val_accuracy"]) for e in v["history"]]
 
 
 def test_grid(folder: Path, test_tasks: int) -> None:
-    """Score every meta-trained seed-0 cell of ``folder`` on meta-test (cached in test.json)."""
+    """Score every finished, meta-trained seed-0 cell of ``folder`` on meta-test (cached in
+    test.json, the protocol's own cache: a cell still training is not scored, or the protocol
+    would later take its half-trained score as the finished cell's)."""
     from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
 
     for cell in sorted((folder / "cells").glob("*-s0")):
-        if (cell / "test.json").exists() or not (cell / "best.pt").exists():
+        finished = (cell / "val.json").exists() and (cell / "best.pt").exists()
+        if (cell / "test.json").exists() or not finished:
             continue
         ev = evaluate_checkpoint(
             cell / "best.pt",
@@ -221,8 +231,7 @@ def regime_section(study: Path, regime: str, grid: bool, curves: dict) -> list[s
     if not rows:
         return [f"## {regime} init: not run", ""]
     ref = rows.get(COMPUTE_REF[regime])
-    ref_cpus = [v["cpu_seconds"] for v, _ in (ref or {"seeds": {}})["seeds"].values()]
-    ref_cpu = mean(ref_cpus) if ref_cpus else math.nan
+    ref_cpu = row_cpu(ref) if ref else math.nan
     lines = [
         f"## {regime} init (mixed, 5-way 1-shot)",
         "",
