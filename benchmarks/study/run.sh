@@ -3,6 +3,7 @@
 #   objective:           MAML alg2 − MAML unrolled
 #   learned steps:       MAML + tensor-step step sizes (MAML++'s LSLR), alg2 − MAML alg2
 #   M's weighting:       GWNMO alg2 − the learned-step control under alg2
+# beside the other meta-learned rows (Meta-SGD, Adam with a learned init, each at its own objective),
 # and the same for a fixed init (tuned SGD fine-tuning; SGD with learned per-tensor step sizes;
 # GWNMO). conv4 (no conv biases) + linear head adapted from images (--adapt all), class-disjoint
 # `mixed` source, 5-way 1-shot. Every row tuned alike: α on the half-decade ladder (3 points
@@ -25,12 +26,13 @@ maml_lslr='maml lslr alg2=maml:schedule=alg2,learn_lr=tensor-step'
 sgd_lr='sgd lr-tensor alg2=sgd:schedule=alg2,learn_lr=tensor'
 learned=(--regimes learned --out benchmarks/study/learned-1shot)
 fixed=(--regimes fixed --out benchmarks/study/fixed-1shot)
-# Three lanes of work, two at a time (xargs -P 2): a lane starts when one ends.
+# Four lanes of work, two at a time (xargs -P 2): a lane starts when one ends.
 lanes=(
     "${learned[*]} --methods maml --variants '$maml_alg2;$maml_lslr'"
     "${fixed[*]} --methods gwnmo"
     "${fixed[*]} --methods sgd --variants '$sgd_lr'"
+    "${learned[*]} --methods meta-sgd,adam"
 )
 printf '%s\0' "${lanes[@]}" | xargs -0 -P 2 -I{} bash -c "$GWNMO ${common[*]} {} $*"
-$GWNMO "${common[@]}" "${learned[@]}" --methods maml,gwnmo --variants "$maml_alg2;$maml_lslr" "$@"
+$GWNMO "${common[@]}" "${learned[@]}" --methods maml,gwnmo,meta-sgd,adam --variants "$maml_alg2;$maml_lslr" "$@"
 $GWNMO "${common[@]}" "${fixed[@]}" --methods sgd,gwnmo --variants "$sgd_lr" "$@"
