@@ -97,18 +97,6 @@ def test_variants_are_pluggable_and_validated():
         Source.parse("mixed:")
 
 
-def test_a_row_that_names_its_step_size_is_tuned_around_it():
-    from gwnmo_meta.suites.protocol import Cell
-    from gwnmo_meta.suites.tuning import hyperparameters
-
-    (row,) = parse_variants("maml long=maml:inner_lr=0.03,meta_steps=7")
-    assert hyperparameters("maml", "all", dict(row.overrides)) == [("inner_lr", 0.03)]
-    assert hyperparameters("maml", "all") == [("inner_lr", 0.1)]  # the --adapt all default
-    point = Cell(Source("mnist"), 1, row, "learned", (("inner_lr", 0.01),), 0)
-    cfg = point.config(build_protocol().base)
-    assert (cfg.inner_lr, cfg.meta_steps) == (0.01, 7)  # the grid point, over the row's centre
-
-
 def test_default_protocol_covers_the_issue_table():
     from gwnmo_meta.registry import SCHEDULES
 

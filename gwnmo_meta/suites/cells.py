@@ -175,9 +175,8 @@ class Cell:
         }
         if self.seed is not None:  # one frozen backbone per source: seeds vary meta-training
             changes.update(seed=self.seed, data_seed=base.seed)
-        row = {**dict(self.variant.overrides), **dict(self.hparams)}  # a grid point over the row's
         try:  # a row's overrides may not repeat what the cell sets (a TypeError)
-            return replace(base, **changes, **row)
+            return replace(base, **changes, **dict(self.variant.overrides), **dict(self.hparams))
         except TypeError as exc:  # e.g. test_dataset on a build without it
             raise ConfigError(f"cell {self.key}: {exc}") from None
 

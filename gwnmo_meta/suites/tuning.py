@@ -35,9 +35,8 @@ def hyperparameters(
     method: str, adapt: str = "head", overrides: dict[str, Any] | None = None
 ) -> list[tuple[str, float]]:
     """(RunConfig field, centre of its grid) for each hyperparameter ``method`` is tuned on
-    (the inner step size centred on the ``--adapt all`` default when the whole conv4 adapts, on
-    the base optimizer's for a row over a base direction, e.g. ``overrides={"base": "adam"}``, and
-    on the row's own ``inner_lr`` when its overrides name one)."""
+    (the inner step size centred on the ``--adapt all`` default when the whole conv4 adapts, and
+    on the base optimizer's for a row over a base direction, e.g. ``overrides={"base": "adam"}``)."""
     info, default = METHODS[method], RunConfig()
     lr = info.inner_lr_all if adapt == "all" else info.inner_lr
     over = overrides or {}
@@ -46,7 +45,6 @@ def hyperparameters(
         over.get("base_momentum", default.base_momentum),
         lambda i: i.inner_lr_all if adapt == "all" else i.inner_lr,
     )
-    centre = over.get("inner_lr", centre)
     axes = [("inner_lr", lr.value if centre is None else centre)] if lr else []
     return axes + [(field, getattr(default, field)) for _, field in info.optimizer_options]
 
