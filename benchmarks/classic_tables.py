@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/classic_tables.py --data-root DIR [--epochs 5] [--seeds 0,1,2]
     .venv/bin/python benchmarks/classic_tables.py --data-root DIR --only gwnmo+adam,gwnmo+momentum
+    .venv/bin/python benchmarks/classic_tables.py --data-root DIR --only gwnmo.factored
 
 Step size scan: every optimizer at each α of ``LR_GRID`` on all three datasets and every seed;
 an optimizer's α is the one with the best mean *validation* accuracy (at the val-selected epoch;
 a diverged run scores 0). The selected α is used in the tables below and is the CLI's default
 (``gwnmo_meta/defaults.py``; ``tests/test_defaults.py`` fails when the two disagree).
 Table 1: GWNMO (Alg 1, thesis MLP) vs Adam vs HG on MNIST, FMNIST, CIFAR10 (plus plain SGD, and
-GWNMO over a base direction: ``gwnmo+adam``, ``gwnmo+momentum`` = ``train --base adam|momentum``).
+GWNMO over a base direction: ``gwnmo+adam``, ``gwnmo+momentum`` = ``train --base adam|momentum``;
+GWNMO with the factored M: ``gwnmo.factored`` = ``train --weighting factored``).
 Table 2: CIFAR10, Alg 1 / Alg 2 × GWNMO / GWNMO' (and GWNMO over each base).
 Table 3 (β sensitivity, the thesis's claim): CIFAR10, GWNMO Alg 1, meta step size β ∈ {1e-4, 1e-3, 1e-2}.
 Each cell, mean ± std over seeds: the test accuracy/loss at the epoch with the best validation
@@ -35,7 +37,8 @@ import torch
 from gwnmo_meta import defaults
 from gwnmo_meta.device import resolve_device
 from gwnmo_meta.errors import ConfigError
-from gwnmo_meta.training.classic import ClassicConfig, _load_features, train_classic
+from gwnmo_meta.training.classic import ClassicConfig, train_classic
+from gwnmo_meta.training.classic_run import load_features
 
 THESIS = {
     ("table1", "cifar10", "gwnmo alg1"): (71.5, 0.822),
@@ -65,8 +68,10 @@ LR_GRID: dict[str, tuple[float, ...]] = {
     # Adam's for adam; the SGD-like grid × (1 − μ), μ = 0.9, for momentum (the same step length)
     "gwnmo+adam": (0.001, 0.003, 0.01, 0.03, 0.1),
     "gwnmo+momentum": (0.01, 0.03, 0.1, 0.3, 1.0),  # 1 added after 0.3 won at the grid's edge
+    "gwnmo.factored": _SGD_LIKE,  # GWNMO with the factored M (`--weighting factored`)
 }
 BASE_ROWS = ("gwnmo+adam", "gwnmo+momentum")  # optimizer+base: `train --optimizer gwnmo --base ...`
+WEIGHTING_ROWS = ("gwnmo.factored",)  # optimizer.weighting: `train --weighting ...`
 # (row, baseline) pairs compared seed by seed in results.md (same seed: same target init, batch
 # order and validation split)
 PAIRS = (
@@ -74,6 +79,8 @@ PAIRS = (
     ("gwnmo+adam alg1", "gwnmo alg1"),
     ("gwnmo+momentum alg1", "gwnmo alg1"),
     ("gwnmo+momentum alg1", "sgd"),
+    ("gwnmo.factored alg1", "gwnmo alg1"),
+    ("gwnmo.factored alg1", "adam"),
 )
 META_LR = defaults.CLASSIC_META_LR.value  # β in Tables 1-2
 BETAS = (1e-4, 1e-3, 1e-2)  # Table 3
@@ -97,8 +104,9 @@ def run_once(args, ds: str, opt: str, sch: str, lr: float, beta: float, seed: in
         ds not in feats
     ):  # features: backbone seeded 0 for all runs; seeds vary the target, M, val split
         base = ClassicConfig(dataset=ds, data_root=args.data_root, skip_integrity_check=True)
-        feats[ds] = _load_features(base, resolve_device(args.device), True)
-    optimizer, _, direction = opt.partition("+")  # gwnmo+adam: GWNMO over Adam's direction
+        feats[ds], _ = load_features(base, resolve_device(args.device), True)
+    opt_base, _, weighting = opt.partition(".")  # gwnmo.factored: GWNMO with the factored M
+    optimizer, _, direction = opt_base.partition("+")  # gwnmo+adam: GWNMO over Adam's direction
     cfg = ClassicConfig(
         dataset=ds,
         data_root=args.data_root,
@@ -106,7 +114,7 @@ def run_once(args, ds: str, opt: str, sch: str, lr: float, beta: float, seed: in
         optimizer=optimizer,
         base=direction or "grad",
         schedule=sch if sch != "-" else "alg1",
-        weighting="mlp",
+        weighting=weighting or "mlp",
         lr=lr,
         meta_lr=beta,
         epochs=args.epochs,
@@ -164,10 +172,14 @@ def cells(lr: dict[str, float]) -> list[Cell]:
             ("table1", ds, o, s, lr[o], META_LR)
             for o, s in (("gwnmo", "alg1"), ("adam", "-"), ("hg", "-"), ("sgd", "-"))
         ]
-        out += [("table1", ds, o, "alg1", lr[o], META_LR) for o in BASE_ROWS if o in lr]
+        out += [
+            ("table1", ds, o, "alg1", lr[o], META_LR)
+            for o in (*BASE_ROWS, *WEIGHTING_ROWS)
+            if o in lr
+        ]
     out += [
         ("table2", "cifar10", o, s, lr[o], META_LR)
-        for o in ("gwnmo", "gwnmo-prime", *BASE_ROWS)
+        for o in ("gwnmo", "gwnmo-prime", *BASE_ROWS, *WEIGHTING_ROWS)
         if o in lr
         for s in ("alg1", "alg2")
     ]

@@ -85,7 +85,6 @@ __all__ = [
     "train_classic",
     "write_results",
 ]
-_load_features = load_features  # the name benchmarks/classic_tables.py imports
 
 OPTIMIZERS = METHODS.names(lambda m: m.classic)  # the methods ``train --optimizer`` accepts
 VAL_FRACTION = defaults.CLASSIC_VAL_FRACTION  # share of each class held out to select the epoch
