@@ -70,6 +70,35 @@ DECOMPOSITION = {
         ("total: GWNMO alg2 − tuned SGD fine-tuning", "gwnmo alg2 [fixed]", "sgd [fixed]"),
     ],
 }
+# (name, (folder, row) a, (folder, row) b): a − b at equal compute; "study": learned-1shot,
+# "equal": equal-compute-1shot (equal_compute.sh)
+EQUAL_COMPUTE = [
+    (
+        "GWNMO alg2 at MAML's CPU (28 steps) − MAML (100 steps)",
+        ("equal", "gwnmo alg2 [learned]"),
+        ("study", "maml [learned]"),
+    ),
+    (
+        "MAML alg2 at MAML's CPU (28 steps) − MAML (100 steps)",
+        ("equal", "maml alg2 [learned]"),
+        ("study", "maml [learned]"),
+    ),
+    (
+        "MAML + LSLR alg2 at MAML's CPU (28 steps) − MAML (100 steps)",
+        ("equal", "maml lslr alg2 [learned]"),
+        ("study", "maml [learned]"),
+    ),
+    (
+        "MAML at GWNMO alg2's CPU (355 steps) − GWNMO alg2 (100 steps)",
+        ("equal", "maml 355 steps [learned]"),
+        ("study", "gwnmo alg2 [learned]"),
+    ),
+    (
+        "MAML 355 steps − MAML 100 steps",
+        ("equal", "maml 355 steps [learned]"),
+        ("study", "maml [learned]"),
+    ),
+]
 # each regime's compute reference: MAML; with a fixed init, the meta-trained control
 COMPUTE_REF = {"learned": "maml [learned]", "fixed": "sgd lr-tensor alg2 [fixed]"}
 
@@ -160,6 +189,11 @@ def diff_line(name: str, a: dict | None, b: dict | None) -> str:
     seeds = sorted(set(ta) & set(tb))
     if not seeds:
         return f"| {name} | no common seed yet | | | |"
+    if any(
+        a["seeds"][s][1]["eval"]["tasks_digest"] != b["seeds"][s][1]["eval"]["tasks_digest"]
+        for s in seeds
+    ):
+        raise SystemExit(f"error: {name}: the two rows were scored on different meta-test tasks")
     pooled = paired_diff_ci95([x for s in seeds for x in ta[s]], [x for s in seeds for x in tb[s]])
     per_seed = [mean(ta[s]) - mean(tb[s]) for s in seeds]
     m, h = t_ci(per_seed)
@@ -274,11 +308,49 @@ def regime_section(study: Path, regime: str, grid: bool, curves: dict) -> list[s
     return lines + (["", diag] if diag else []) + [""]
 
 
+def equal_compute_section(study: Path, curves: dict) -> list[str]:
+    """The alg2 rows cut to MAML's CPU budget and MAML given an alg2 row's, paired with the
+    study's cells on the same meta-test tasks."""
+    folders = {"study": study / "learned-1shot", "equal": study / "equal-compute-1shot"}
+    rows = {k: collect(f) for k, f in folders.items()}
+    if not rows["equal"]:
+        return ["## Equal compute: not run", ""]
+    ref = rows["study"].get("maml [learned]")
+    ref_cpu = row_cpu(ref) if ref else math.nan
+    suite = read(folders["equal"] / "suite.json") or {}
+    lines = [
+        "## Equal compute (learned init, mixed, 5-way 1-shot)",
+        "",
+        f"Each row at one α (its selection above); {suite.get('val_tasks')} meta-val and "
+        f"{suite.get('test_tasks')} meta-test tasks per seed, the study's tasks.",
+        "",
+        "| row | seed-0 grid (α: meta-val %) | α | meta-test per seed (%) | seed mean ± t-CI (%) "
+        "| pooled ± CI (%) | CPU-s / run | CPU vs maml [learned] (100 steps) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    # one α per row, not a grid: no "(edge)" mark
+    lines += [row_line(n, row, ref_cpu).replace(" (edge)", "") for n, row in rows["equal"].items()]
+    lines += [
+        "",
+        "| comparison | Δ (points, pooled) | task-level 95% CI | per-seed Δ | seed-level 95% CI |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        diff_line(name, rows[fa].get(ra), rows[fb].get(rb))
+        for name, (fa, ra), (fb, rb) in EQUAL_COMPUTE
+    ]
+    long = rows["equal"].get("maml 355 steps [learned]")
+    if long and curve(long):
+        curves["maml 355 steps [learned]"] = curve(long)
+    return lines + [""]
+
+
 def main(study: Path, grid: bool = False) -> None:
     lines = ["# End-to-end study: what GWNMO's gain is made of", ""]
     curves: dict[str, list[tuple[float, float]]] = {}
     for regime in ("learned", "fixed"):
         lines += regime_section(study, regime, grid, curves)
+    lines += equal_compute_section(study, curves)
     (study / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     if curves:
         import matplotlib

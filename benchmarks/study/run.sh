@@ -4,8 +4,8 @@
 #   learned steps:       MAML + tensor-step step sizes (MAML++'s LSLR), alg2 − MAML alg2
 #   M's weighting:       GWNMO alg2 − the learned-step control under alg2
 # beside the other meta-learned rows (Meta-SGD, Adam with a learned init, each at its own objective),
-# and the same for a fixed init (tuned SGD fine-tuning; SGD with learned per-tensor step sizes;
-# GWNMO). conv4 (no conv biases) + linear head adapted from images (--adapt all), class-disjoint
+# and the same for a fixed init (tuned SGD and Adam fine-tuning; SGD with learned per-tensor step
+# sizes; GWNMO). conv4 (no conv biases) + linear head adapted from images (--adapt all), class-disjoint
 # `mixed` source, 5-way 1-shot. Every row tuned alike: α on the half-decade ladder (3 points
 # centred on the method's --adapt all default, extended while the best sits at an edge),
 # selected on meta-val of seed 0, the selection re-run on seeds 1 and 2; 100 meta-steps (the
@@ -26,13 +26,14 @@ maml_lslr='maml lslr alg2=maml:schedule=alg2,learn_lr=tensor-step'
 sgd_lr='sgd lr-tensor alg2=sgd:schedule=alg2,learn_lr=tensor'
 learned=(--regimes learned --out benchmarks/study/learned-1shot)
 fixed=(--regimes fixed --out benchmarks/study/fixed-1shot)
-# Four lanes of work, two at a time (xargs -P 2): a lane starts when one ends.
+# Five lanes of work, two at a time (xargs -P 2): a lane starts when one ends.
 lanes=(
     "${learned[*]} --methods maml --variants '$maml_alg2;$maml_lslr'"
     "${fixed[*]} --methods gwnmo"
     "${fixed[*]} --methods sgd --variants '$sgd_lr'"
     "${learned[*]} --methods meta-sgd,adam"
+    "${fixed[*]} --methods adam"
 )
 printf '%s\0' "${lanes[@]}" | xargs -0 -P 2 -I{} bash -c "$GWNMO ${common[*]} {} $*"
 $GWNMO "${common[@]}" "${learned[@]}" --methods maml,gwnmo,meta-sgd,adam --variants "$maml_alg2;$maml_lslr" "$@"
-$GWNMO "${common[@]}" "${fixed[@]}" --methods sgd,gwnmo --variants "$sgd_lr" "$@"
+$GWNMO "${common[@]}" "${fixed[@]}" --methods sgd,adam,gwnmo --variants "$sgd_lr" "$@"
