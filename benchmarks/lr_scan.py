@@ -45,7 +45,7 @@ def main() -> None:
         data = load_run_data(cfg, torch.device("cpu"), progress=False)
         for method, lrs in GRIDS.items():
             for lr in lrs:
-                c = replace(cfg, method=method, inner_lr=lr, learn_init=False)
+                c = replace(cfg, method=method, inner_lr=lr, learn_init=False).validate()
                 model = build_method_for(c, data.feature_dim, torch.device("cpu"))
                 for part in ("val", "test"):
                     sampler = data.sampler(part, task_spec(c), seed=7, device="cpu")

@@ -100,7 +100,7 @@ def _with_per_task(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Add per-task meta-test accuracies of best.pt and last.pt to a summary that lacks them."""
     if "test_per_task" in summary:
         return summary
-    cfg = RunConfig(**summary["config"])
+    cfg = RunConfig(**summary["config"]).validate()
     summary["test_per_task"] = {w: test_accuracies(run_dir, w, cfg) for w in ("best", "last")}
     for w, accs in summary["test_per_task"].items():
         ci = mean_ci95(accs)
@@ -114,7 +114,7 @@ def run_variant(name: str, overrides: dict[str, Any], out: Path) -> dict[str, An
     done = run_dir / "summary.json"
     if done.exists():
         return _with_per_task(json.loads(done.read_text()), run_dir)
-    cfg = RunConfig(**{**BASE, **overrides})
+    cfg = RunConfig(**{**BASE, **overrides}).validate()
     data = load_run_data(cfg, torch.device("cpu"), progress=False)
     torch.manual_seed(cfg.seed)
     before = _diagnostics(build_method_for(cfg, data.feature_dim, "cpu"), data, cfg)

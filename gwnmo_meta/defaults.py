@@ -13,22 +13,6 @@ from __future__ import annotations
 
 from gwnmo_meta.registry import METHODS, Tuned
 
-
-def describe_per_method(table: dict[str, Tuned]) -> str:
-    """Per-method values grouped by provenance, for ``--help``: ``"a 3, b 3 (src); c 0.1 (src')"``.
-
-    Args:
-        table: method name → its tuned value (``INNER_LR`` or ``CLASSIC_LR``).
-
-    Returns:
-        One line.
-    """
-    groups: dict[str, list[str]] = {}
-    for name, tuned in table.items():
-        groups.setdefault(tuned.source, []).append(f"{name} {tuned.value:g}")
-    return "; ".join(f"{', '.join(values)} ({source})" for source, values in groups.items())
-
-
 # ---- classic training (gwnmo-meta train; benchmarks/classic_tables.py) ------------------------
 _CLASSIC = "benchmarks/classic/results.json"
 # Per-method step sizes live with each method in gwnmo_meta/registry.py (MethodInfo.classic_lr,

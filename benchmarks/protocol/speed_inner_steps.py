@@ -19,7 +19,9 @@ torch.set_num_threads(1)
 d = load_run_data(RunConfig(), torch.device("cpu"), progress=False)
 for steps in (5, 20):
     for m in ["gwnmo", "gwnmo-prime", "maml", "meta-sgd", "hg", "sgd", "adam"]:
-        cfg = RunConfig(method=m, inner_steps=steps, learn_init=True, weighting="coordinate")
+        cfg = RunConfig(
+            method=m, inner_steps=steps, learn_init=True, weighting="coordinate"
+        ).validate()
         meth = build_method_for(cfg, d.feature_dim, torch.device("cpu"))
         opt = meth.make_meta_optimizer()
         s = d.sampler("train", task_spec(cfg), 0)
