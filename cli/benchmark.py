@@ -214,9 +214,6 @@ def protocol(
 
 def protocol_base(params: dict[str, Any]) -> RunConfig:
     """The protocol's shared RunConfig: the suite's defaults, overridden by the options given."""
-    from gwnmo_meta.config import RunConfig
+    from gwnmo_meta.suites.protocol import protocol_base as suite_base
 
-    given = {n: plain(params[n]) for n in PROTOCOL_BASE if params[n] is not None}
-    cfg = RunConfig(**{"meta_steps": 100, "val_tasks": 100, **given})
-    cfg.val_every = max(1, cfg.meta_steps // 2)
-    return cfg
+    return suite_base(**{n: plain(params[n]) for n in PROTOCOL_BASE if params[n] is not None})

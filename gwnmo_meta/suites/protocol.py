@@ -107,6 +107,7 @@ __all__ = [
     "paired_difference",
     "parse_variants",
     "plot_steps",
+    "protocol_base",
     "read_record",
     "run_group",
     "run_protocol",
@@ -233,6 +234,14 @@ class ProtocolSuite:
         }
 
 
+def protocol_base(**given: Any) -> RunConfig:
+    """The suite's shared settings: 100 meta-steps validated twice on 100 meta-val tasks, the
+    rest RunConfig's defaults; ``given`` overrides any of them (validation every half run)."""
+    cfg = RunConfig(**{"meta_steps": 100, "val_tasks": 100, **given})
+    cfg.val_every = max(1, cfg.meta_steps // 2)
+    return cfg
+
+
 def build_protocol(
     *,
     base: RunConfig | None = None,
@@ -248,7 +257,7 @@ def build_protocol(
     grid_points: int | None = None,
 ) -> ProtocolSuite:
     """The protocol suite with its defaults (every argument overrides one); validates choices."""
-    base = base or RunConfig(meta_steps=100, val_every=50, val_tasks=100)
+    base = base or protocol_base()
     grid_points = 3 if grid_points is None else grid_points
     if not 1 <= grid_points <= 5:
         raise ConfigError(
