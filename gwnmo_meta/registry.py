@@ -139,8 +139,13 @@ _SCAN = f"best mean meta-val accuracy of the fine-tuning lr scan, benchmarks/lr_
 # (equal tuning budget), ordered (a suite with --lr-values N takes the first N); values suit the
 # unit-norm features: benchmarks/lr_scan.py shows plain SGD diverging from lr 10 and Adam from 0.3.
 _GRID = (3.0, 1.0, 0.3)
-# --adapt all (conv4 + head from images, gradients of a different scale): untuned defaults.
+# --adapt all (conv4 + head from images, gradients of a different scale): the end-to-end study's
+# selections where it ran the method, untuned values elsewhere.
 _ALL = "untuned, in the range MAML's conv4 uses (0.01-0.4); the benchmark tunes it per method"
+_STUDY = (
+    "selected on seed-0 meta-val of the end-to-end study (conv4, mixed 1-shot, 100 meta-steps), "
+    "benchmarks/study/{}-1shot"
+)
 
 
 # ---- implementations: each imported only when its method is built --------------------------
@@ -265,7 +270,7 @@ METHODS.register(
         classic=True,
         suites=("quick", "main", "transfer"),
         inner_lr=Tuned(3.0, _MAIN_SEL),
-        inner_lr_all=Tuned(0.1, _ALL),
+        inner_lr_all=Tuned(0.1, _STUDY.format("learned")),
         lr_grid=_GRID,
         classic_lr=Tuned(1.0, _CLASSIC_SCAN),
     )
@@ -299,7 +304,7 @@ METHODS.register(
         init_always_learned=True,
         suites=("quick", "main"),
         inner_lr=Tuned(3.0, _MAIN_SEL),
-        inner_lr_all=Tuned(0.1, _ALL),
+        inner_lr_all=Tuned(0.03, _STUDY.format("learned")),
         lr_grid=_GRID,
     )
 )
@@ -313,7 +318,7 @@ METHODS.register(
         init_always_learned=True,
         suites=("main",),
         inner_lr=Tuned(3.0, _MAIN_SEL),
-        inner_lr_all=Tuned(0.1, _ALL),
+        inner_lr_all=Tuned(0.01, _STUDY.format("learned")),
         lr_grid=_GRID,
     )
 )
@@ -345,7 +350,7 @@ METHODS.register(
         suite_learn_init=False,
         suites=("quick", "main", "transfer"),
         inner_lr=Tuned(3.0, _SCAN),
-        inner_lr_all=Tuned(0.1, _ALL),
+        inner_lr_all=Tuned(0.03, _STUDY.format("fixed")),
         lr_grid=_GRID,
         classic_lr=Tuned(1.0, _CLASSIC_SCAN),
     )

@@ -7,6 +7,7 @@ gwnmo_meta/defaults.py), so editing a default without re-running its benchmark f
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -95,6 +96,33 @@ def test_fine_tuning_step_size_is_the_lr_scans_selection(method):
         lr: statistics.mean(r["accuracy_mean"] for r in rows if r["inner_lr"] == lr) for lr in lrs
     }
     assert MethodConfig(method=method).lr == max(lrs, key=mean_val.get)
+
+
+# ---- --adapt all: meta-train vs the end-to-end study's seed-0 grids --------------------------
+# method → (regime, row) of benchmarks/study/<regime>-1shot whose seed-0 meta-val selected its
+# --adapt all step size (GWNMO's row runs its default schedule, alg2; SGD's is fine-tuning)
+STUDY_ROWS = {
+    "gwnmo": ("learned", "gwnmo_alg2-4d4a27"),
+    "maml": ("learned", "maml"),
+    "meta-sgd": ("learned", "meta-sgd"),
+    "sgd": ("fixed", "sgd"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(STUDY_ROWS))
+def test_adapt_all_step_size_is_the_studys_selection(method):
+    regime, row = STUDY_ROWS[method]
+    cell = re.compile(rf"^mixed-1shot-{re.escape(row)}-{regime}-lr([0-9.e-]+)-s0$")
+    grid = {
+        float(m[1]): json.loads((path / "val.json").read_text())["val_accuracy"]
+        for path in (BENCH / "study" / f"{regime}-1shot" / "cells").iterdir()
+        if (m := cell.match(path.name))
+    }
+    best = max(grid, key=grid.get)
+    assert min(grid) < best < max(grid)  # bracketed on both sides
+    assert MethodConfig(method=method, adapt="all").lr == best
+    if method == "gwnmo":
+        assert RunConfig(method="gwnmo").schedule_name == "alg2"
 
 
 def test_meta_lr_and_m_width_are_the_committed_tables():

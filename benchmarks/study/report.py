@@ -31,9 +31,9 @@ from statistics import mean, median
 from gwnmo_meta.evaluation.stats import mean_ci95, paired_diff_ci95
 from gwnmo_meta.suites.protocol_runner import TEST_SEED
 
-CELL = re.compile(
-    r"^mixed-1shot-(?P<row>.+?)(?:-[0-9a-f]{6})?-(?P<regime>learned|fixed)-lr(?P<lr>[0-9.e+-]+)"
-    r"-s(?P<seed>\d+)$"
+CELL = re.compile(  # "nohp": a row that pins its α (equal_compute.sh); α is in its config.json
+    r"^mixed-1shot-(?P<row>.+?)(?:-[0-9a-f]{6})?-(?P<regime>learned|fixed)"
+    r"-(?:lr(?P<lr>[0-9.e+-]+)|nohp)-s(?P<seed>\d+)$"
 )
 # (name, a, b): a − b, rows named "<variant> [<regime>]"
 DECOMPOSITION = {
@@ -129,9 +129,10 @@ def collect(folder: Path) -> dict[str, dict]:
         if not m or val is None:
             continue
         row = rows[f"{m['row'].replace('_', ' ')} [{m['regime']}]"]
-        row["cells"][(float(m["lr"]), int(m["seed"]))] = (cell, val, read(cell / "test.json"))
+        lr = float(m["lr"]) if m["lr"] else float((read(cell / "config.json") or {})["inner_lr"])
+        row["cells"][(lr, int(m["seed"]))] = (cell, val, read(cell / "test.json"))
         if m["seed"] == "0":
-            row["grid"][float(m["lr"])] = val["val_accuracy"]
+            row["grid"][lr] = val["val_accuracy"]
     for row in rows.values():
         scored = {lr: v for lr, v in row["grid"].items() if v is not None}
         row["lr"] = max(scored, key=lambda lr: scored[lr]) if scored else None
