@@ -365,7 +365,7 @@ METHODS.register(
         suite_learn_init=False,
         suites=("main", "transfer"),
         inner_lr=Tuned(0.1, _SCAN),
-        inner_lr_all=Tuned(0.01, _ALL),
+        inner_lr_all=Tuned(0.003, _STUDY.format("fixed")),
         lr_grid=(0.1, 0.03, 0.01),
         classic_lr=Tuned(0.03, _CLASSIC_SCAN),
     )

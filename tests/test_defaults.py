@@ -100,8 +100,10 @@ def test_fine_tuning_step_size_is_the_lr_scans_selection(method):
 
 # ---- --adapt all: meta-train vs the end-to-end study's seed-0 grids --------------------------
 # method → (regime, row) of benchmarks/study/<regime>-1shot whose seed-0 meta-val selected its
-# --adapt all step size (GWNMO's row runs its default schedule, alg2; SGD's is fine-tuning)
+# --adapt all step size (GWNMO's row runs its default schedule, alg2; SGD's and Adam's are
+# fine-tuning)
 STUDY_ROWS = {
+    "adam": ("fixed", "adam"),
     "gwnmo": ("learned", "gwnmo_alg2-4d4a27"),
     "maml": ("learned", "maml"),
     "meta-sgd": ("learned", "meta-sgd"),

@@ -8,7 +8,7 @@
 # have cost another ~40 CPU minutes). Resumable: re-run to continue. Reports: results-1shot.* and
 # results-5shot.* (one protocol invocation each; the cells are shared under cells/).
 # Its rows ran at the --adapt all defaults of their time (α 0.1, Adam 0.01). The end-to-end study
-# (benchmarks/study/) has since tuned MAML's, Meta-SGD's and SGD's defaults, so at later commits
+# (benchmarks/study/) has since tuned MAML's, Meta-SGD's, SGD's and Adam's defaults, so at later commits
 # this script scores new cells for those rows; check out e8a9760 to resume the committed ones.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -20,10 +20,10 @@ Usage: python benchmarks/study/report.py [STUDY_DIR] [--test-grid]
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean, median
@@ -372,5 +372,10 @@ def main(study: Path, grid: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    argv = [a for a in sys.argv[1:] if a != "--test-grid"]
-    main(Path(argv[0]) if argv else Path(__file__).resolve().parent, "--test-grid" in sys.argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("study", nargs="?", type=Path, default=Path(__file__).resolve().parent)
+    ap.add_argument("--test-grid", action="store_true", help="score seed-0 grid cells first")
+    args = ap.parse_args()
+    if not args.study.is_dir():
+        ap.error(f"{args.study} is not a study folder")
+    main(args.study, args.test_grid)

@@ -15,9 +15,9 @@
 # a last pass over all rows (every cell cached) writes each regime's combined
 # results. Resumable. Report: benchmarks/study/report.py.
 # The grids were centred on the --adapt all defaults of their time (0.1; Adam 0.01). This study
-# then set MAML's default to 0.03, so a rerun at today's defaults also scores the 0.01 rung of the
-# two MAML alg2 rows, which the committed cells lack (their selection, 0.1, is bracketed by 0.03
-# and 0.3 either way).
+# then set the defaults to its selections (MAML and SGD 0.03, Meta-SGD 0.01, Adam 0.003), so a rerun
+# at today's defaults also scores the 0.01 rung of the two MAML alg2 rows, which the committed cells
+# lack (their selection, 0.1, is bracketed by 0.03 and 0.3 either way); every other ladder is cached.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export GWNMO_DATA=${GWNMO_DATA:?set GWNMO_DATA to the data root, e.g. /work/shared/data} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
