@@ -28,16 +28,18 @@ common=(benchmark protocol --adapt all --skip-integrity-check --sources mixed --
 maml_alg2='maml alg2=maml:schedule=alg2'
 maml_lslr='maml lslr alg2=maml:schedule=alg2,learn_lr=tensor-step'
 sgd_lr='sgd lr-tensor alg2=sgd:schedule=alg2,learn_lr=tensor'
+gwnmo_lr='gwnmo lr-tensor alg2=gwnmo:schedule=alg2,learn_lr=tensor'
 learned=(--regimes learned --out benchmarks/study/learned-1shot)
 fixed=(--regimes fixed --out benchmarks/study/fixed-1shot)
-# Five lanes of work, two at a time (xargs -P 2): a lane starts when one ends.
+# Six lanes of work, two at a time (xargs -P 2): a lane starts when one ends.
 lanes=(
     "${learned[*]} --methods maml --variants '$maml_alg2;$maml_lslr'"
+    "${learned[*]} --methods gwnmo --variants '$gwnmo_lr'"
     "${fixed[*]} --methods gwnmo"
     "${fixed[*]} --methods sgd --variants '$sgd_lr'"
     "${learned[*]} --methods meta-sgd,adam"
     "${fixed[*]} --methods adam"
 )
 printf '%s\0' "${lanes[@]}" | xargs -0 -P 2 -I{} bash -c "$GWNMO ${common[*]} {} $*"
-$GWNMO "${common[@]}" "${learned[@]}" --methods maml,gwnmo,meta-sgd,adam --variants "$maml_alg2;$maml_lslr" "$@"
+$GWNMO "${common[@]}" "${learned[@]}" --methods maml,gwnmo,meta-sgd,adam --variants "$maml_alg2;$maml_lslr;$gwnmo_lr" "$@"
 $GWNMO "${common[@]}" "${fixed[@]}" --methods sgd,adam,gwnmo --variants "$sgd_lr" "$@"
