@@ -28,7 +28,10 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean, median
 
+from gwnmo_meta.config import RunConfig
 from gwnmo_meta.evaluation.stats import mean_ci95, paired_diff_ci95
+from gwnmo_meta.suites.cells import Cell, Source, Variant
+from gwnmo_meta.suites.protocol import protocol_base
 from gwnmo_meta.suites.protocol_runner import TEST_SEED
 
 CELL = re.compile(  # "nohp": a row that pins its α (equal_compute.sh); α is in its config.json
@@ -247,24 +250,45 @@ def curve(row: dict) -> list[tuple[float, float]]:
     return [(e["step"] * per_step, e["val_accuracy"]) for e in v["history"]]
 
 
-def test_grid(folder: Path, test_tasks: int) -> None:
-    """Score every finished, meta-trained seed-0 cell of ``folder`` on meta-test (cached in
-    test.json, the protocol's own cache: a cell still training is not scored, or the protocol
-    would later take its half-trained score as the finished cell's)."""
-    from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint
+def fine_tuning_config(cell: Path, suite: dict) -> RunConfig | None:
+    """The run configuration of a seed-0 fine-tuning cell (a fixed-init SGD/Adam row without
+    overrides, which learns nothing and keeps no config.json), rebuilt as the protocol builds it;
+    ``None`` if the rebuilt cell's folder name is not ``cell``'s."""
+    m = CELL.match(cell.name)
+    if not m or not m["lr"] or m["regime"] != "fixed" or m["row"] not in ("sgd", "adam"):
+        return None
+    shared = {k: v for k, v in suite.items() if k not in ("test_tasks", "grid_points")}
+    base = protocol_base(**shared, skip_integrity_check=True)
+    rebuilt = Cell(
+        Source("mixed"), 1, Variant(m["row"], m["row"]), "fixed", (("inner_lr", float(m["lr"])),), 0
+    )
+    return rebuilt.config(base) if rebuilt.key == cell.name else None
+
+
+def test_grid(folder: Path, suite: dict) -> None:
+    """Score every finished seed-0 cell of ``folder`` on meta-test (cached in test.json, the
+    protocol's own cache: a cell still training is not scored, or the protocol would later take
+    its half-trained score as the finished cell's). Meta-trained cells are scored from their
+    ``best.pt``; fine-tuning cells, which learn nothing, by fine-tuning on the meta-test tasks."""
+    from gwnmo_meta.evaluation.evaluate import evaluate_checkpoint, evaluate_method
 
     for cell in sorted((folder / "cells").glob("*-s0")):
-        finished = (cell / "val.json").exists() and (cell / "best.pt").exists()
-        if (cell / "test.json").exists() or not finished:
+        val = read(cell / "val.json")
+        if (cell / "test.json").exists() or val is None:
             continue
-        ev = evaluate_checkpoint(
-            cell / "best.pt",
-            skip_integrity_check=True,
-            tasks=test_tasks,
-            device="cpu",
-            seed=TEST_SEED,
-            progress=False,
-        )
+        if (cell / "best.pt").exists():
+            ev = evaluate_checkpoint(
+                cell / "best.pt",
+                skip_integrity_check=True,
+                tasks=suite["test_tasks"],
+                device="cpu",
+                seed=TEST_SEED,
+                progress=False,
+            )
+        elif not val.get("meta_trained") and (cfg := fine_tuning_config(cell, suite)):
+            ev = evaluate_method(cfg, tasks=suite["test_tasks"], seed=TEST_SEED, progress=False)
+        else:
+            continue
         ev.pop("text", None)
         rec = {"cell": cell.name, "eval": ev, "seconds": None}
         (cell / "test.json").write_text(json.dumps(rec, indent=2), encoding="utf-8")
@@ -292,7 +316,7 @@ def regime_section(study: Path, regime: str, grid: bool, curves: dict) -> list[s
     folder = study / f"{regime}-1shot"
     suite = read(folder / "suite.json") or {}
     if grid and suite:
-        test_grid(folder, suite["test_tasks"])
+        test_grid(folder, suite)
     rows = collect(folder)
     if not rows:
         return [f"## {regime} init: not run", ""]
