@@ -58,6 +58,11 @@ DECOMPOSITION = {
             "maml lslr alg2 [learned]",
         ),
         ("total: GWNMO alg2 − MAML unrolled", "gwnmo alg2 [learned]", "maml [learned]"),
+        (
+            "learned per-tensor α on top of M: GWNMO + learned α alg2 − GWNMO alg2",
+            "gwnmo lr-tensor alg2 [learned]",
+            "gwnmo alg2 [learned]",
+        ),
     ],
     "fixed": [
         (
