@@ -173,7 +173,8 @@ def row_cpu(row: dict) -> float:
     return median(cpus) if cpus else math.nan
 
 
-def row_line(name: str, row: dict, ref_cpu: float) -> str:
+def row_line(name: str, row: dict, ref_cpu: float, grid_run: bool = True) -> str:
+    """One row of a regime's table; ``grid_run=False`` for a row run at one pinned α (no edge)."""
     accs = test_accs(row)
     per_seed = [mean(a) for _, a in sorted(accs.items())]
     m, h = t_ci(per_seed) if per_seed else (math.nan, math.nan)
@@ -183,7 +184,8 @@ def row_line(name: str, row: dict, ref_cpu: float) -> str:
         f"{lr:g}: {'diverged' if v is None else f'{100 * v:.1f}'}"
         for lr, v in sorted(row["grid"].items())
     )
-    sel = "–" if row["lr"] is None else f"{row['lr']:g}" + ("" if row["bracketed"] else " (edge)")
+    edge = grid_run and not row["bracketed"]
+    sel = "–" if row["lr"] is None else f"{row['lr']:g}" + (" (edge)" if edge else "")
     return (
         f"| {name} | {grid} | {sel} | "
         f"{' / '.join(f'{100 * x:.1f}' for x in per_seed) or '–'} | "
@@ -249,9 +251,10 @@ def against_references(regime: str, rows: dict[str, dict]) -> list[str]:
 def curve(row: dict) -> list[tuple[float, float]]:
     """Seed 0 at the selected α: (CPU-seconds, meta-val accuracy) at each validation."""
     v = row["seeds"].get(0, (None, None))[0]
-    if not v or not v.get("history") or math.isnan(row_cpu(row)):
+    cpu = row_cpu(row)
+    if not v or not v.get("history") or math.isnan(cpu):
         return []
-    per_step = row_cpu(row) / max(v["meta_steps"], 1)  # spread evenly over the meta-steps
+    per_step = cpu / max(v["meta_steps"], 1)  # spread evenly over the meta-steps
     return [(e["step"] * per_step, e["val_accuracy"]) for e in v["history"]]
 
 
@@ -350,8 +353,8 @@ def regime_section(study: Path, regime: str, grid: bool, curves: dict) -> list[s
     lines += [diff_line(n, rows.get(a), rows.get(b)) for n, a, b in DECOMPOSITION[regime]]
     lines += against_references(regime, rows)
     for name, row in rows.items():
-        if curve(row):
-            curves[name] = curve(row)
+        if points := curve(row):
+            curves[name] = points
     ref_curve = curves.get(COMPUTE_REF[regime])
     if ref_curve:
         budget = ref_curve[-1][0]
@@ -390,8 +393,7 @@ def equal_compute_section(study: Path, curves: dict) -> list[str]:
         "| pooled ± CI (%) | CPU-s / run | CPU vs maml [learned] (100 steps) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    # one α per row, not a grid: no "(edge)" mark
-    lines += [row_line(n, row, ref_cpu).replace(" (edge)", "") for n, row in rows["equal"].items()]
+    lines += [row_line(n, row, ref_cpu, grid_run=False) for n, row in rows["equal"].items()]
     lines += [
         "",
         "| comparison | Δ (points, pooled) | task-level 95% CI | per-seed Δ | seed-level 95% CI |",
@@ -402,8 +404,8 @@ def equal_compute_section(study: Path, curves: dict) -> list[str]:
         for name, (fa, ra), (fb, rb) in EQUAL_COMPUTE
     ]
     long = rows["equal"].get("maml 355 steps [learned]")
-    if long and curve(long):
-        curves["maml 355 steps [learned]"] = curve(long)
+    if long and (points := curve(long)):
+        curves["maml 355 steps [learned]"] = points
     return lines + [""]
 
 
