@@ -18,13 +18,8 @@
 # then set the defaults to its selections (MAML and SGD 0.03, Meta-SGD 0.01, Adam 0.003), so a rerun
 # at today's defaults also scores the 0.01 rung of the two MAML alg2 rows, which the committed cells
 # lack (their selection, 0.1, is bracketed by 0.03 and 0.3 either way); every other ladder is cached.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-export GWNMO_DATA=${GWNMO_DATA:?set GWNMO_DATA to the data root, e.g. /work/shared/data} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-GWNMO=${GWNMO:-.venv/bin/gwnmo-meta}
-common=(benchmark protocol --adapt all --skip-integrity-check --sources mixed --shots 1
-    --seeds 0,1,2 --schedules alg2 --lr-values 3 --meta-steps 100 --val-tasks 50 --test-tasks 150
-    --quiet)
+source "$(dirname "$0")/settings.sh"
+common=("${study[@]}" --lr-values 3 --meta-steps 100)
 maml_alg2='maml alg2=maml:schedule=alg2'
 maml_lslr='maml lslr alg2=maml:schedule=alg2,learn_lr=tensor-step'
 sgd_lr='sgd lr-tensor alg2=sgd:schedule=alg2,learn_lr=tensor'
