@@ -11,7 +11,10 @@ learners run one epoch each in turn, repeated; the table gives each one's median
 its ratio to Adam's (paired by repeat, so the machine's drift cancels in the ratio). The
 "before" rows are the step as it was before two savings, each bit for bit the same arithmetic: the
 judge and the next gradient now share one target forward and backward, and M's Adam runs as one
-``foreach`` update instead of a loop over tensors.
+``foreach`` update instead of a loop over tensors. The "per-coordinate step" row runs the factored
+M through its per-coordinate output and ``gwnmo_direction`` instead of the fused row step (the same
+maths, to float rounding). "M's Adam update alone" times only M's optimizer step (on fixed
+gradients) once per batch: a floor under any GWNMO step with that M, whatever the rest costs.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ LEARNERS = {  # label → ClassicConfig fields
     "adam": dict(optimizer="adam"),
     "gwnmo mlp alg1": dict(optimizer="gwnmo", weighting="mlp", schedule="alg1"),
     "gwnmo mlp alg1, before": dict(optimizer="gwnmo", weighting="mlp", schedule="alg1"),
+    "thesis M's Adam update alone": dict(optimizer="gwnmo", weighting="mlp", schedule="alg1"),
     "gwnmo factored alg1, before": dict(optimizer="gwnmo", weighting="factored", schedule="alg1"),
+    "gwnmo factored alg1, per-coordinate step": dict(
+        optimizer="gwnmo", weighting="factored", schedule="alg1"
+    ),
     "gwnmo factored alg1": dict(optimizer="gwnmo", weighting="factored", schedule="alg1"),
     "gwnmo factored alg2": dict(optimizer="gwnmo", weighting="factored", schedule="alg2"),
 }
@@ -58,20 +65,43 @@ class Before(OnlineGWNMO):
         return judged, self._grads(self.params, x, y)
 
 
-def build(label: str, hidden: int) -> OnlineGWNMO | TorchLearner:
+class MetaAdamOnly:
+    """Only M's optimizer step, once per batch, on fixed gradients (no target, no M forward)."""
+
+    def __init__(self, weighting: torch.nn.Module, meta_opt: torch.optim.Optimizer):
+        gen = torch.Generator().manual_seed(0)
+        for p in weighting.parameters():
+            p.grad = 1e-3 * torch.randn(p.shape, generator=gen)
+        self.meta_opt = meta_opt
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.meta_opt.step()
+        return 0.0
+
+
+def build(label: str, hidden: int) -> OnlineGWNMO | TorchLearner | MetaAdamOnly:
     torch.manual_seed(0)
     cfg = ClassicConfig(hidden=hidden, **LEARNERS[label]).validate()
     target = make_target(FEATURE_DIM, hidden, CLASSES)
     if not cfg.info.learned_optimizer:
         return TorchLearner(target, cfg)
     weighting, meta_opt = make_weighting(cfg, target, FEATURE_DIM, torch.device("cpu"))
+    assert meta_opt is not None
+    if label.endswith("alone"):
+        return MetaAdamOnly(weighting, meta_opt)
     if label.endswith("before"):  # and M's Adam as it was: a loop over tensors
         meta_opt = torch.optim.Adam(weighting.parameters(), lr=cfg.meta_lr, foreach=False)
-        return Before(target, weighting, cfg, meta_opt)
-    return OnlineGWNMO(target, weighting, cfg, meta_opt)
+        learner = Before(target, weighting, cfg, meta_opt)
+    else:
+        learner = OnlineGWNMO(target, weighting, cfg, meta_opt)
+    if label.endswith("before") or label.endswith("per-coordinate step"):
+        learner._rows = None  # the factored M through M's per-coordinate output
+    return learner
 
 
-def epoch_seconds(learner: OnlineGWNMO | TorchLearner, x: torch.Tensor, y: torch.Tensor) -> float:
+def epoch_seconds(
+    learner: OnlineGWNMO | TorchLearner | MetaAdamOnly, x: torch.Tensor, y: torch.Tensor
+) -> float:
     start = time.perf_counter()
     for i in range(0, len(x), BATCH):
         learner.step(x[i : i + BATCH], y[i : i + BATCH])
