@@ -79,31 +79,54 @@ DECOMPOSITION = {
     ],
 }
 # (name, (folder, row) a, (folder, row) b): a − b at equal compute; "study": learned-1shot,
-# "equal": equal-compute-1shot (equal_compute.sh)
+# "equal-compute": equal-compute-1shot (equal_compute.sh)
 EQUAL_COMPUTE = [
     (
         "GWNMO alg2 at MAML's CPU (28 steps) − MAML (100 steps)",
-        ("equal", "gwnmo alg2 [learned]"),
+        ("equal-compute", "gwnmo alg2 [learned]"),
         ("study", "maml [learned]"),
     ),
     (
         "MAML alg2 at MAML's CPU (28 steps) − MAML (100 steps)",
-        ("equal", "maml alg2 [learned]"),
+        ("equal-compute", "maml alg2 [learned]"),
         ("study", "maml [learned]"),
     ),
     (
         "MAML + LSLR alg2 at MAML's CPU (28 steps) − MAML (100 steps)",
-        ("equal", "maml lslr alg2 [learned]"),
+        ("equal-compute", "maml lslr alg2 [learned]"),
         ("study", "maml [learned]"),
     ),
     (
         "MAML at GWNMO alg2's CPU (355 steps) − GWNMO alg2 (100 steps)",
-        ("equal", "maml 355 steps [learned]"),
+        ("equal-compute", "maml 355 steps [learned]"),
         ("study", "gwnmo alg2 [learned]"),
     ),
     (
         "MAML 355 steps − MAML 100 steps",
-        ("equal", "maml 355 steps [learned]"),
+        ("equal-compute", "maml 355 steps [learned]"),
+        ("study", "maml [learned]"),
+    ),
+]
+# (name, (folder, row) a, (folder, row) b): the sampled judge; "judge": judge-1shot (judge.sh)
+JUDGE = [
+    (
+        "GWNMO alg2, judge 3/class − full judge",
+        ("judge", "gwnmo judge 3 [learned]"),
+        ("study", "gwnmo alg2 [learned]"),
+    ),
+    (
+        "GWNMO alg2, judge 1/class − full judge",
+        ("judge", "gwnmo judge 1 [learned]"),
+        ("study", "gwnmo alg2 [learned]"),
+    ),
+    (
+        "GWNMO alg2, judge 3/class − MAML",
+        ("judge", "gwnmo judge 3 [learned]"),
+        ("study", "maml [learned]"),
+    ),
+    (
+        "GWNMO alg2, judge 1/class − MAML",
+        ("judge", "gwnmo judge 1 [learned]"),
         ("study", "maml [learned]"),
     ),
 ]
@@ -373,18 +396,20 @@ def regime_section(study: Path, regime: str, grid: bool, curves: dict) -> list[s
     return lines + (["", diag] if diag else []) + [""]
 
 
-def equal_compute_section(study: Path, curves: dict) -> list[str]:
-    """The alg2 rows cut to MAML's CPU budget and MAML given an alg2 row's, paired with the
-    study's cells on the same meta-test tasks."""
-    folders = {"study": study / "learned-1shot", "equal": study / "equal-compute-1shot"}
+def pinned_section(
+    study: Path, folder: str, title: str, comparisons: list, curves: dict
+) -> list[str]:
+    """Rows run at one pinned α in ``folder`` (a study script's output), paired with the study's
+    cells on the same meta-test tasks."""
+    folders = {"study": study / "learned-1shot", folder: study / f"{folder}-1shot"}
     rows = {k: collect(f) for k, f in folders.items()}
-    if not rows["equal"]:
-        return ["## Equal compute: not run", ""]
+    if not rows[folder]:
+        return [f"## {title}: not run", ""]
     ref = rows["study"].get("maml [learned]")
     ref_cpu = row_cpu(ref) if ref else math.nan
-    suite = read(folders["equal"] / "suite.json") or {}
+    suite = read(folders[folder] / "suite.json") or {}
     lines = [
-        "## Equal compute (learned init, mixed, 5-way 1-shot)",
+        f"## {title} (learned init, mixed, 5-way 1-shot)",
         "",
         f"Each row at one α (its selection above); {suite.get('val_tasks')} meta-val and "
         f"{suite.get('test_tasks')} meta-test tasks per seed, the study's tasks.",
@@ -393,7 +418,7 @@ def equal_compute_section(study: Path, curves: dict) -> list[str]:
         "| pooled ± CI (%) | CPU-s / run | CPU vs maml [learned] (100 steps) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [row_line(n, row, ref_cpu, grid_run=False) for n, row in rows["equal"].items()]
+    lines += [row_line(n, row, ref_cpu, grid_run=False) for n, row in rows[folder].items()]
     lines += [
         "",
         "| comparison | Δ (points, pooled) | task-level 95% CI | per-seed Δ | seed-level 95% CI |",
@@ -401,11 +426,11 @@ def equal_compute_section(study: Path, curves: dict) -> list[str]:
     ]
     lines += [
         diff_line(name, rows[fa].get(ra), rows[fb].get(rb))
-        for name, (fa, ra), (fb, rb) in EQUAL_COMPUTE
+        for name, (fa, ra), (fb, rb) in comparisons
     ]
-    long = rows["equal"].get("maml 355 steps [learned]")
-    if long and (points := curve(long)):
-        curves["maml 355 steps [learned]"] = points
+    for name, row in rows[folder].items():
+        if name not in rows["study"] and (points := curve(row)):
+            curves[name] = points
     return lines + [""]
 
 
@@ -414,7 +439,8 @@ def main(study: Path, grid: bool = False) -> None:
     curves: dict[str, list[tuple[float, float]]] = {}
     for regime in ("learned", "fixed"):
         lines += regime_section(study, regime, grid, curves)
-    lines += equal_compute_section(study, curves)
+    lines += pinned_section(study, "equal-compute", "Equal compute", EQUAL_COMPUTE, curves)
+    lines += pinned_section(study, "judge", "The sampled judge", JUDGE, curves)
     (study / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     if curves:
         import matplotlib
