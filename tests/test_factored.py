@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gwnmo_meta.optim.direction import bias_mask, flat_direction_stats, gwnmo_direction
-from gwnmo_meta.optim.factored import FactoredWeighting, expand_rows, unit_step
+from gwnmo_meta.optim.factored import FactoredWeighting, expand_rows, unit_stats, unit_step
 from gwnmo_meta.tasks.episodes import Episode
 from gwnmo_meta.training.methods import MethodConfig, build_method
 
@@ -60,6 +60,69 @@ def test_fused_step_is_gwnmo_direction_values_gradients_stats(normalize, through
     assert set(stats) == set(expected)
     for k, v in expected.items():
         torch.testing.assert_close(stats[k], v)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_unit_stats_afterwards_equal_the_steps_own_over_a_stack_of_steps(normalize):
+    """unit_stats, from the row weights and the weighted direction alone, gives each step's own
+    unit_step statistics, also for a stack of steps in front of the task dimension."""
+    steps, expected, hs, gs_all = 4, [], [], []
+    for seed in range(steps):
+        net, feats, ps, gs = _setup(normalize, seed)
+        raw, g_sq = net.scores(feats, [p.detach() for p in ps], [g.detach() for g in gs])
+        h = torch.sigmoid(raw) if normalize else raw
+        stats = {}
+        unit_step(ps, gs, h, g_sq, 0.7, normalize=normalize, stats=stats)
+        expected.append(stats)
+        hs.append(h.detach())
+        gs_all.append([g.detach() for g in gs])
+    alone = unit_stats(hs[0], gs_all[0], 1, normalize=normalize)
+    stacked = unit_stats(
+        torch.stack(hs), [torch.stack(x) for x in zip(*gs_all, strict=True)], 2, normalize=normalize
+    )
+    assert set(alone) == set(expected[0]) == set(stacked)
+    for k in expected[0]:
+        torch.testing.assert_close(alone[k], expected[0][k])
+        torch.testing.assert_close(stacked[k], torch.stack([e[k] for e in expected]))
+
+
+def test_differentiable_gwnmo_factored_step_stats_average_every_step():
+    """The fused factored path keeps each step's rows and computes their statistics in stacks
+    (past the fold point too): step_stats() is the mean of the steps' own unit_step statistics."""
+    import higher
+
+    from gwnmo_meta.optim.gwnmo import GWNMO
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(5, 3).double()
+    net = FactoredWeighting(5, hidden=8).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(std=0.5)
+    x = torch.randn(T, 8, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (T, 8))
+    per_step = []
+    with higher.innerloop_ctx(
+        head, GWNMO(head.parameters(), net, lr=0.1), track_higher_grads=False
+    ) as (f, d):
+        f.update_params([p.expand(T, *p.shape) for p in f.parameters()])
+        steps = d.TRACE_FOLD + 3
+        for _ in range(steps):
+            params = list(f.parameters())
+            logits = torch.baddbmm(params[1].unsqueeze(1), x, params[0].transpose(1, 2))
+            loss = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), y, reduction="none"
+            ).mean(1)
+            grads = torch.autograd.grad(loss.sum(), params, retain_graph=True)
+            stats = {}
+            net.step(x, [p.detach() for p in params], [g.detach() for g in grads], 0.1, stats=stats)
+            per_step.append(stats)
+            d.step(loss.sum(), features=x)
+            assert all(len(t) < d.TRACE_FOLD for t in d._row_trace.values())
+        got = d.step_stats()
+    assert set(got) == set(per_step[0])
+    for k, v in got.items():
+        torch.testing.assert_close(v, torch.stack([s[k] for s in per_step]).mean(0))
 
 
 def test_batched_and_unbatched_outputs_agree():

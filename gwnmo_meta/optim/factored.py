@@ -143,6 +143,11 @@ def row_inputs(
     return x, torch.cat(g_sqs, -1)
 
 
+def _norms_sq(h: Tensor, g_sq: Tensor) -> tuple[Tensor, Tensor]:
+    """(‖g‖², ‖h∘g‖²) per task from row weights and the rows' squared gradient norms."""
+    return g_sq.sum(-1), (h * h * g_sq).sum(-1)
+
+
 class _UnitStep(torch.autograd.Function):
     """φ' = φ − α·Δ for row-shared weights h (one per row), fused, with a closed-form backward.
 
@@ -166,7 +171,7 @@ class _UnitStep(torch.autograd.Function):
         scale: Tensor | None = None
         saved: tuple[Tensor, ...] = ()  # a, b and where their floors are free (GWNMO)
         if normalize:
-            a2, b2 = g_sq.sum(-1), (h * h * g_sq).sum(-1)
+            a2, b2 = _norms_sq(h, g_sq)
             a, b = a2.clamp_min(eps * eps).sqrt(), b2.clamp_min(eps * eps).sqrt()
             scale = a / b
             coef = (-lr * scale).unsqueeze(-1) * h
@@ -285,6 +290,29 @@ def _unit_stats(
         "step_ratio_bias": (db / gb.clamp_min(tiny)).sqrt(),
         "bias_share": (gb / gs.clamp_min(tiny)).sqrt(),
     }
+
+
+def unit_stats(
+    h: Tensor,
+    grads: Sequence[Tensor],
+    lead: int,
+    *,
+    normalize: bool = True,
+    eps: float = 1e-12,
+) -> dict[str, Tensor]:
+    """The diagnostics :func:`unit_step` fills ``stats`` with, computed afterwards from its row
+    weights ``h`` [..., U] and the direction it weighted (``grads``, detached).
+
+    ``lead``: the leading dimensions of ``h`` and every tensor of ``grads`` (tasks, and e.g. a
+    stack of inner steps in front of them); the statistics keep them ([...]).
+    """
+    rows = tuple(_rows(g.shape[lead:]) for g in grads)
+    g_sq = row_sq_norms(grads, lead)
+    scale = None
+    if normalize:
+        a2, b2 = _norms_sq(h, g_sq)
+        scale = a2.clamp_min(eps * eps).sqrt() / b2.clamp_min(eps * eps).sqrt()
+    return _unit_stats(h, g_sq, rows, grads, lead, scale)
 
 
 def unit_step(

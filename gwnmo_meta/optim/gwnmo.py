@@ -36,7 +36,7 @@ from gwnmo_meta.optim.direction import (
     gwnmo_direction,
     task_normalised_direction,
 )
-from gwnmo_meta.optim.factored import FactoredWeighting, expand_rows
+from gwnmo_meta.optim.factored import FactoredWeighting, expand_rows, unit_stats
 from gwnmo_meta.optim.nets import split_like
 
 
@@ -197,6 +197,8 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         # Detached flat (g, h, Δ) of recent steps; folded into running sums every TRACE_FOLD steps,
         # so statistics cost a few batched ops per episode and memory stays bounded on long loops.
         self._trace: list[tuple[Tensor, Tensor, Tensor]] = []
+        # the fused factored steps' detached (h rows, weighted direction), per (normalize, lead)
+        self._row_trace: dict[tuple[bool, int], list[tuple[Tensor, list[Tensor]]]] = {}
         self._stat_sums: dict[str, Tensor] = {}
         self._stat_steps = 0
         self._bias_mask: Tensor | None = None
@@ -226,13 +228,28 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         self._stat_steps += len(self._trace)
         self._trace.clear()
 
-    def _record_stats(self, stats: dict[str, Tensor]) -> None:
-        """Add one step's already-reduced statistics (the fused factored path)."""
-        if self._trace:
-            self._fold()
-        for k, v in stats.items():
+    def _add_stats(self, sums: dict[str, Tensor], steps: int) -> None:
+        for k, v in sums.items():
             self._stat_sums[k] = v + self._stat_sums[k] if k in self._stat_sums else v
-        self._stat_steps += 1
+        self._stat_steps += steps
+
+    def _record_rows(self, h: Tensor, direction: list[Tensor], normalize: bool, lead: int) -> None:
+        """Keep a fused factored step's row weights and weighted direction (detached); their
+        statistics are computed for a stack of steps at once (:meth:`_fold_rows`)."""
+        trace = self._row_trace.setdefault((normalize, lead), [])
+        trace.append((h, direction))
+        if len(trace) >= self.TRACE_FOLD:
+            self._fold_rows()
+
+    def _fold_rows(self) -> None:
+        for (normalize, lead), trace in self._row_trace.items():
+            if not trace:
+                continue
+            h = torch.stack([t[0] for t in trace])
+            direction = [torch.stack(us) for us in zip(*(t[1] for t in trace), strict=True)]
+            stats = unit_stats(h, direction, lead + 1, normalize=normalize)
+            self._add_stats({k: v.sum(0) for k, v in stats.items()}, len(trace))
+            trace.clear()
 
     def step_stats(self) -> dict[str, Tensor]:
         """:func:`~gwnmo_meta.optim.direction.direction_stats` averaged over the steps so far.
@@ -241,6 +258,7 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
         """
         if self._trace:
             self._fold()
+        self._fold_rows()
         return {k: v / self._stat_steps for k, v in self._stat_sums.items()}
 
     def _flat_weights(
@@ -303,7 +321,6 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
             through_norm = group.get("grad_through_norm", False)
             if isinstance(self.weighting_net, FactoredWeighting) and self.step_size is None:
                 # one weight per row: a fused step, no per-coordinate h or flat vectors
-                stats: dict[str, Tensor] = {}
                 new, h_rows = self.weighting_net.step(
                     features,
                     ps,
@@ -311,12 +328,12 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                     group["lr"],
                     normalize=group["normalize"],
                     grad_through_norm=through_norm,
-                    stats=stats,
                     state=m_state,
                     direction=None if m_state is None else us,
                 )
-                self._record_stats(stats)
                 lead = features.dim() - 2
+                weighted = m_grads if m_state is None else [u.detach() for u in us]
+                self._record_rows(h_rows.detach(), weighted, group["normalize"], lead)
                 self._last_rows = (h_rows.detach(), [p.shape[lead:] for p in ps])
                 for i, p in zip(idx, new, strict=True):
                     group["params"][i] = p
