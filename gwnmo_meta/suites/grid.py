@@ -453,7 +453,8 @@ def plot_results(
             )
     ax.set_xlabel("meta-step")
     ax.set_ylabel("meta-val accuracy (%)")
-    ax.legend(fontsize=6, ncol=2)
+    if ax.lines:  # rows without meta-training have no validation curve
+        ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     curves_png = out / "curves.png"
     with atomic_open(curves_png, "wb") as fh:
