@@ -95,7 +95,7 @@ def build(label: str, hidden: int) -> OnlineGWNMO | TorchLearner | MetaAdamOnly:
     else:
         learner = OnlineGWNMO(target, weighting, cfg, meta_opt)
     if label.endswith("before") or label.endswith("per-coordinate step"):
-        learner._rows = None  # the factored M through M's per-coordinate output
+        learner._fused = None  # the factored M through M's per-coordinate output
     return learner
 
 

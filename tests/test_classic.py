@@ -144,9 +144,9 @@ def test_factored_fused_step_matches_the_per_coordinate_step(base, optimizer):
         opt.step = lambda: (recorded.append([p.grad.clone() for p in m.parameters()]), step())
         cfg = ClassicConfig(optimizer=optimizer, weighting="factored", base=base, lr=0.1)
         learner = OnlineGWNMO(target, m, cfg, opt)
-        assert learner._rows is not None
+        assert learner._fused is not None
         if not fused:
-            learner._rows = None
+            learner._fused = None
         for i in range(4):
             learner.step(x[16 * i : 16 * (i + 1)], y[16 * i : 16 * (i + 1)])
         return learner.current(), recorded

@@ -143,9 +143,11 @@ def row_inputs(
     return x, torch.cat(g_sqs, -1)
 
 
-def _norms_sq(h: Tensor, g_sq: Tensor) -> tuple[Tensor, Tensor]:
-    """(‖g‖², ‖h∘g‖²) per task from row weights and the rows' squared gradient norms."""
-    return g_sq.sum(-1), (h * h * g_sq).sum(-1)
+def _norms(h: Tensor, g_sq: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(‖g‖², ‖h∘g‖², ‖g‖, ‖h∘g‖) per task from row weights and the rows' squared gradient norms;
+    the norms floored at ``eps``."""
+    a2, b2 = g_sq.sum(-1), (h * h * g_sq).sum(-1)
+    return a2, b2, a2.clamp_min(eps * eps).sqrt(), b2.clamp_min(eps * eps).sqrt()
 
 
 class _UnitStep(torch.autograd.Function):
@@ -171,8 +173,7 @@ class _UnitStep(torch.autograd.Function):
         scale: Tensor | None = None
         saved: tuple[Tensor, ...] = ()  # a, b and where their floors are free (GWNMO)
         if normalize:
-            a2, b2 = _norms_sq(h, g_sq)
-            a, b = a2.clamp_min(eps * eps).sqrt(), b2.clamp_min(eps * eps).sqrt()
+            a2, b2, a, b = _norms(h, g_sq, eps)
             scale = a / b
             coef = (-lr * scale).unsqueeze(-1) * h
             saved = (a, b, (a2 >= eps * eps).to(a), (b2 >= eps * eps).to(b))
@@ -310,8 +311,8 @@ def unit_stats(
     g_sq = row_sq_norms(grads, lead)
     scale = None
     if normalize:
-        a2, b2 = _norms_sq(h, g_sq)
-        scale = a2.clamp_min(eps * eps).sqrt() / b2.clamp_min(eps * eps).sqrt()
+        _, _, a, b = _norms(h, g_sq, eps)
+        scale = a / b
     return _unit_stats(h, g_sq, rows, grads, lead, scale)
 
 

@@ -331,10 +331,10 @@ class DifferentiableGWNMO(DifferentiableOptimizer):
                     state=m_state,
                     direction=None if m_state is None else us,
                 )
-                lead = features.dim() - 2
+                lead, h_rows = features.dim() - 2, h_rows.detach()
                 weighted = m_grads if m_state is None else [u.detach() for u in us]
-                self._record_rows(h_rows.detach(), weighted, group["normalize"], lead)
-                self._last_rows = (h_rows.detach(), [p.shape[lead:] for p in ps])
+                self._record_rows(h_rows, weighted, group["normalize"], lead)
+                self._last_rows = (h_rows, [p.shape[lead:] for p in ps])
                 for i, p in zip(idx, new, strict=True):
                     group["params"][i] = p
                 continue

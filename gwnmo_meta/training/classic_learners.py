@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from gwnmo_meta.errors import CheckpointError
-from gwnmo_meta.optim.factored import FactoredWeighting, row_sq_norms, unit_step
+from gwnmo_meta.optim.factored import FactoredWeighting
 
 if TYPE_CHECKING:
     from gwnmo_meta.training.classic import ClassicConfig
@@ -93,8 +93,8 @@ class OnlineGWNMO:
         self.snapshot: dict[str, Tensor] | None = None  # θ' used by the latest update
         self.last: tuple[dict[str, Tensor], Tensor, Tensor] | None = None  # its (φ, x, y)
         self._base_before: dict[str, dict[str, Any]] = {}  # the base state before that update
-        # the factored M steps fused (unit_step): its row weights are never expanded per coordinate
-        self._rows = _RowScores(weighting) if isinstance(weighting, FactoredWeighting) else None
+        # the factored M steps fused (its own step): row weights never expanded per coordinate
+        self._fused = _FusedStep(weighting) if isinstance(weighting, FactoredWeighting) else None
 
     def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(self.target, params, (x,)), y)
@@ -132,15 +132,14 @@ class OnlineGWNMO:
             for n, p in self.weighting.named_parameters()
         }
         kwargs = {} if base_inputs is None else {"state": base_inputs}
-        if self._rows is not None:  # the factored M: one weight per row, the fused step
+        if self._fused is not None:  # the factored M: one weight per row, its fused step
             snapshot = {f"net.{n}": p for n, p in self.snapshot.items()}
-            raw_rows, g_sq = functional_call(self._rows, snapshot, (x, plist, glist), kwargs)
-            if base_inputs is not None:  # the step weights u, normalised by u's own rows
-                g_sq = row_sq_norms(ulist)
-            h_rows = torch.sigmoid(raw_rows) if self.normalize else raw_rows
-            stepped = unit_step(
-                plist, ulist, h_rows, g_sq, self.cfg.step_size, normalize=self.normalize
-            )
+            step_kw = kwargs | {
+                "normalize": self.normalize,
+                "direction": None if base_inputs is None else ulist,
+            }
+            args = (x, plist, glist, self.cfg.step_size)
+            stepped, _ = functional_call(self._fused, snapshot, args, step_kw)
             return dict(zip(self.names, stepped, strict=True)), loss
         raw = functional_call(self.weighting, self.snapshot, (x, plist, glist), kwargs)
         h = [torch.sigmoid(r) for r in raw] if self.normalize else list(raw)
@@ -222,16 +221,16 @@ class OnlineGWNMO:
             self.params = {n: state["params"][n].detach().clone() for n in self.names}
 
 
-class _RowScores(nn.Module):
-    """The factored M's per-row scores as a module's forward, so ``functional_call`` can run them
-    with a snapshot of M's parameters."""
+class _FusedStep(nn.Module):
+    """The factored M's fused step (:meth:`FactoredWeighting.step`) as a module's forward, so
+    ``functional_call`` can run it with a snapshot of M's parameters."""
 
     def __init__(self, net: FactoredWeighting):
         super().__init__()
         self.net = net
 
-    def forward(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        return self.net.scores(*args, **kwargs)
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[list[Tensor], Tensor]:
+        return self.net.step(*args, **kwargs)
 
 
 def _copy_state(state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
